@@ -1,0 +1,90 @@
+//! Element-wise and row-wise operations of the transformer on f32 rows, written to match
+//! llama.cpp's CPU definitions: RMSNorm (sum of squares in f64), RoPE with the angle
+//! advanced by repeated multiplication, SiLU as `x / (1 + e^-x)`.
+
+/// `out = x / sqrt(mean(x^2) + eps) * weight` for one row.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * scale * w;
+    }
+}
+
+/// The rotary embedding of one model: per pair frequency scale and the rotated width.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    pub n_rot: usize,
+    pub freq_base: f32,
+    /// 1 / linear scaling factor.
+    pub freq_scale: f32,
+}
+
+impl Rope {
+    /// Rotates `x` (`n_heads` heads of `head_dim`) in place for position `pos`: the
+    /// "normal" ggml layout that rotates adjacent pairs `(x[2i], x[2i+1])`, as the llama
+    /// GGUF converter's permuted Q/K weights expect.
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
+        let mut cs = [(0f32, 0f32); 256];
+        let mut theta = pos as f32;
+        for c in cs.iter_mut().take(self.n_rot / 2) {
+            let t = self.freq_scale * theta;
+            *c = (t.cos(), t.sin());
+            theta *= theta_scale;
+        }
+        for head in x.chunks_exact_mut(head_dim) {
+            for (i, &(cos, sin)) in cs.iter().take(self.n_rot / 2).enumerate() {
+                let (a, b) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = a * cos - b * sin;
+                head[2 * i + 1] = a * sin + b * cos;
+            }
+        }
+    }
+}
+
+/// `gate[i] = silu(gate[i]) * up[i]`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `x += y`.
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_normalizes() {
+        let x = [3.0f32, 4.0];
+        let mut out = [0f32; 2];
+        rms_norm(&x, &[1.0, 2.0], 0.0, &mut out);
+        let s = (12.5f32).sqrt();
+        assert!((out[0] - 3.0 / s).abs() < 1e-6 && (out[1] - 8.0 / s).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_and_keeps_norms() {
+        let rope = Rope {
+            n_rot: 4,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+        };
+        let mut x = [1.0f32, 0.0, 1.0, 0.0];
+        rope.apply(&mut x, 4, 1);
+        // Pair 0 turns by 1 radian; pair 1 by 1/100 radian.
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
+        assert!((x[2] - 0.01f32.cos()).abs() < 1e-6 && (x[3] - 0.01f32.sin()).abs() < 1e-6);
+        let mut y = [0.3f32, -0.7, 0.2, 0.9];
+        rope.apply(&mut y, 4, 0);
+        assert_eq!(y, [0.3, -0.7, 0.2, 0.9]);
+    }
+}

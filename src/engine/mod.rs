@@ -1,0 +1,386 @@
+//! The engine: loads a model, validates and tokenizes requests at submit, and runs two
+//! threads, the engine thread (`core`: scheduling and the forward pass) and the delivery
+//! thread (`delivery`: detokenization, events, callbacks), joined by channels. This is the
+//! safe Rust API that the C API (`ffi`) wraps one to one.
+
+pub mod core;
+pub mod delivery;
+pub mod poll_queue;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Sender};
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::backend::cpu::pool::ThreadPool;
+use crate::chat_template::{ChatTemplate, RenderOptions};
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+use crate::model::gguf::GgufFile;
+use crate::model::llama::Llama;
+use crate::model::ModelConfig;
+use crate::responses::ids::unix_now;
+use crate::responses::request::{parse, ParsedRequest};
+use crate::responses::stream::{Finish, ResponseMeta, ResponseStream, Usage};
+use crate::sampling::rng::splitmix64;
+use crate::tokenizer::Tokenizer;
+use core::{Command, EngineCore, SeqRequest};
+use poll_queue::{PollQueue, PolledEvent};
+
+/// Where a request's events go.
+pub enum Sink {
+    /// Called on the delivery thread with (request id, event JSON, is_last).
+    Callback(Box<dyn FnMut(u64, &str, bool) + Send>),
+    /// Queued for `Engine::poll` / `Engine::poll_request`.
+    Poll,
+}
+
+/// Messages from submit and the engine thread to the delivery thread.
+pub enum Output {
+    Start {
+        id: u64,
+        stream: ResponseStream,
+        sink: Sink,
+    },
+    Tokens {
+        id: u64,
+        tokens: Vec<u32>,
+    },
+    Finish {
+        id: u64,
+        finish: Finish,
+        usage: Usage,
+    },
+}
+
+impl Output {
+    fn id(&self) -> u64 {
+        match self {
+            Output::Start { id, .. } | Output::Tokens { id, .. } | Output::Finish { id, .. } => *id,
+        }
+    }
+}
+
+/// Counters reported by `Engine::stats`.
+#[derive(Default)]
+pub struct Stats {
+    pub submitted: AtomicU64,
+    pub completed: AtomicU64,
+    pub incomplete: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub failed: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    pub steps: AtomicU64,
+    pub running: AtomicU64,
+    pub waiting: AtomicU64,
+    pub kv_bytes: AtomicU64,
+}
+
+/// State shared by the host-facing calls and both threads.
+pub struct Shared {
+    pub tokenizer: Arc<Tokenizer>,
+    pub poll: PollQueue,
+    pub poisoned: Mutex<Option<String>>,
+    pub stats: Stats,
+}
+
+/// A running engine. Dropping it cancels what is in flight, delivers the terminal events
+/// and joins its threads.
+pub struct Engine {
+    shared: Arc<Shared>,
+    template: ChatTemplate,
+    model_config: ModelConfig,
+    model_names: Vec<String>,
+    max_model_len: usize,
+    seed: u64,
+    next_id: AtomicU64,
+    commands: Option<Sender<Command>>,
+    outputs: Option<Sender<Output>>,
+    engine_thread: Option<JoinHandle<()>>,
+    delivery_thread: Option<JoinHandle<()>>,
+    info: serde_json::Value,
+}
+
+/// The ChatML template used when a model file carries none (llama.cpp does the same).
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+impl Engine {
+    /// Loads the model named by `config` and starts the engine's threads.
+    pub fn new(config: EngineConfig) -> Result<Engine> {
+        let t0 = Instant::now();
+        let gguf = GgufFile::open(&config.model)?;
+        let model = Llama::load(&gguf)?;
+        let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf)?);
+        let mc = model.config.clone();
+        if tokenizer.vocab_size() > mc.vocab_size {
+            return Err(Error::model(
+                &config.model,
+                "the tokenizer has more tokens than the output layer",
+            ));
+        }
+        let tok_text = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.token_text(i))
+                .unwrap_or("")
+                .to_owned()
+        };
+        let source = gguf
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .unwrap_or(CHATML);
+        let template = ChatTemplate::new(
+            source,
+            &tok_text(tokenizer.bos_id),
+            &tok_text(tokenizer.eos_id),
+        )?;
+        let max_model_len = match config.max_model_len {
+            Some(n) if n > mc.context_length => {
+                return Err(Error::config(
+                    "max_model_len",
+                    format!(
+                        "{n} exceeds the model's context length {}",
+                        mc.context_length
+                    ),
+                ))
+            }
+            Some(n) => n,
+            None => mc.context_length,
+        };
+        let stem = config
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let model_names = vec![stem, mc.name.clone()];
+        let pool = ThreadPool::new(config.num_threads)
+            .map_err(|e| Error::Internal(format!("cannot start CPU worker threads: {e}")))?;
+        let info = json!({
+            "model": model_names[0],
+            "model_name": mc.name,
+            "architecture": mc.arch,
+            "device": config.device.name(),
+            "kernels": model.isa_name(),
+            "num_threads": config.num_threads,
+            "max_num_seqs": config.max_num_seqs,
+            "max_model_len": max_model_len,
+            "max_num_batched_tokens": config.max_num_batched_tokens,
+            "weight_bytes": model.weight_bytes(),
+            "load_ms": t0.elapsed().as_millis() as u64,
+        });
+        let shared = Arc::new(Shared {
+            tokenizer: Arc::clone(&tokenizer),
+            poll: PollQueue::default(),
+            poisoned: Mutex::new(None),
+            stats: Stats::default(),
+        });
+        let (cmd_tx, cmd_rx) = unbounded();
+        let (out_tx, out_rx) = unbounded();
+        let core = EngineCore::new(
+            model,
+            pool,
+            config.max_num_seqs,
+            config.max_num_batched_tokens.max(1),
+            tokenizer.eog_ids.clone(),
+            Arc::clone(&shared),
+            out_tx.clone(),
+        );
+        let spawn_err =
+            |e: std::io::Error| Error::Internal(format!("cannot start engine threads: {e}"));
+        let delivery_shared = Arc::clone(&shared);
+        let delivery_thread = std::thread::Builder::new()
+            .name("rill-delivery".into())
+            .spawn(move || delivery::run(delivery_shared, out_rx))
+            .map_err(spawn_err)?;
+        let engine_thread = std::thread::Builder::new()
+            .name("rill-engine".into())
+            .spawn(move || core.run(cmd_rx))
+            .map_err(spawn_err)?;
+        Ok(Engine {
+            shared,
+            template,
+            model_config: mc,
+            model_names,
+            max_model_len,
+            seed: config.seed,
+            next_id: AtomicU64::new(1),
+            commands: Some(cmd_tx),
+            outputs: Some(out_tx),
+            engine_thread: Some(engine_thread),
+            delivery_thread: Some(delivery_thread),
+            info,
+        })
+    }
+
+    /// The loaded model's hyperparameters.
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.model_config
+    }
+
+    /// The tokenizer (for tools and tests).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.shared.tokenizer
+    }
+
+    /// The prompt text and token ids a request renders to (the first steps of submit).
+    pub fn render_prompt(&self, req: &ParsedRequest) -> Result<(String, Vec<u32>)> {
+        let opts = RenderOptions {
+            add_generation_prompt: true,
+            reasoning_effort: req.reasoning_effort.as_deref(),
+        };
+        let text = self.template.render(&req.messages, &opts)?;
+        let mut ids = Vec::new();
+        if self.shared.tokenizer.add_bos {
+            ids.extend(self.shared.tokenizer.bos_id);
+        }
+        ids.extend(self.shared.tokenizer.encode(&text, true)?);
+        Ok((text, ids))
+    }
+
+    /// Validates `request_json`, queues it and returns its id. Its events go to `sink`.
+    /// Nothing is queued when this fails.
+    pub fn submit(&self, request_json: &str, sink: Sink) -> Result<u64> {
+        if let Some(m) = self.shared.poisoned.lock().clone() {
+            return Err(Error::Poisoned(m));
+        }
+        let req = parse(request_json)?;
+        if let Some(m) = &req.model {
+            if !self.model_names.iter().any(|n| n == m) {
+                return Err(Error::request(
+                    "model",
+                    format!(
+                        "model {m:?} is not loaded (this engine serves {:?})",
+                        self.model_names[0]
+                    ),
+                ));
+            }
+        }
+        let (_, prompt) = self.render_prompt(&req)?;
+        if prompt.len() >= self.max_model_len {
+            return Err(Error::ContextLength {
+                prompt_tokens: prompt.len(),
+                max_model_len: self.max_model_len,
+            });
+        }
+        let room = self.max_model_len - prompt.len();
+        let max_tokens = req.max_output_tokens.map_or(room, |m| m.min(room));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let meta = ResponseMeta {
+            model: req
+                .model
+                .clone()
+                .unwrap_or_else(|| self.model_names[0].clone()),
+            instructions: req.instructions.clone(),
+            max_output_tokens: req.max_output_tokens,
+            temperature: req.sampling.temperature,
+            top_p: req.sampling.top_p,
+            metadata: req.metadata.clone(),
+            user: req.user.clone(),
+            parallel_tool_calls: req.parallel_tool_calls,
+            reasoning_effort: req.reasoning_effort.clone(),
+        };
+        if matches!(sink, Sink::Poll) {
+            self.shared.poll.register(id);
+        }
+        let stream = ResponseStream::new(&meta, unix_now());
+        let mut mix = self.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let seq = SeqRequest {
+            id,
+            prompt,
+            max_tokens,
+            sampling: req.sampling,
+            seed: splitmix64(&mut mix),
+            ignore_eos: req.ignore_eos,
+        };
+        let (Some(out), Some(cmd)) = (&self.outputs, &self.commands) else {
+            return Err(Error::Internal("engine is shut down".into()));
+        };
+        self.shared.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .prompt_tokens
+            .fetch_add(seq.prompt.len() as u64, Ordering::Relaxed);
+        // Start goes to the delivery thread before the engine thread can produce tokens.
+        out.send(Output::Start { id, stream, sink })
+            .map_err(|_| Error::Internal("delivery thread is gone".into()))?;
+        cmd.send(Command::Add(seq))
+            .map_err(|_| Error::Internal("engine thread is gone".into()))?;
+        Ok(id)
+    }
+
+    /// Cancels request `id`: its stream ends with a terminal event (`response.incomplete`,
+    /// status `cancelled`). Cancelling a request that already finished is a no-op.
+    pub fn cancel(&self, id: u64) -> Result<()> {
+        if id == 0 || id >= self.next_id.load(Ordering::Relaxed) {
+            return Err(Error::UnknownRequest(id));
+        }
+        if let Some(cmd) = &self.commands {
+            let _ = cmd.send(Command::Cancel(id));
+        }
+        Ok(())
+    }
+
+    /// The next event of any request submitted without a callback.
+    pub fn poll(&self, timeout: Option<Duration>) -> Option<PolledEvent> {
+        self.shared.poll.pop_any(timeout)
+    }
+
+    /// The next event of request `id` (submitted without a callback).
+    pub fn poll_request(
+        &self,
+        id: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Option<(String, bool)>> {
+        self.shared.poll.pop_request(id, timeout)
+    }
+
+    /// Marks the engine as failed: new submits are refused with the message.
+    pub fn poison(&self, msg: &str) {
+        self.shared
+            .poisoned
+            .lock()
+            .get_or_insert_with(|| msg.to_owned());
+    }
+
+    /// Engine information and counters as JSON.
+    pub fn stats(&self) -> serde_json::Value {
+        let s = &self.shared.stats;
+        let mut v = self.info.clone();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        v["requests"] = json!({
+            "submitted": get(&s.submitted), "completed": get(&s.completed), "incomplete": get(&s.incomplete),
+            "cancelled": get(&s.cancelled), "failed": get(&s.failed),
+            "running": get(&s.running), "waiting": get(&s.waiting),
+        });
+        v["tokens"] =
+            json!({"prompt": get(&s.prompt_tokens), "generated": get(&s.generated_tokens)});
+        v["steps"] = json!(get(&s.steps));
+        v["kv_cache_bytes"] = json!(get(&s.kv_bytes));
+        v["poisoned"] = json!(self.shared.poisoned.lock().clone());
+        v
+    }
+
+    /// Stops the engine: cancels everything in flight, delivers the terminal events and
+    /// joins both threads. Called by `Drop`; calling it twice is harmless.
+    pub fn shutdown(&mut self) {
+        if let Some(cmd) = self.commands.take() {
+            let _ = cmd.send(Command::Shutdown);
+        }
+        if let Some(t) = self.engine_thread.take() {
+            let _ = t.join();
+        }
+        self.outputs = None;
+        if let Some(t) = self.delivery_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,523 @@
+//! Parses an OpenAI Responses API request body into what the engine needs. Validation is
+//! strict and fails fast at submit: every refusal names the field (`param`) the way
+//! OpenAI's 400 `invalid_request_error` does. Fields rill cannot honour yet are refused
+//! by name, never silently ignored.
+
+use serde_json::{Map, Value};
+
+use crate::chat_template::ChatMessage;
+use crate::config::json_type;
+use crate::error::{Error, Result};
+use crate::sampling::SamplingParams;
+
+/// A validated request.
+#[derive(Debug, Clone)]
+pub struct ParsedRequest {
+    pub model: Option<String>,
+    /// The conversation to render, `instructions` first as a system message.
+    pub messages: Vec<ChatMessage>,
+    pub instructions: Option<String>,
+    pub max_output_tokens: Option<usize>,
+    pub sampling: SamplingParams,
+    pub ignore_eos: bool,
+    pub metadata: Map<String, Value>,
+    pub reasoning_effort: Option<String>,
+    pub user: Option<String>,
+    pub parallel_tool_calls: bool,
+}
+
+const FIELDS: &[&str] = &[
+    "model",
+    "input",
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "top_logprobs",
+    "include",
+    "reasoning",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "text",
+    "metadata",
+    "user",
+    "store",
+    "truncation",
+    "previous_response_id",
+    "background",
+    "stream",
+    "service_tier",
+    "max_tool_calls",
+    "prompt_cache_key",
+    "safety_identifier",
+    "top_k",
+    "min_p",
+    "seed",
+    "stop",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "ignore_eos",
+];
+
+/// Parses and validates a request body.
+pub fn parse(text: &str) -> Result<ParsedRequest> {
+    let v: Value = serde_json::from_str(text).map_err(|e| Error::InvalidJson {
+        what: "request",
+        message: e.to_string(),
+    })?;
+    let Value::Object(m) = v else {
+        return Err(Error::request(
+            "<body>",
+            "the request body must be a JSON object",
+        ));
+    };
+    if let Some(k) = m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(Error::request(k.clone(), "unknown parameter"));
+    }
+    refuse_unsupported(&m)?;
+    let instructions = opt_str(&m, "instructions")?;
+    let mut messages = Vec::new();
+    if let Some(i) = &instructions {
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: i.clone(),
+        });
+    }
+    match m.get("input") {
+        None | Some(Value::Null) => return Err(Error::request("input", "is required")),
+        Some(Value::String(s)) if s.is_empty() => {
+            return Err(Error::request("input", "must not be empty"))
+        }
+        Some(Value::String(s)) => messages.push(ChatMessage {
+            role: "user".into(),
+            content: s.clone(),
+        }),
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(Error::request("input", "must contain at least one item"))
+        }
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                messages.push(parse_item(item, &format!("input[{i}]"))?);
+            }
+        }
+        Some(other) => return Err(type_err("input", "a string or an array of items", other)),
+    }
+    let sampling = SamplingParams {
+        temperature: opt_num(&m, "temperature", 0.0, 2.0)?.unwrap_or(1.0) as f32,
+        top_p: opt_num(&m, "top_p", 0.0, 1.0)?.unwrap_or(1.0) as f32,
+        top_k: match m.get("top_k") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) if n.as_i64() == Some(-1) => 0,
+            Some(Value::Number(n)) => n.as_u64().filter(|&k| k <= 1_000_000).ok_or_else(|| {
+                Error::request("top_k", "must be -1, 0 (disabled) or a positive integer")
+            })? as usize,
+            Some(other) => return Err(type_err("top_k", "an integer", other)),
+        },
+        min_p: opt_num(&m, "min_p", 0.0, 1.0)?.unwrap_or(0.0) as f32,
+        seed: match m.get("seed") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(
+                n.as_u64()
+                    .or_else(|| n.as_i64().map(|v| v as u64))
+                    .ok_or_else(|| Error::request("seed", "must be an integer"))?,
+            ),
+            Some(other) => return Err(type_err("seed", "an integer", other)),
+        },
+    };
+    let max_output_tokens = match m.get("max_output_tokens") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_u64().filter(|&v| v >= 1 && v <= 1 << 24).ok_or_else(
+            || {
+                Error::request(
+                    "max_output_tokens",
+                    format!("must be a positive integer, got {n}"),
+                )
+            },
+        )? as usize),
+        Some(other) => return Err(type_err("max_output_tokens", "an integer", other)),
+    };
+    let metadata = match m.get("metadata") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(md)) => {
+            if md.len() > 16 {
+                return Err(Error::request("metadata", "at most 16 key-value pairs"));
+            }
+            if let Some((k, _)) = md.iter().find(|(_, v)| !v.is_string()) {
+                return Err(Error::request(
+                    format!("metadata.{k}"),
+                    "values must be strings",
+                ));
+            }
+            md.clone()
+        }
+        Some(other) => return Err(type_err("metadata", "an object", other)),
+    };
+    let reasoning_effort = match m.get("reasoning") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(r)) => {
+            if let Some(k) = r
+                .keys()
+                .find(|k| !["effort", "summary", "generate_summary"].contains(&k.as_str()))
+            {
+                return Err(Error::request(
+                    format!("reasoning.{k}"),
+                    "unknown parameter",
+                ));
+            }
+            match r.get("effort") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(e))
+                    if ["minimal", "low", "medium", "high", "none"].contains(&e.as_str()) =>
+                {
+                    Some(e.clone())
+                }
+                Some(_) => {
+                    return Err(Error::request(
+                        "reasoning.effort",
+                        "must be one of none, minimal, low, medium, high",
+                    ))
+                }
+            }
+        }
+        Some(other) => return Err(type_err("reasoning", "an object", other)),
+    };
+    Ok(ParsedRequest {
+        model: opt_str(&m, "model")?,
+        messages,
+        instructions,
+        max_output_tokens,
+        sampling,
+        ignore_eos: opt_bool(&m, "ignore_eos")?.unwrap_or(false),
+        metadata,
+        reasoning_effort,
+        user: opt_str(&m, "user")?,
+        parallel_tool_calls: opt_bool(&m, "parallel_tool_calls")?.unwrap_or(true),
+    })
+}
+
+/// Fields rill understands but cannot honour in this version: refused by name.
+fn refuse_unsupported(m: &Map<String, Value>) -> Result<()> {
+    let not_yet = |param: &str, what: &str| {
+        Err(Error::request(
+            param,
+            format!("{what} is not supported yet"),
+        ))
+    };
+    if let Some(v) = m.get("previous_response_id").filter(|v| !v.is_null()) {
+        let _ = v;
+        return not_yet(
+            "previous_response_id",
+            "continuing a stored response (rill stores no responses)",
+        );
+    }
+    if opt_bool(m, "background")? == Some(true) {
+        return not_yet("background", "background mode");
+    }
+    match m.get("tools") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.is_empty() => {}
+        Some(Value::Array(_)) => return not_yet("tools", "tool calling"),
+        Some(other) => return Err(type_err("tools", "an array", other)),
+    }
+    match m.get("tool_choice") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "none" || s == "auto" => {}
+        Some(_) => return not_yet("tool_choice", "forcing a tool call"),
+    }
+    match m.get("text") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(t)) => {
+            if let Some(k) = t
+                .keys()
+                .find(|k| !["format", "verbosity"].contains(&k.as_str()))
+            {
+                return Err(Error::request(format!("text.{k}"), "unknown parameter"));
+            }
+            match t.get("format") {
+                None | Some(Value::Null) => {}
+                Some(f) if f.get("type").and_then(Value::as_str) == Some("text") => {}
+                Some(_) => {
+                    return not_yet(
+                        "text.format",
+                        "structured output (json_object, json_schema)",
+                    )
+                }
+            }
+        }
+        Some(other) => return Err(type_err("text", "an object", other)),
+    }
+    match m.get("truncation") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "disabled" => {}
+        Some(Value::String(s)) if s == "auto" => {
+            return not_yet("truncation", "truncation \"auto\"")
+        }
+        Some(_) => {
+            return Err(Error::request(
+                "truncation",
+                "must be \"auto\" or \"disabled\"",
+            ))
+        }
+    }
+    match m.get("include") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.is_empty() => {}
+        Some(Value::Array(a)) => {
+            return Err(Error::request(
+                "include",
+                format!("{} is not supported yet", a[0]),
+            ));
+        }
+        Some(other) => return Err(type_err("include", "an array", other)),
+    }
+    match m.get("top_logprobs") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => {}
+        Some(_) => return not_yet("top_logprobs", "logprobs"),
+    }
+    match m.get("stop") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.is_empty() => {}
+        Some(_) => return not_yet("stop", "stop strings"),
+    }
+    for (k, neutral) in [
+        ("repetition_penalty", 1.0),
+        ("frequency_penalty", 0.0),
+        ("presence_penalty", 0.0),
+    ] {
+        match m.get(k) {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) if n.as_f64() == Some(neutral) => {}
+            Some(Value::Number(_)) => return not_yet(k, "penalties"),
+            Some(other) => return Err(type_err(k, "a number", other)),
+        }
+    }
+    for k in ["stream", "store"] {
+        opt_bool(m, k)?;
+    }
+    for k in ["service_tier", "prompt_cache_key", "safety_identifier"] {
+        opt_str(m, k)?;
+    }
+    Ok(())
+}
+
+fn parse_item(item: &Value, at: &str) -> Result<ChatMessage> {
+    let Value::Object(o) = item else {
+        return Err(type_err(at, "an object", item));
+    };
+    match o.get("type").and_then(Value::as_str) {
+        None | Some("message") => {}
+        Some(t @ ("function_call" | "function_call_output" | "reasoning")) => {
+            return Err(Error::request(
+                format!("{at}.type"),
+                format!("input items of type {t:?} are not supported yet"),
+            ))
+        }
+        Some(t) => {
+            return Err(Error::request(
+                format!("{at}.type"),
+                format!("unknown item type {t:?}"),
+            ))
+        }
+    }
+    if let Some(k) = o
+        .keys()
+        .find(|k| !["type", "role", "content", "id", "status"].contains(&k.as_str()))
+    {
+        return Err(Error::request(format!("{at}.{k}"), "unknown parameter"));
+    }
+    let role = match o.get("role") {
+        Some(Value::String(r)) => match r.as_str() {
+            "user" | "system" | "assistant" => r.clone(),
+            "developer" => "system".to_owned(),
+            _ => {
+                return Err(Error::request(
+                    format!("{at}.role"),
+                    format!("unknown role {r:?} (user, system, developer, assistant)"),
+                ))
+            }
+        },
+        Some(other) => return Err(type_err(&format!("{at}.role"), "a string", other)),
+        None => return Err(Error::request(format!("{at}.role"), "is required")),
+    };
+    let content = match o.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for (j, p) in parts.iter().enumerate() {
+                let pat = format!("{at}.content[{j}]");
+                let ty = p.get("type").and_then(Value::as_str);
+                match ty {
+                    Some("input_text") | Some("output_text") => match p.get("text") {
+                        Some(Value::String(t)) => text.push_str(t),
+                        Some(other) => {
+                            return Err(type_err(&format!("{pat}.text"), "a string", other))
+                        }
+                        None => return Err(Error::request(format!("{pat}.text"), "is required")),
+                    },
+                    Some(t @ ("input_image" | "input_file" | "input_audio")) => {
+                        return Err(Error::request(
+                            format!("{pat}.type"),
+                            format!("{t} content is not supported"),
+                        ))
+                    }
+                    Some(t) => {
+                        return Err(Error::request(
+                            format!("{pat}.type"),
+                            format!("unknown content type {t:?}"),
+                        ))
+                    }
+                    None => return Err(Error::request(format!("{pat}.type"), "is required")),
+                }
+            }
+            text
+        }
+        Some(other) => {
+            return Err(type_err(
+                &format!("{at}.content"),
+                "a string or an array of parts",
+                other,
+            ))
+        }
+        None => return Err(Error::request(format!("{at}.content"), "is required")),
+    };
+    Ok(ChatMessage { role, content })
+}
+
+fn type_err(param: &str, expected: &str, got: &Value) -> Error {
+    Error::request(param, format!("must be {expected}, got {}", json_type(got)))
+}
+
+fn opt_str(m: &Map<String, Value>, k: &str) -> Result<Option<String>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(type_err(k, "a string", other)),
+    }
+}
+
+fn opt_bool(m: &Map<String, Value>, k: &str) -> Result<Option<bool>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(type_err(k, "a boolean", other)),
+    }
+}
+
+fn opt_num(m: &Map<String, Value>, k: &str, lo: f64, hi: f64) -> Result<Option<f64>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
+            _ => Err(Error::request(
+                k,
+                format!("must be a number in [{lo}, {hi}], got {n}"),
+            )),
+        },
+        Some(other) => Err(type_err(k, "a number", other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param_of(body: &str) -> String {
+        match parse(body) {
+            Err(Error::InvalidRequest { param, .. }) => param,
+            Err(e) => format!("<{e}>"),
+            Ok(_) => "<accepted>".into(),
+        }
+    }
+
+    #[test]
+    fn parses_strings_items_and_instructions() {
+        let r = parse(r#"{"input":"hi","instructions":"be brief","temperature":0,"max_output_tokens":5,"metadata":{"a":"b"}}"#)
+            .unwrap();
+        assert_eq!(r.messages.len(), 2);
+        assert_eq!(r.messages[0].role, "system");
+        assert_eq!(r.sampling.temperature, 0.0);
+        assert_eq!(r.max_output_tokens, Some(5));
+        let r = parse(r#"{"input":[{"role":"developer","content":[{"type":"input_text","text":"a"},{"type":"input_text","text":"b"}]},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"ok","annotations":[]}]}]}"#).unwrap();
+        assert_eq!(
+            r.messages[0],
+            ChatMessage {
+                role: "system".into(),
+                content: "ab".into()
+            }
+        );
+        assert_eq!(r.messages[1].content, "ok");
+    }
+
+    #[test]
+    fn every_refusal_names_its_field() {
+        let cases = [
+            (r#"{}"#, "input"),
+            (r#"{"input":""}"#, "input"),
+            (r#"{"input":[]}"#, "input"),
+            (r#"{"input":5}"#, "input"),
+            (r#"{"input":"x","bogus":1}"#, "bogus"),
+            (r#"{"input":"x","temperature":3}"#, "temperature"),
+            (r#"{"input":"x","temperature":"hot"}"#, "temperature"),
+            (r#"{"input":"x","top_p":1.5}"#, "top_p"),
+            (
+                r#"{"input":"x","max_output_tokens":0}"#,
+                "max_output_tokens",
+            ),
+            (
+                r#"{"input":"x","max_output_tokens":-3}"#,
+                "max_output_tokens",
+            ),
+            (r#"{"input":"x","top_k":-5}"#, "top_k"),
+            (r#"{"input":"x","metadata":{"a":1}}"#, "metadata.a"),
+            (
+                r#"{"input":[{"role":"robot","content":"x"}]}"#,
+                "input[0].role",
+            ),
+            (r#"{"input":[{"role":"user"}]}"#, "input[0].content"),
+            (
+                r#"{"input":[{"role":"user","content":[{"type":"input_image","image_url":"x"}]}]}"#,
+                "input[0].content[0].type",
+            ),
+            (
+                r#"{"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{}"}]}"#,
+                "input[0].type",
+            ),
+            (
+                r#"{"input":"x","tools":[{"type":"function","name":"f"}]}"#,
+                "tools",
+            ),
+            (
+                r#"{"input":"x","previous_response_id":"resp_1"}"#,
+                "previous_response_id",
+            ),
+            (r#"{"input":"x","background":true}"#, "background"),
+            (
+                r#"{"input":"x","text":{"format":{"type":"json_object"}}}"#,
+                "text.format",
+            ),
+            (
+                r#"{"input":"x","include":["message.output_text.logprobs"]}"#,
+                "include",
+            ),
+            (r#"{"input":"x","stop":["a"]}"#, "stop"),
+            (
+                r#"{"input":"x","presence_penalty":0.5}"#,
+                "presence_penalty",
+            ),
+            (r#"{"input":"x","truncation":"auto"}"#, "truncation"),
+            (r#"{"input":"x","stream":"yes"}"#, "stream"),
+            (
+                r#"{"input":"x","reasoning":{"effort":"max"}}"#,
+                "reasoning.effort",
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(param_of(body), want, "{body}");
+        }
+        assert!(matches!(parse("{not json"), Err(Error::InvalidJson { .. })));
+        assert_eq!(param_of("[1]"), "<body>");
+    }
+}

@@ -1,0 +1,246 @@
+//! The Responses event state machine for one request: turns text deltas and the finish
+//! reason into the OpenAI streaming events (`response.created` ... terminal event), with
+//! `sequence_number`s, item ids and indexes kept consistent, and builds the terminal
+//! `response.output` from the very item objects it streamed (see `shared/spec/responses.md`
+//! invariants 1-9).
+
+use serde_json::{json, Map, Value};
+
+use super::ids::new_id;
+
+/// What a request's response echoes back.
+#[derive(Debug, Clone)]
+pub struct ResponseMeta {
+    pub model: String,
+    pub instructions: Option<String>,
+    pub max_output_tokens: Option<usize>,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub metadata: Map<String, Value>,
+    pub user: Option<String>,
+    pub parallel_tool_calls: bool,
+    pub reasoning_effort: Option<String>,
+}
+
+/// Why a response ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// The model ended its turn.
+    Completed,
+    /// `max_output_tokens` (or the context) ran out: `response.incomplete`.
+    MaxOutputTokens,
+    /// Cancelled by the host (or engine shutdown): `response.incomplete` with status `cancelled`.
+    Cancelled,
+    /// Generation failed: `response.failed`.
+    Failed { code: &'static str, message: String },
+}
+
+/// Token counts for `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub input_tokens: usize,
+    pub cached_tokens: usize,
+    pub output_tokens: usize,
+    pub reasoning_tokens: usize,
+}
+
+struct OpenMessage {
+    id: String,
+    index: usize,
+    text: String,
+}
+
+/// Event builder for one response.
+pub struct ResponseStream {
+    seq: u64,
+    response: Map<String, Value>,
+    output: Vec<Value>,
+    open: Option<OpenMessage>,
+    done: bool,
+}
+
+impl ResponseStream {
+    pub fn new(meta: &ResponseMeta, created_at: u64) -> Self {
+        let response = json!({
+            "id": new_id("resp"),
+            "object": "response",
+            "created_at": created_at,
+            "status": "in_progress",
+            "background": false,
+            "error": null,
+            "incomplete_details": null,
+            "instructions": meta.instructions,
+            "max_output_tokens": meta.max_output_tokens,
+            "max_tool_calls": null,
+            "model": meta.model,
+            "output": [],
+            "parallel_tool_calls": meta.parallel_tool_calls,
+            "previous_response_id": null,
+            "reasoning": {"effort": meta.reasoning_effort, "summary": null},
+            "store": false,
+            "temperature": meta.temperature,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_logprobs": 0,
+            "top_p": meta.top_p,
+            "truncation": "disabled",
+            "usage": null,
+            "user": meta.user,
+            "metadata": meta.metadata,
+        });
+        let Value::Object(response) = response else {
+            unreachable!("json! object")
+        };
+        ResponseStream {
+            seq: 0,
+            response,
+            output: Vec::new(),
+            open: None,
+            done: false,
+        }
+    }
+
+    /// The response id (`resp_...`).
+    pub fn id(&self) -> &str {
+        self.response["id"].as_str().unwrap_or_default()
+    }
+
+    /// Whether the terminal event was produced.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn event(&mut self, ty: &str, fields: Value) -> Value {
+        let mut e = Map::new();
+        e.insert("type".into(), ty.into());
+        e.insert("sequence_number".into(), self.seq.into());
+        self.seq += 1;
+        if let Value::Object(f) = fields {
+            e.extend(f);
+        }
+        Value::Object(e)
+    }
+
+    /// `response.created` and `response.in_progress`.
+    pub fn start(&mut self) -> Vec<Value> {
+        let r = Value::Object(self.response.clone());
+        vec![
+            self.event("response.created", json!({"response": r})),
+            self.event("response.in_progress", json!({"response": r})),
+        ]
+    }
+
+    /// Appends answer text, opening the message item on the first delta.
+    pub fn text_delta(&mut self, delta: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        if delta.is_empty() || self.done {
+            return out;
+        }
+        if self.open.is_none() {
+            self.open_message(&mut out);
+        }
+        let (id, index) = match &mut self.open {
+            Some(m) => {
+                m.text.push_str(delta);
+                (m.id.clone(), m.index)
+            }
+            None => return out,
+        };
+        out.push(self.event(
+            "response.output_text.delta",
+            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}),
+        ));
+        out
+    }
+
+    fn open_message(&mut self, out: &mut Vec<Value>) {
+        let id = new_id("msg");
+        let index = self.output.len();
+        let item = json!({"id": id, "type": "message", "role": "assistant", "status": "in_progress", "content": []});
+        out.push(self.event(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        ));
+        out.push(self.event(
+            "response.content_part.added",
+            json!({"item_id": id, "output_index": index, "content_index": 0,
+                   "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
+        ));
+        self.open = Some(OpenMessage {
+            id,
+            index,
+            text: String::new(),
+        });
+    }
+
+    fn close_message(&mut self, status: &str, out: &mut Vec<Value>) {
+        let Some(m) = self.open.take() else { return };
+        let part =
+            json!({"type": "output_text", "text": m.text, "annotations": [], "logprobs": []});
+        out.push(self.event(
+            "response.output_text.done",
+            json!({"item_id": m.id, "output_index": m.index, "content_index": 0, "text": m.text, "logprobs": []}),
+        ));
+        out.push(self.event(
+            "response.content_part.done",
+            json!({"item_id": m.id, "output_index": m.index, "content_index": 0, "part": part}),
+        ));
+        let item = json!({"id": m.id, "type": "message", "role": "assistant", "status": status, "content": [part]});
+        out.push(self.event(
+            "response.output_item.done",
+            json!({"output_index": m.index, "item": item}),
+        ));
+        self.output.push(item);
+    }
+
+    /// Closes open items and produces the one terminal event.
+    pub fn finish(&mut self, finish: &Finish, usage: Usage) -> Vec<Value> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        match finish {
+            Finish::Completed => {
+                if self.open.is_none() && self.output.is_empty() {
+                    // An empty answer is still a message, so `output` is never empty.
+                    self.open_message(&mut out);
+                }
+                self.close_message("completed", &mut out);
+            }
+            _ => self.close_message("incomplete", &mut out),
+        }
+        let (ty, status) = match finish {
+            Finish::Completed => ("response.completed", "completed"),
+            Finish::MaxOutputTokens => ("response.incomplete", "incomplete"),
+            Finish::Cancelled => ("response.incomplete", "cancelled"),
+            Finish::Failed { .. } => ("response.failed", "failed"),
+        };
+        let r = &mut self.response;
+        r.insert("status".into(), status.into());
+        r.insert("output".into(), Value::Array(self.output.clone()));
+        if *finish == Finish::MaxOutputTokens {
+            r.insert(
+                "incomplete_details".into(),
+                json!({"reason": "max_output_tokens"}),
+            );
+        }
+        if let Finish::Failed { code, message } = finish {
+            r.insert("error".into(), json!({"code": code, "message": message}));
+        }
+        r.insert(
+            "usage".into(),
+            json!({
+                "input_tokens": usage.input_tokens,
+                "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
+                "output_tokens": usage.output_tokens,
+                "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            }),
+        );
+        let resp = Value::Object(self.response.clone());
+        out.push(self.event(ty, json!({"response": resp})));
+        self.done = true;
+        out
+    }
+}
