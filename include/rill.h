@@ -8,19 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// Elements per quantized block.
-#define QK 32
-
 // ABI version of `include/rill.h`. Raised on any incompatible change; a host compares
 // it with `rill_abi_version()` at startup.
 #define RILL_ABI_VERSION 1
-
-// GGUF token types (`tokenizer.ggml.token_type`).
-#define TOKEN_NORMAL 1
-
-#define TOKEN_CONTROL 3
-
-#define TOKEN_USER_DEFINED 4
 
 // Result of every rill call that can fail. `RILL_STATUS_OK` is 0; on any other status,
 // `rill_last_error()` on the same thread describes the failure.

@@ -96,12 +96,14 @@ impl EngineConfig {
             None => Device::Cpu,
             Some(Value::String(s)) => match s.as_str() {
                 "cpu" | "auto" => Device::Cpu,
-                other => return Err(Error::config(
-                    "device",
-                    format!(
+                other => {
+                    return Err(Error::config(
+                        "device",
+                        format!(
                         "unsupported device {other:?} (this build supports \"cpu\" and \"auto\")"
                     ),
-                )),
+                    ))
+                }
             },
             Some(other) => return Err(wrong_type("device", "a string", other)),
         };

@@ -403,7 +403,10 @@ impl Llama {
                 o.fill(0.0);
                 let inv = 1.0 / sum;
                 for (j, &p) in scores.iter().enumerate() {
-                    axpy_f16(isa, o, p * inv, &vs[j * kv_dim + kvh * hd..][..hd]);
+                    // The probabilities meet the f16 V cache as f16, as in llama.cpp's
+                    // KQ·V product.
+                    let w = f16::from_f32(p * inv).to_f32();
+                    axpy_f16(isa, o, w, &vs[j * kv_dim + kvh * hd..][..hd]);
                 }
             });
         });

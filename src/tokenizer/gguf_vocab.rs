@@ -16,9 +16,9 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
 use crate::error::{Error, Result};
 
 /// GGUF token types (`tokenizer.ggml.token_type`).
-pub const TOKEN_NORMAL: i64 = 1;
-pub const TOKEN_CONTROL: i64 = 3;
-pub const TOKEN_USER_DEFINED: i64 = 4;
+pub(crate) const TOKEN_NORMAL: i64 = 1;
+pub(crate) const TOKEN_CONTROL: i64 = 3;
+pub(crate) const TOKEN_USER_DEFINED: i64 = 4;
 
 const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 

@@ -281,3 +281,35 @@ mod avx2_f16 {
         }
     }
 }
+
+#[cfg(test)]
+mod f16_tests {
+    use super::*;
+    use half::f16;
+
+    #[test]
+    fn f16_attention_kernels_match_portable() {
+        let isa = Isa::detect();
+        for n in [8usize, 64, 128] {
+            let k: Vec<u16> = (0..n)
+                .map(|i| f16::from_f32((i as f32 * 0.37).sin()).to_bits())
+                .collect();
+            let q: Vec<u16> = (0..n)
+                .map(|i| f16::from_f32((i as f32 * 0.11).cos()).to_bits())
+                .collect();
+            let a = dot_f16_f16(isa, &k, &q);
+            let b = dot_f16_f16(Isa::Portable, &k, &q);
+            assert!(
+                (a - b).abs() < 1e-4 * b.abs().max(1.0),
+                "dot n={n}: {a} vs {b}"
+            );
+            let mut o1 = vec![0.5f32; n];
+            let mut o2 = o1.clone();
+            axpy_f16(isa, &mut o1, 0.3, &k);
+            axpy_f16(Isa::Portable, &mut o2, 0.3, &k);
+            for (x, y) in o1.iter().zip(&o2) {
+                assert!((x - y).abs() < 1e-6, "axpy n={n}");
+            }
+        }
+    }
+}

@@ -1,10 +1,11 @@
 //! Element-wise and row-wise operations of the transformer on f32 rows, written to match
-//! llama.cpp's CPU definitions: RMSNorm (sum of squares in f64), RoPE with the angle
+//! llama.cpp's CPU definitions: RMSNorm (f32 squares summed in f64), RoPE with the angle
 //! advanced by repeated multiplication, SiLU as `x / (1 + e^-x)`.
 
 /// `out = x / sqrt(mean(x^2) + eps) * weight` for one row.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    // Squares in f32, summed in f64, as ggml_compute_forward_rms_norm_f32 does.
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
     let mean = (sum / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {

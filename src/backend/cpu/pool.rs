@@ -14,9 +14,12 @@ use parking_lot::{Condvar, Mutex};
 
 type TaskFn = dyn Fn(usize) + Sync;
 
-/// Spin iterations before a worker parks (tens of microseconds: longer than the gap
-/// between two operations of one forward pass, far shorter than an idle engine).
-const SPIN_ITERS: u32 = 1 << 15;
+/// Busy-wait iterations before a waiting thread starts yielding its core: covers the gap
+/// between two operations of one forward pass without a syscall.
+const SPIN_ITERS: u32 = 1 << 11;
+/// `yield_now` rounds before a worker parks: when cores are oversubscribed (several
+/// engines or test processes), the thread that has work gets the core.
+const YIELD_ITERS: u32 = 1 << 7;
 
 struct Job {
     f: *const TaskFn,
@@ -116,8 +119,14 @@ impl ThreadPool {
             s.wake.notify_all();
         }
         let caller = catch_unwind(AssertUnwindSafe(|| run_tasks(s, f, n_tasks)));
+        let mut spins = 0u32;
         while s.pending.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            if spins < SPIN_ITERS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         if let Err(p) = caller {
             std::panic::resume_unwind(p);
@@ -154,6 +163,9 @@ fn worker(s: &Shared) {
             if spins < SPIN_ITERS {
                 spins += 1;
                 std::hint::spin_loop();
+            } else if spins < SPIN_ITERS + YIELD_ITERS {
+                spins += 1;
+                std::thread::yield_now();
             } else {
                 let mut g = s.lock.lock();
                 while s.epoch.load(Ordering::Acquire) == seen && !s.shutdown.load(Ordering::Acquire)

@@ -10,7 +10,7 @@ use half::f16;
 use crate::model::ggml::GgmlType;
 
 /// Elements per quantized block.
-pub const QK: usize = 32;
+pub(crate) const QK: usize = 32;
 
 /// One block of 32 activations quantized to i8. `d` is the scale and `s = d * sum(qs)`
 /// (the Q8_1 extra term), both already rounded through f16 as ggml stores them.
