@@ -31,10 +31,13 @@ use crate::tokenizer::Tokenizer;
 use core::{Command, EngineCore, SeqRequest};
 use poll_queue::{PollQueue, PolledEvent};
 
+/// A request's event callback: (request id, event JSON, is_last), on the delivery thread.
+pub type EventCallback = Box<dyn FnMut(u64, &str, bool) + Send>;
+
 /// Where a request's events go.
 pub enum Sink {
-    /// Called on the delivery thread with (request id, event JSON, is_last).
-    Callback(Box<dyn FnMut(u64, &str, bool) + Send>),
+    /// Called on the delivery thread for every event.
+    Callback(EventCallback),
     /// Queued for `Engine::poll` / `Engine::poll_request`.
     Poll,
 }

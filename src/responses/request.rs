@@ -128,7 +128,7 @@ pub fn parse(text: &str) -> Result<ParsedRequest> {
     };
     let max_output_tokens = match m.get("max_output_tokens") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_u64().filter(|&v| v >= 1 && v <= 1 << 24).ok_or_else(
+        Some(Value::Number(n)) => Some(n.as_u64().filter(|v| (1..=1 << 24).contains(v)).ok_or_else(
             || {
                 Error::request(
                     "max_output_tokens",

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what a fresh machine lacks, fetches the
+# default model (cached), and runs every test:
+#   1. cargo fmt --check and clippy -D warnings
+#   2. Rust unit and integration tests (engine, llama.cpp fidelity, header drift)
+#   3. the C API test in C (tests/c), its streams validated with OpenAI's types
+#   4. rill-cli end to end: --jsonl stream validated, bad arguments exit non-zero
+# Build outputs go to ${CARGO_TARGET_DIR:-target}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+target=${CARGO_TARGET_DIR:-target}
+step() { printf '\n== %s\n' "$*"; }
+
+step "python test dependencies"
+python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+step "default model"
+model=$(./scripts/fetch_model.sh)
+export RILL_MODEL="$model"
+
+step "format and lint"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+
+step "rust tests"
+cargo test --locked
+
+step "release build (cdylib, rill-cli)"
+cargo build --release --locked
+
+step "C API test (tests/c/test_api.c)"
+out="$target/c-test"
+rm -rf "$out" && mkdir -p "$out"
+gcc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Iinclude tests/c/test_api.c \
+  -L"$target/release" -lrill -Wl,-rpath,"$PWD/$target/release" -o "$out/test_api"
+"$out/test_api" "$model" "$out"
+python3 tests/check_stream.py "$out"/stream_*.jsonl
+
+step "rill-cli"
+cli="$target/release/rill-cli"
+"$cli" --model "$model" --prompt "Say 'double bubble bath' ten times fast." --temperature 0 \
+  --max-output-tokens 64 --jsonl > "$out/cli.jsonl"
+python3 tests/check_stream.py "$out/cli.jsonl"
+"$cli" --model "$model" --prompt "What is the capital of France?" --temperature 0 | tee "$out/cli.txt"
+grep -q Paris "$out/cli.txt"
+if "$cli" --model "$model" 2>/dev/null; then echo "rill-cli without a prompt should fail"; exit 1; fi
+if "$cli" --model /nonexistent.gguf --prompt hi 2>"$out/err.txt"; then echo "missing model should fail"; exit 1; fi
+grep -q /nonexistent.gguf "$out/err.txt"
+echo '{"input": "Name a fruit.", "max_output_tokens": 8}' | "$cli" --model "$model" --request - --jsonl > "$out/req.jsonl"
+python3 tests/check_stream.py "$out/req.jsonl"
+
+step "all tests passed"
