@@ -23,6 +23,93 @@ impl Device {
     }
 }
 
+/// Sampling defaults for requests that omit the field (vLLM's generation config): the
+/// model's recommended settings, or a host's. Request fields always win.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationDefaults {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+    pub min_p: f32,
+    pub max_output_tokens: Option<usize>,
+}
+
+impl Default for GenerationDefaults {
+    /// OpenAI's defaults: temperature and top_p 1, no other filter, no output cap.
+    fn default() -> Self {
+        GenerationDefaults {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            max_output_tokens: None,
+        }
+    }
+}
+
+const GENERATION_KEYS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "max_output_tokens",
+];
+
+impl GenerationDefaults {
+    fn from_value(v: Option<&Value>) -> Result<Self> {
+        let mut d = GenerationDefaults::default();
+        let map = match v {
+            None | Some(Value::Null) => return Ok(d),
+            Some(Value::Object(m)) => m,
+            Some(other) => return Err(wrong_type("generation_config", "an object", other)),
+        };
+        if let Some(k) = map.keys().find(|k| !GENERATION_KEYS.contains(&k.as_str())) {
+            return Err(Error::config(
+                format!("generation_config.{k}"),
+                format!("unknown key (known keys: {})", GENERATION_KEYS.join(", ")),
+            ));
+        }
+        let num = |k: &str, lo: f64, hi: f64| -> Result<Option<f64>> {
+            match map.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Number(n)) => match n.as_f64() {
+                    Some(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
+                    _ => Err(Error::config(
+                        format!("generation_config.{k}"),
+                        format!("must be in [{lo}, {hi}]"),
+                    )),
+                },
+                Some(other) => Err(wrong_type(
+                    &format!("generation_config.{k}"),
+                    "a number",
+                    other,
+                )),
+            }
+        };
+        if let Some(x) = num("temperature", 0.0, 2.0)? {
+            d.temperature = x as f32;
+        }
+        if let Some(x) = num("top_p", 0.0, 1.0)? {
+            d.top_p = x as f32;
+        }
+        if let Some(x) = num("min_p", 0.0, 1.0)? {
+            d.min_p = x as f32;
+        }
+        d.top_k = get_uint(map, "top_k", 0, 1_000_000)
+            .map_err(|_| Error::config("generation_config.top_k", "must be an integer >= 0"))?
+            .unwrap_or(0) as usize;
+        d.max_output_tokens = get_uint(map, "max_output_tokens", 1, 1 << 24)
+            .map_err(|_| {
+                Error::config(
+                    "generation_config.max_output_tokens",
+                    "must be a positive integer",
+                )
+            })?
+            .map(|v| v as usize);
+        Ok(d)
+    }
+}
+
 /// A validated engine configuration. Optional limits are resolved against the model at
 /// load time (`None` means "use the model's value").
 #[derive(Debug, Clone)]
@@ -41,6 +128,8 @@ pub struct EngineConfig {
     pub max_num_batched_tokens: usize,
     /// Seed for requests that do not give their own.
     pub seed: u64,
+    /// Sampling defaults for requests that omit a field.
+    pub generation: GenerationDefaults,
 }
 
 const KEYS: &[&str] = &[
@@ -51,6 +140,7 @@ const KEYS: &[&str] = &[
     "max_model_len",
     "max_num_batched_tokens",
     "seed",
+    "generation_config",
 ];
 
 impl EngineConfig {
@@ -120,6 +210,7 @@ impl EngineConfig {
             max_num_batched_tokens: get_uint(map, "max_num_batched_tokens", 16, 1 << 20)?
                 .unwrap_or(512) as usize,
             seed: get_uint(map, "seed", 0, u64::MAX)?.unwrap_or(0),
+            generation: GenerationDefaults::from_value(map.get("generation_config"))?,
         })
     }
 }
@@ -181,6 +272,24 @@ mod tests {
         );
         assert!(err(&format!(r#"{{"model": "{model}", "device": "tpu"}}"#)).contains("`device`"));
         assert!(err(&format!(r#"{{"model": "{model}", "seed": -1}}"#)).contains("`seed`"));
+        let gen = |g: &str| {
+            err(&format!(
+                r#"{{"model": "{model}", "generation_config": {g}}}"#
+            ))
+        };
+        assert!(gen(r#"{"temperature": 5}"#).contains("`generation_config.temperature`"));
+        assert!(gen(r#"{"tmp": 1}"#).contains("`generation_config.tmp`"));
+        assert!(gen(r#"{"top_k": -1}"#).contains("`generation_config.top_k`"));
+        assert!(gen("[]").contains("`generation_config`"));
+        let g = EngineConfig::from_json(&format!(
+            r#"{{"model": "{model}", "generation_config": {{"temperature": 0.8, "top_k": 40, "max_output_tokens": 9}}}}"#
+        ))
+        .unwrap()
+        .generation;
+        assert_eq!(
+            (g.temperature, g.top_k, g.top_p, g.max_output_tokens),
+            (0.8, 40, 1.0, Some(9))
+        );
         let ok = EngineConfig::from_json(&format!(
             r#"{{"model": "{model}", "num_threads": 2, "seed": 7}}"#
         ))

@@ -30,7 +30,12 @@ fn run_once(engine: &Engine, body: &str) -> Result<(u64, u64, f64, f64), String>
     let (tx, rx) = unbounded::<(String, Instant)>();
     let t0 = Instant::now();
     engine
-        .submit(body, Sink::Callback(Box::new(move |_, ev, _| drop(tx.send((ev.to_owned(), Instant::now()))))))
+        .submit(
+            body,
+            Sink::Callback(Box::new(move |_, ev, _| {
+                drop(tx.send((ev.to_owned(), Instant::now())))
+            })),
+        )
         .map_err(|e| e.to_string())?;
     let (mut first, mut last) = (None, t0);
     for (ev, at) in rx.iter() {
@@ -50,7 +55,9 @@ fn run_once(engine: &Engine, body: &str) -> Result<(u64, u64, f64, f64), String>
                     (last - first).as_secs_f64(),
                 ));
             }
-            Some("response.failed") => return Err(format!("request failed: {}", v["response"]["error"])),
+            Some("response.failed") => {
+                return Err(format!("request failed: {}", v["response"]["error"]))
+            }
             _ => {}
         }
     }
@@ -76,9 +83,14 @@ fn run() -> Result<(), String> {
     let engine = Engine::new(EngineConfig::from_json(&cfg.to_string()).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     // ~1 token per word; the chat template adds ~30 tokens.
-    const WORDS: [&str; 8] = ["apple", "river", "stone", "cloud", "music", "garden", "window", "silver"];
-    let words: Vec<&str> = (0..prompt_tokens.saturating_sub(30)).map(|i| WORDS[i % WORDS.len()]).collect();
-    let long = json!({"input": words.join(" "), "max_output_tokens": 1, "temperature": 0}).to_string();
+    const WORDS: [&str; 8] = [
+        "apple", "river", "stone", "cloud", "music", "garden", "window", "silver",
+    ];
+    let words: Vec<&str> = (0..prompt_tokens.saturating_sub(30))
+        .map(|i| WORDS[i % WORDS.len()])
+        .collect();
+    let long =
+        json!({"input": words.join(" "), "max_output_tokens": 1, "temperature": 0}).to_string();
     let decode = json!({"input": "Tell me a long story.", "max_output_tokens": gen_tokens, "ignore_eos": true,
                         "temperature": 0})
     .to_string();
@@ -93,11 +105,20 @@ fn run() -> Result<(), String> {
         dec.push((out - 1) as f64 / span);
     }
     let stats = engine.stats();
-    println!("rill-bench: {} ({}), {} threads, kernels {}", stats["model"], stats["device"], threads, stats["kernels"]);
+    println!(
+        "rill-bench: {} ({}), {} threads, kernels {}",
+        stats["model"], stats["device"], threads, stats["kernels"]
+    );
     println!("| test | tokens | tokens/s (median of {runs}) |");
     println!("|---|---|---|");
-    println!("| prefill (time to first token) | {n_prompt} | {:.1} |", median(pf));
-    println!("| decode, single stream | {gen_tokens} | {:.1} |", median(dec));
+    println!(
+        "| prefill (time to first token) | {n_prompt} | {:.1} |",
+        median(pf)
+    );
+    println!(
+        "| decode, single stream | {gen_tokens} | {:.1} |",
+        median(dec)
+    );
     Ok(())
 }
 

@@ -8,6 +8,10 @@
 //! With `--jsonl`, each event is printed as one JSON line on stdout, exactly as the C API
 //! delivers it; otherwise the answer text streams to stdout. Errors go to stderr with a
 //! non-zero exit status.
+//!
+//! Fields the request does not set take llama-cli's chat defaults (temperature 0.8,
+//! top_k 40, top_p 0.95, min_p 0.05) and a 512-token output cap, through the engine's
+//! `generation_config`; the flags and the request body override them.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -117,7 +121,10 @@ fn request_body(a: &Args) -> Result<String, String> {
 fn run() -> Result<bool, String> {
     let a = parse_args()?;
     let body = request_body(&a)?;
-    let mut cfg = json!({ "model": a.model });
+    let mut cfg = json!({
+        "model": a.model,
+        "generation_config": {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "max_output_tokens": 512},
+    });
     if let Some(t) = a.threads {
         cfg["num_threads"] = json!(t);
     }

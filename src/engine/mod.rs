@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::backend::cpu::pool::ThreadPool;
 use crate::chat_template::{ChatTemplate, RenderOptions};
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, GenerationDefaults};
 use crate::error::{Error, Result};
 use crate::model::gguf::GgufFile;
 use crate::model::llama::Llama;
@@ -101,6 +101,7 @@ pub struct Engine {
     model_names: Vec<String>,
     max_model_len: usize,
     seed: u64,
+    generation: GenerationDefaults,
     next_id: AtomicU64,
     commands: Option<Sender<Command>>,
     outputs: Option<Sender<Output>>,
@@ -209,6 +210,7 @@ impl Engine {
             model_names,
             max_model_len,
             seed: config.seed,
+            generation: config.generation.clone(),
             next_id: AtomicU64::new(1),
             commands: Some(cmd_tx),
             outputs: Some(out_tx),
@@ -249,7 +251,7 @@ impl Engine {
         if let Some(m) = self.shared.poisoned.lock().clone() {
             return Err(Error::Poisoned(m));
         }
-        let req = parse(request_json)?;
+        let req = parse(request_json, &self.generation)?;
         if let Some(m) = &req.model {
             if !self.model_names.iter().any(|n| n == m) {
                 return Err(Error::request(

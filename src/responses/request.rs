@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::chat_template::ChatMessage;
-use crate::config::json_type;
+use crate::config::{json_type, GenerationDefaults};
 use crate::error::{Error, Result};
 use crate::sampling::SamplingParams;
 
@@ -61,8 +61,8 @@ const FIELDS: &[&str] = &[
     "ignore_eos",
 ];
 
-/// Parses and validates a request body.
-pub fn parse(text: &str) -> Result<ParsedRequest> {
+/// Parses and validates a request body; fields it omits take `defaults`.
+pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest> {
     let v: Value = serde_json::from_str(text).map_err(|e| Error::InvalidJson {
         what: "request",
         message: e.to_string(),
@@ -105,17 +105,18 @@ pub fn parse(text: &str) -> Result<ParsedRequest> {
         Some(other) => return Err(type_err("input", "a string or an array of items", other)),
     }
     let sampling = SamplingParams {
-        temperature: opt_num(&m, "temperature", 0.0, 2.0)?.unwrap_or(1.0) as f32,
-        top_p: opt_num(&m, "top_p", 0.0, 1.0)?.unwrap_or(1.0) as f32,
+        temperature: opt_num(&m, "temperature", 0.0, 2.0)?
+            .map_or(defaults.temperature, |v| v as f32),
+        top_p: opt_num(&m, "top_p", 0.0, 1.0)?.map_or(defaults.top_p, |v| v as f32),
         top_k: match m.get("top_k") {
-            None | Some(Value::Null) => 0,
+            None | Some(Value::Null) => defaults.top_k,
             Some(Value::Number(n)) if n.as_i64() == Some(-1) => 0,
             Some(Value::Number(n)) => n.as_u64().filter(|&k| k <= 1_000_000).ok_or_else(|| {
                 Error::request("top_k", "must be -1, 0 (disabled) or a positive integer")
             })? as usize,
             Some(other) => return Err(type_err("top_k", "an integer", other)),
         },
-        min_p: opt_num(&m, "min_p", 0.0, 1.0)?.unwrap_or(0.0) as f32,
+        min_p: opt_num(&m, "min_p", 0.0, 1.0)?.map_or(defaults.min_p, |v| v as f32),
         seed: match m.get("seed") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => Some(
@@ -127,15 +128,17 @@ pub fn parse(text: &str) -> Result<ParsedRequest> {
         },
     };
     let max_output_tokens = match m.get("max_output_tokens") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_u64().filter(|v| (1..=1 << 24).contains(v)).ok_or_else(
-            || {
-                Error::request(
-                    "max_output_tokens",
-                    format!("must be a positive integer, got {n}"),
-                )
-            },
-        )? as usize),
+        None | Some(Value::Null) => defaults.max_output_tokens,
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .filter(|v| (1..=1 << 24).contains(v))
+                .ok_or_else(|| {
+                    Error::request(
+                        "max_output_tokens",
+                        format!("must be a positive integer, got {n}"),
+                    )
+                })? as usize,
+        ),
         Some(other) => return Err(type_err("max_output_tokens", "an integer", other)),
     };
     let metadata = match m.get("metadata") {
@@ -424,6 +427,10 @@ fn opt_num(m: &Map<String, Value>, k: &str, lo: f64, hi: f64) -> Result<Option<f
 mod tests {
     use super::*;
 
+    fn parse(body: &str) -> Result<ParsedRequest> {
+        super::parse(body, &GenerationDefaults::default())
+    }
+
     fn param_of(body: &str) -> String {
         match parse(body) {
             Err(Error::InvalidRequest { param, .. }) => param,
@@ -449,6 +456,21 @@ mod tests {
             }
         );
         assert_eq!(r.messages[1].content, "ok");
+        let d = GenerationDefaults {
+            temperature: 0.3,
+            top_k: 7,
+            max_output_tokens: Some(11),
+            ..Default::default()
+        };
+        let r = super::parse(r#"{"input":"x","top_k":2}"#, &d).unwrap();
+        assert_eq!(
+            (
+                r.sampling.temperature,
+                r.sampling.top_k,
+                r.max_output_tokens
+            ),
+            (0.3, 2, Some(11))
+        );
     }
 
     #[test]
