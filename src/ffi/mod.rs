@@ -51,7 +51,8 @@ thread_local! {
 
 fn set_last_error(msg: &str) {
     let c = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    // try_with: during thread teardown the slot may be gone; never panic for a message.
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = c);
 }
 
 /// Runs an export body: catches panics, records errors, maps to a status.
@@ -102,6 +103,25 @@ fn timeout(ms: i32) -> Option<Duration> {
 
 fn into_c_string(s: String) -> *mut c_char {
     CString::new(s).unwrap_or_default().into_raw()
+}
+
+/// Writes a polled event to the caller's out-parameters.
+///
+/// # Safety
+/// `out_event_json` is non-NULL and writable; `out_is_last` is NULL or writable.
+unsafe fn write_event(
+    out_event_json: *mut *mut c_char,
+    out_is_last: *mut bool,
+    event: String,
+    last: bool,
+) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        *out_event_json = into_c_string(event);
+        if !out_is_last.is_null() {
+            *out_is_last = last;
+        }
+    }
 }
 
 /// Creates an engine from a JSON config (`model`, `device`, `num_threads`, `max_num_seqs`,
@@ -261,10 +281,7 @@ pub unsafe extern "C" fn rill_engine_poll_event(
         // SAFETY: checked non-NULL above (out_is_last is optional).
         unsafe {
             *out_request_id = id;
-            *out_event_json = into_c_string(ev);
-            if !out_is_last.is_null() {
-                *out_is_last = last;
-            }
+            write_event(out_event_json, out_is_last, ev, last);
         }
         Ok(RillStatus::Ok)
     })
@@ -298,12 +315,7 @@ pub unsafe extern "C" fn rill_engine_poll_request(
             return Ok(RillStatus::NoEvent);
         };
         // SAFETY: checked non-NULL above (out_is_last is optional).
-        unsafe {
-            *out_event_json = into_c_string(ev);
-            if !out_is_last.is_null() {
-                *out_is_last = last;
-            }
-        }
+        unsafe { write_event(out_event_json, out_is_last, ev, last) };
         Ok(RillStatus::Ok)
     })
 }
@@ -385,7 +397,9 @@ pub extern "C" fn rill_status_str(status: i32) -> *const c_char {
 /// fails on this thread; do not free.
 #[no_mangle]
 pub extern "C" fn rill_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR
+        .try_with(|e| e.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
 }
 
 /// The library version, e.g. "0.1.0". Static; do not free. Any thread.
