@@ -271,7 +271,7 @@ int main(int argc, char **argv) {
   st = rill_engine_submit(g_engine, "{\"input\":\"What is the capital of France?\",\"temperature\":0,\"max_output_tokens\":48}",
                           on_event, &a, &a.id);
   CHECK(st == RILL_STATUS_OK && a.id != 0, "submit a: %s", rill_last_error());
-  st = rill_engine_submit(g_engine, "{\"input\":\"Count from one to two hundred in words.\",\"temperature\":0}", NULL, NULL,
+  st = rill_engine_submit(g_engine, "{\"input\":\"Count from one to two hundred in words.\",\"temperature\":0,\"ignore_eos\":true}", NULL, NULL,
                           &b.id);
   CHECK(st == RILL_STATUS_OK, "submit b: %s", rill_last_error());
   st = rill_engine_submit(g_engine,
