@@ -30,10 +30,11 @@ step "release build (cdylib, rill-cli)"
 cargo build --release --locked
 
 step "C API test (tests/c/test_api.c)"
+target=$(cd "$target" && pwd) # absolute, for the rpath
 out="$target/c-test"
 rm -rf "$out" && mkdir -p "$out"
 gcc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Iinclude tests/c/test_api.c \
-  -L"$target/release" -lrill -Wl,-rpath,"$PWD/$target/release" -o "$out/test_api"
+  -L"$target/release" -lrill -Wl,-rpath,"$target/release" -o "$out/test_api"
 "$out/test_api" "$model" "$out"
 python3 tests/check_stream.py "$out"/stream_*.jsonl
 
