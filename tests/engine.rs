@@ -94,6 +94,10 @@ fn cancel_mid_stream_ends_with_a_terminal_event() {
     let last = evs.last().unwrap();
     assert_eq!(last["type"], "response.incomplete");
     assert_eq!(last["response"]["status"], "cancelled");
+    // Stats already reflect the cancel when its terminal event arrives.
+    let stats = e.stats();
+    assert_eq!(stats["requests"]["running"], 0, "{stats}");
+    assert_eq!(stats["requests"]["cancelled"], 1, "{stats}");
     // Cancelling again (finished) is a no-op; an id never issued is an error.
     e.cancel(id).unwrap();
     assert!(matches!(

@@ -279,7 +279,10 @@ impl EngineCore {
         }
     }
 
+    /// Sends a request's finish, after updating the gauges so that a host that sees the
+    /// terminal event also sees stats without it.
     fn finish_request(&self, id: u64, finish: Finish, usage: Usage) {
+        self.publish_gauges();
         let _ = self.out.send(Output::Finish { id, finish, usage });
     }
 
