@@ -5,6 +5,8 @@
 #   2. Rust unit and integration tests (engine, llama.cpp fidelity, header drift)
 #   3. the C API test in C (tests/c), its streams validated with OpenAI's types
 #   4. rill-cli end to end: --jsonl stream validated, bad arguments exit non-zero
+#   5. every language binding's own suite (bindings/*/test.sh), the Go HTTP server
+#      driven by OpenAI's Python client included
 # Build outputs go to ${CARGO_TARGET_DIR:-target}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,5 +52,12 @@ if "$cli" --model /nonexistent.gguf --prompt hi 2>"$out/err.txt"; then echo "mis
 grep -q /nonexistent.gguf "$out/err.txt"
 echo '{"input": "Name a fruit.", "max_output_tokens": 8}' | "$cli" --model "$model" --request - --jsonl > "$out/req.jsonl"
 python3 tests/check_stream.py "$out/req.jsonl"
+
+step "language bindings (bindings/*/test.sh, each with its own test runner)"
+export RILL_LIB_DIR="$target/release" RILL_INCLUDE="$PWD/include"
+for lang in go java; do
+  step "bindings/$lang"
+  "bindings/$lang/test.sh"
+done
 
 step "all tests passed"
