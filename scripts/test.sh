@@ -55,7 +55,7 @@ python3 tests/check_stream.py "$out/req.jsonl"
 
 step "language bindings (bindings/*/test.sh, each with its own test runner)"
 export RILL_LIB_DIR="$target/release" RILL_INCLUDE="$PWD/include"
-for lang in go node java; do
+for lang in cpp go node java; do
   step "bindings/$lang"
   "bindings/$lang/test.sh"
 done
