@@ -83,15 +83,6 @@ impl PollQueue {
             }
         }
     }
-
-    /// Requests with undelivered events or not yet finished.
-    pub fn len(&self) -> usize {
-        self.state.lock().queues.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn take(s: &mut State, id: u64) -> Option<(String, bool)> {
