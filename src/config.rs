@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::sampling::SamplingParams;
 
 /// Which backend runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,26 +26,12 @@ impl Device {
 
 /// Sampling defaults for requests that omit the field (vLLM's generation config): the
 /// model's recommended settings, or a host's. Request fields always win.
-#[derive(Debug, Clone, PartialEq)]
+/// The default value is OpenAI's: `SamplingParams::default()` and no output cap.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GenerationDefaults {
-    pub temperature: f32,
-    pub top_p: f32,
-    pub top_k: usize,
-    pub min_p: f32,
+    /// Default temperature, top_p, top_k, min_p (`seed` stays per request).
+    pub sampling: SamplingParams,
     pub max_output_tokens: Option<usize>,
-}
-
-impl Default for GenerationDefaults {
-    /// OpenAI's defaults: temperature and top_p 1, no other filter, no output cap.
-    fn default() -> Self {
-        GenerationDefaults {
-            temperature: 1.0,
-            top_p: 1.0,
-            top_k: 0,
-            min_p: 0.0,
-            max_output_tokens: None,
-        }
-    }
 }
 
 const GENERATION_KEYS: &[&str] = &[
@@ -87,15 +74,15 @@ impl GenerationDefaults {
             }
         };
         if let Some(x) = num("temperature", 0.0, 2.0)? {
-            d.temperature = x as f32;
+            d.sampling.temperature = x as f32;
         }
         if let Some(x) = num("top_p", 0.0, 1.0)? {
-            d.top_p = x as f32;
+            d.sampling.top_p = x as f32;
         }
         if let Some(x) = num("min_p", 0.0, 1.0)? {
-            d.min_p = x as f32;
+            d.sampling.min_p = x as f32;
         }
-        d.top_k = get_uint(map, "top_k", 0, 1_000_000)
+        d.sampling.top_k = get_uint(map, "top_k", 0, 1_000_000)
             .map_err(|_| Error::config("generation_config.top_k", "must be an integer >= 0"))?
             .unwrap_or(0) as usize;
         d.max_output_tokens = get_uint(map, "max_output_tokens", 1, 1 << 24)
@@ -287,7 +274,12 @@ mod tests {
         .unwrap()
         .generation;
         assert_eq!(
-            (g.temperature, g.top_k, g.top_p, g.max_output_tokens),
+            (
+                g.sampling.temperature,
+                g.sampling.top_k,
+                g.sampling.top_p,
+                g.max_output_tokens
+            ),
             (0.8, 40, 1.0, Some(9))
         );
         let ok = EngineConfig::from_json(&format!(

@@ -105,7 +105,16 @@ impl Llama {
             }
         };
         let tok_info = gguf.tensor("token_embd.weight")?;
-        let vocab_size = *tok_info.dims.get(1).unwrap_or(&0) as usize;
+        let vocab_size = match tok_info.dims[..] {
+            [_, v] if v > 0 => v as usize,
+            _ => {
+                let msg = format!(
+                    "token_embd.weight: shape {:?} is not [dim, vocab]",
+                    tok_info.dims
+                );
+                return Err(Error::model(path, msg));
+            }
+        };
         let config = ModelConfig {
             name: gguf
                 .get("general.name")
@@ -240,12 +249,11 @@ impl Llama {
         }
         let mut x = vec![0f32; n_tok * dim];
         for (t, &id) in batch.iter().flat_map(|e| e.tokens).enumerate() {
-            let id = (id as usize).min(c.vocab_size - 1);
-            dequantize_row(
-                self.tok_embd.ty,
-                self.tok_embd.row(id),
-                &mut x[t * dim..(t + 1) * dim],
-            );
+            // Ids come from the tokenizer (checked against vocab_size at create) or the
+            // sampler (< vocab_size); an out-of-range id is a bug and panics inside the step
+            // guard, which fails the requests instead of computing with a wrong row.
+            let row = self.tok_embd.row(id as usize);
+            dequantize_row(self.tok_embd.ty, row, &mut x[t * dim..(t + 1) * dim]);
         }
         for e in batch {
             let s = kv.get_mut(e.slot);
@@ -282,10 +290,11 @@ impl Llama {
                 );
             }
             for (t, &(_, pos)) in tok_pos.iter().enumerate() {
-                self.rope
-                    .apply(&mut q[t * q_dim..(t + 1) * q_dim], c.head_dim, pos);
-                self.rope
-                    .apply(&mut k[t * kv_dim..(t + 1) * kv_dim], c.head_dim, pos);
+                let qk = [
+                    &mut q[t * q_dim..(t + 1) * q_dim],
+                    &mut k[t * kv_dim..(t + 1) * kv_dim],
+                ];
+                self.rope.apply(qk, c.head_dim, pos);
             }
             for (t, &(ei, pos)) in tok_pos.iter().enumerate() {
                 let s = kv.get_mut(batch[ei].slot);

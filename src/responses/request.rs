@@ -106,17 +106,17 @@ pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest>
     }
     let sampling = SamplingParams {
         temperature: opt_num(&m, "temperature", 0.0, 2.0)?
-            .map_or(defaults.temperature, |v| v as f32),
-        top_p: opt_num(&m, "top_p", 0.0, 1.0)?.map_or(defaults.top_p, |v| v as f32),
+            .map_or(defaults.sampling.temperature, |v| v as f32),
+        top_p: opt_num(&m, "top_p", 0.0, 1.0)?.map_or(defaults.sampling.top_p, |v| v as f32),
         top_k: match m.get("top_k") {
-            None | Some(Value::Null) => defaults.top_k,
+            None | Some(Value::Null) => defaults.sampling.top_k,
             Some(Value::Number(n)) if n.as_i64() == Some(-1) => 0,
             Some(Value::Number(n)) => n.as_u64().filter(|&k| k <= 1_000_000).ok_or_else(|| {
                 Error::request("top_k", "must be -1, 0 (disabled) or a positive integer")
             })? as usize,
             Some(other) => return Err(type_err("top_k", "an integer", other)),
         },
-        min_p: opt_num(&m, "min_p", 0.0, 1.0)?.map_or(defaults.min_p, |v| v as f32),
+        min_p: opt_num(&m, "min_p", 0.0, 1.0)?.map_or(defaults.sampling.min_p, |v| v as f32),
         seed: match m.get("seed") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => Some(
@@ -300,6 +300,11 @@ fn refuse_unsupported(m: &Map<String, Value>) -> Result<()> {
     for k in ["stream", "store"] {
         opt_bool(m, k)?;
     }
+    match m.get("max_tool_calls") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_u64().is_some() => {}
+        Some(other) => return Err(type_err("max_tool_calls", "a non-negative integer", other)),
+    }
     for k in ["service_tier", "prompt_cache_key", "safety_identifier"] {
         opt_str(m, k)?;
     }
@@ -456,11 +461,14 @@ mod tests {
             }
         );
         assert_eq!(r.messages[1].content, "ok");
-        let d = GenerationDefaults {
+        let sampling = SamplingParams {
             temperature: 0.3,
             top_k: 7,
-            max_output_tokens: Some(11),
             ..Default::default()
+        };
+        let d = GenerationDefaults {
+            sampling,
+            max_output_tokens: Some(11),
         };
         let r = super::parse(r#"{"input":"x","top_k":2}"#, &d).unwrap();
         assert_eq!(
@@ -531,6 +539,7 @@ mod tests {
             ),
             (r#"{"input":"x","truncation":"auto"}"#, "truncation"),
             (r#"{"input":"x","stream":"yes"}"#, "stream"),
+            (r#"{"input":"x","max_tool_calls":"many"}"#, "max_tool_calls"),
             (
                 r#"{"input":"x","reasoning":{"effort":"max"}}"#,
                 "reasoning.effort",

@@ -56,7 +56,14 @@ impl Tokenizer {
             .get("tokenizer.ggml.token_type")
             .and_then(|v| v.as_array())
         {
-            Some(a) => a.iter().map(|v| v.as_f64().unwrap_or(1.0) as i64).collect(),
+            Some(a) => a
+                .iter()
+                .map(|v| {
+                    let bad =
+                        || Error::model(&gguf.path, "tokenizer.ggml.token_type holds a non-number");
+                    v.as_f64().map(|t| t as i64).ok_or_else(bad)
+                })
+                .collect::<Result<_>>()?,
             None => vec![TOKEN_NORMAL; tokens.len()],
         };
         if types.len() != tokens.len() {

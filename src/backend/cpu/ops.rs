@@ -23,10 +23,11 @@ pub struct Rope {
 }
 
 impl Rope {
-    /// Rotates `x` (`n_heads` heads of `head_dim`) in place for position `pos`: the
-    /// "normal" ggml layout that rotates adjacent pairs `(x[2i], x[2i+1])`, as the llama
-    /// GGUF converter's permuted Q/K weights expect.
-    pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+    /// Rotates every row of `xs` (heads of `head_dim`; Q and K of one token) in place for
+    /// position `pos`, computing the angles once: the "normal" ggml layout that rotates
+    /// adjacent pairs `(x[2i], x[2i+1])`, as the llama GGUF converter's permuted Q/K
+    /// weights expect.
+    pub fn apply(&self, xs: [&mut [f32]; 2], head_dim: usize, pos: usize) {
         let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
         let mut cs = [(0f32, 0f32); 256];
         let mut theta = pos as f32;
@@ -35,7 +36,7 @@ impl Rope {
             *c = (t.cos(), t.sin());
             theta *= theta_scale;
         }
-        for head in x.chunks_exact_mut(head_dim) {
+        for head in xs.into_iter().flat_map(|x| x.chunks_exact_mut(head_dim)) {
             for (i, &(cos, sin)) in cs.iter().take(self.n_rot / 2).enumerate() {
                 let (a, b) = (head[2 * i], head[2 * i + 1]);
                 head[2 * i] = a * cos - b * sin;
@@ -80,12 +81,14 @@ mod tests {
             freq_scale: 1.0,
         };
         let mut x = [1.0f32, 0.0, 1.0, 0.0];
-        rope.apply(&mut x, 4, 1);
+        let mut k = x;
+        rope.apply([&mut x, &mut k], 4, 1);
+        assert_eq!(x, k);
         // Pair 0 turns by 1 radian; pair 1 by 1/100 radian.
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
         assert!((x[2] - 0.01f32.cos()).abs() < 1e-6 && (x[3] - 0.01f32.sin()).abs() < 1e-6);
         let mut y = [0.3f32, -0.7, 0.2, 0.9];
-        rope.apply(&mut y, 4, 0);
+        rope.apply([&mut y, &mut []], 4, 0);
         assert_eq!(y, [0.3, -0.7, 0.2, 0.9]);
     }
 }
