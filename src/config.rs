@@ -117,6 +117,22 @@ pub struct EngineConfig {
     pub seed: u64,
     /// Sampling defaults for requests that omit a field.
     pub generation: GenerationDefaults,
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// How much memory the KV cache gets.
+    pub kv_cache: KvCacheSize,
+    /// Reuse the KV of shared prompt prefixes across requests.
+    pub enable_prefix_caching: bool,
+}
+
+/// The KV cache budget: explicit bytes, or a fraction of the memory available at create.
+/// The default is the smaller of what `max_num_seqs` sequences of `max_model_len` tokens
+/// need and a quarter of the available memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KvCacheSize {
+    Auto,
+    Bytes(u64),
+    MemoryFraction(f64),
 }
 
 const KEYS: &[&str] = &[
@@ -128,6 +144,10 @@ const KEYS: &[&str] = &[
     "max_num_batched_tokens",
     "seed",
     "generation_config",
+    "block_size",
+    "kv_cache_bytes",
+    "kv_cache_memory_fraction",
+    "enable_prefix_caching",
 ];
 
 impl EngineConfig {
@@ -187,7 +207,38 @@ impl EngineConfig {
         let default_threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
+        let kv_cache = match (
+            get_uint(map, "kv_cache_bytes", 1 << 16, u64::MAX)?,
+            map.get("kv_cache_memory_fraction"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(Error::config(
+                    "kv_cache_memory_fraction",
+                    "give either kv_cache_bytes or kv_cache_memory_fraction, not both",
+                ))
+            }
+            (Some(b), None) => KvCacheSize::Bytes(b),
+            (None, None) => KvCacheSize::Auto,
+            (None, Some(v)) => match v.as_f64() {
+                Some(f) if f > 0.0 && f <= 0.95 => KvCacheSize::MemoryFraction(f),
+                Some(_) => {
+                    return Err(Error::config(
+                        "kv_cache_memory_fraction",
+                        "must be a number in (0, 0.95]",
+                    ))
+                }
+                None => return Err(wrong_type("kv_cache_memory_fraction", "a number", v)),
+            },
+        };
+        let enable_prefix_caching = match map.get("enable_prefix_caching") {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => return Err(wrong_type("enable_prefix_caching", "a boolean", other)),
+        };
         Ok(EngineConfig {
+            block_size: get_uint(map, "block_size", 1, 1024)?.unwrap_or(16) as usize,
+            kv_cache,
+            enable_prefix_caching,
             model,
             device,
             num_threads: get_uint(map, "num_threads", 1, 1024)?.unwrap_or(default_threads as u64)
@@ -268,6 +319,15 @@ mod tests {
         assert!(gen(r#"{"tmp": 1}"#).contains("`generation_config.tmp`"));
         assert!(gen(r#"{"top_k": -1}"#).contains("`generation_config.top_k`"));
         assert!(gen("[]").contains("`generation_config`"));
+        let cfg = |extra: &str| err(&format!(r#"{{"model": "{model}", {extra}}}"#));
+        assert!(cfg(r#""block_size": 0"#).contains("`block_size`"));
+        assert!(cfg(r#""kv_cache_bytes": 10"#).contains("`kv_cache_bytes`"));
+        assert!(cfg(r#""kv_cache_memory_fraction": 1.5"#).contains("`kv_cache_memory_fraction`"));
+        assert!(
+            cfg(r#""kv_cache_bytes": 100000, "kv_cache_memory_fraction": 0.5"#)
+                .contains("not both")
+        );
+        assert!(cfg(r#""enable_prefix_caching": 1"#).contains("`enable_prefix_caching`"));
         let g = EngineConfig::from_json(&format!(
             r#"{{"model": "{model}", "generation_config": {{"temperature": 0.8, "top_k": 40, "max_output_tokens": 9}}}}"#
         ))

@@ -4,9 +4,11 @@
 //! (header `include/rill.h`) wraps exactly this Rust API.
 //!
 //! Layout (see `README.md` and `shared/DESIGN.md`): `config` and `error`; `engine` (the
-//! engine and delivery threads); `model` (GGUF reader, Llama); `backend::cpu` (kernels,
-//! thread pool, KV store); `tokenizer`; `chat_template`; `sampling`; `responses`
-//! (request parsing, events, invariant checker); `ffi`.
+//! engine and delivery threads); `scheduler` (continuous batching, chunked prefill,
+//! preemption); `kv_cache` (block pool, prefix caching); `runner` (the flat step batch);
+//! `model` (GGUF reader, Llama); `backend::cpu` (kernels, thread pool, paged KV memory);
+//! `tokenizer`; `chat_template`; `sampling`; `responses` (request parsing, events,
+//! invariant checker); `ffi`.
 
 pub mod backend;
 pub mod chat_template;
@@ -14,9 +16,12 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod kv_cache;
 pub mod model;
 pub mod responses;
+pub mod runner;
 pub mod sampling;
+pub mod scheduler;
 pub mod tokenizer;
 
 pub use config::EngineConfig;

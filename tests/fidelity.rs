@@ -6,12 +6,12 @@
 
 mod common;
 
-use rill::backend::cpu::kv::KvStore;
+use rill::backend::cpu::kv::PagedKv;
 use rill::backend::cpu::pool::ThreadPool;
 use rill::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
 use rill::model::gguf::GgufFile;
 use rill::model::llama::Llama;
-use rill::model::BatchEntry;
+use rill::model::{SeqMeta, StepBatch};
 use rill::sampling::argmax;
 use rill::tokenizer::Tokenizer;
 use serde_json::Value;
@@ -97,21 +97,37 @@ fn chat_template_renders_like_jinja2() {
 /// and token-by-token evaluations of the same prompt differ by up to 0.35 on this model.
 const DECISIVE_MARGIN: f32 = 0.5;
 
+const BLOCK: usize = 16;
+const BLOCKS: usize = 64;
+
+/// A paged KV cache holding one sequence in blocks `0..BLOCKS`.
+fn seq_kv(model: &Llama) -> PagedKv {
+    PagedKv::new(model.config.n_layers, model.config.kv_dim(), BLOCK, BLOCKS).unwrap()
+}
+
 /// Runs `tokens[pos..]` through the model and returns the last logits.
 fn step(
     model: &Llama,
     pool: &ThreadPool,
-    kv: &mut KvStore,
-    slot: usize,
+    kv: &mut PagedKv,
     tokens: &[u32],
     pos: usize,
 ) -> Vec<f32> {
-    let batch = [BatchEntry {
-        slot,
-        tokens: &tokens[pos..],
-        start_pos: pos,
-        want_logits: true,
-    }];
+    let n = tokens.len() - pos;
+    let batch = StepBatch {
+        token_ids: tokens[pos..].to_vec(),
+        positions: (pos..tokens.len()).collect(),
+        slot_mapping: (pos..tokens.len()).collect(),
+        token_seq: vec![0; n],
+        seqs: vec![SeqMeta {
+            token_start: 0,
+            num_tokens: n,
+            context_len: tokens.len(),
+            block_table: (0..BLOCKS as u32).collect(),
+            want_logits: true,
+        }],
+        block_size: BLOCK,
+    };
     model.forward(pool, kv, &batch).remove(0)
 }
 
@@ -148,12 +164,11 @@ fn compare_with_llama_cpp(portable: bool) {
             .map(|m| m.as_f64().unwrap() as f32)
             .collect();
         // Teacher-forced.
-        let mut kv = KvStore::new(model.config.n_layers, model.config.kv_dim());
-        let slot = kv.alloc();
+        let mut kv = seq_kv(&model);
         let mut tokens = prompt.clone();
         for (i, &w) in want.iter().enumerate() {
             let pos = if i == 0 { 0 } else { tokens.len() - 1 };
-            let logits = step(&model, &pool, &mut kv, slot, &tokens, pos);
+            let logits = step(&model, &pool, &mut kv, &tokens, pos);
             if i == 0 {
                 for pair in case["first_step_top10"].as_array().unwrap() {
                     let id = pair[0].as_u64().unwrap() as usize;
@@ -171,13 +186,12 @@ fn compare_with_llama_cpp(portable: bool) {
             tokens.push(w);
         }
         // Free-running.
-        let mut kv = KvStore::new(model.config.n_layers, model.config.kv_dim());
-        let slot = kv.alloc();
+        let mut kv = seq_kv(&model);
         let mut tokens = prompt.clone();
         let mut got = Vec::new();
         while got.len() < want.len() {
             let pos = if got.is_empty() { 0 } else { tokens.len() - 1 };
-            let t = argmax(&step(&model, &pool, &mut kv, slot, &tokens, pos));
+            let t = argmax(&step(&model, &pool, &mut kv, &tokens, pos));
             got.push(t);
             tokens.push(t);
         }

@@ -1,10 +1,9 @@
-//! The engine thread: owns the model, the KV store and the CPU pool, and runs the step
-//! loop (vLLM's `EngineCore`): take commands, admit waiting requests, schedule one step
-//! over a token budget (decodes first, then prefill chunks), execute the forward pass,
-//! sample, and hand token ids and finish reasons to the delivery thread. It sees token ids
-//! and KV slots only; it never builds events or calls host code.
+//! The engine thread (vLLM's `EngineCore`): owns the model, the paged KV memory, the
+//! scheduler and the CPU pool, and runs the step loop: take commands (add, cancel) between
+//! steps, schedule one step over the token budget, build the flat batch, execute the
+//! forward pass, sample, and update. It hands token ids and finish reasons to the delivery
+//! thread; it never builds events or calls host code.
 
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,12 +11,14 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::{Output, Shared};
-use crate::backend::cpu::kv::KvStore;
+use crate::backend::cpu::kv::PagedKv;
 use crate::backend::cpu::pool::ThreadPool;
+use crate::kv_cache::KvCacheManager;
 use crate::model::llama::Llama;
-use crate::model::BatchEntry;
 use crate::responses::stream::{Finish, Usage};
+use crate::runner;
 use crate::sampling::{Sampler, SamplingParams};
+use crate::scheduler::{Request, Scheduler};
 
 /// A request as the engine thread sees it.
 pub struct SeqRequest {
@@ -37,72 +38,81 @@ pub enum Command {
     Shutdown,
 }
 
-struct Seq {
-    req: SeqRequest,
+/// Per-request engine state carried by the scheduler.
+pub struct SeqState {
     sampler: Sampler,
-    /// Prompt followed by the generated tokens.
-    tokens: Vec<u32>,
-    num_computed_tokens: usize,
-    slot: usize,
+    max_tokens: usize,
+    ignore_eos: bool,
 }
 
-impl Seq {
-    fn n_output(&self) -> usize {
-        self.tokens.len() - self.req.prompt.len()
+type Seq = Request<SeqState>;
+
+fn usage(r: &Seq) -> Usage {
+    Usage {
+        input_tokens: r.num_prompt_tokens,
+        cached_tokens: r.num_cached_tokens.unwrap_or(0),
+        output_tokens: r.num_output_tokens(),
+        ..Usage::default()
     }
-    fn usage(&self) -> Usage {
-        Usage {
-            input_tokens: self.req.prompt.len(),
-            output_tokens: self.n_output(),
-            ..Usage::default()
-        }
-    }
+}
+
+/// KV cache geometry chosen at create.
+pub struct KvLayout {
+    pub block_size: usize,
+    pub num_blocks: usize,
+    pub prefix_caching: bool,
 }
 
 /// Engine thread state.
 pub struct EngineCore {
     pub model: Llama,
     pub pool: ThreadPool,
-    pub kv: KvStore,
-    pub max_num_seqs: usize,
-    pub max_num_batched_tokens: usize,
+    kv: PagedKv,
+    sched: Scheduler<SeqState>,
+    layout: KvLayout,
     pub eog_ids: Vec<u32>,
     pub shared: Arc<Shared>,
     pub out: Sender<Output>,
-    waiting: VecDeque<SeqRequest>,
-    running: Vec<Seq>,
 }
 
 impl EngineCore {
+    /// Allocates the KV memory; fails when it cannot.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: Llama,
         pool: ThreadPool,
+        layout: KvLayout,
         max_num_seqs: usize,
         max_num_batched_tokens: usize,
         eog_ids: Vec<u32>,
         shared: Arc<Shared>,
         out: Sender<Output>,
-    ) -> Self {
-        let kv = KvStore::new(model.config.n_layers, model.config.kv_dim());
-        EngineCore {
+    ) -> crate::error::Result<Self> {
+        let mc = &model.config;
+        let kv = PagedKv::new(
+            mc.n_layers,
+            mc.kv_dim(),
+            layout.block_size,
+            layout.num_blocks,
+        )?;
+        let manager =
+            KvCacheManager::new(layout.num_blocks, layout.block_size, layout.prefix_caching);
+        Ok(EngineCore {
             model,
             pool,
             kv,
-            max_num_seqs,
-            max_num_batched_tokens,
+            sched: Scheduler::new(max_num_seqs, max_num_batched_tokens, manager),
+            layout,
             eog_ids,
             shared,
             out,
-            waiting: VecDeque::new(),
-            running: Vec::new(),
-        }
+        })
     }
 
     /// The loop; returns on `Command::Shutdown` or when every sender is gone.
     pub fn run(mut self, commands: Receiver<Command>) {
         loop {
-            if self.running.is_empty() && self.waiting.is_empty() {
+            if self.sched.is_idle() {
                 match commands.recv() {
                     Ok(c) => {
                         if !self.handle(c) {
@@ -122,8 +132,7 @@ impl EngineCore {
             if stop {
                 break;
             }
-            self.admit();
-            if self.running.is_empty() {
+            if self.sched.is_idle() {
                 continue;
             }
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.step())) {
@@ -132,13 +141,7 @@ impl EngineCore {
             self.publish_gauges();
         }
         // Shutdown: every request in flight ends with a terminal event.
-        let ids: Vec<u64> = self
-            .running
-            .iter()
-            .map(|s| s.req.id)
-            .chain(self.waiting.iter().map(|r| r.id))
-            .collect();
-        for id in ids {
+        for id in self.sched.ids() {
             self.cancel(id);
         }
         self.publish_gauges();
@@ -162,7 +165,12 @@ impl EngineCore {
                         usage,
                     );
                 } else {
-                    self.waiting.push_back(req);
+                    let state = SeqState {
+                        sampler: Sampler::new(req.sampling, req.seed),
+                        max_tokens: req.max_tokens,
+                        ignore_eos: req.ignore_eos,
+                    };
+                    self.sched.add(Request::new(req.id, req.prompt, state));
                 }
                 true
             }
@@ -175,107 +183,56 @@ impl EngineCore {
     }
 
     fn cancel(&mut self, id: u64) {
-        if let Some(pos) = self.waiting.iter().position(|r| r.id == id) {
-            if let Some(r) = self.waiting.remove(pos) {
-                let usage = Usage {
-                    input_tokens: r.prompt.len(),
-                    ..Usage::default()
-                };
-                self.finish_request(id, Finish::Cancelled, usage);
-            }
-        } else if let Some(pos) = self.running.iter().position(|s| s.req.id == id) {
-            let s = self.running.remove(pos);
-            self.kv.free(s.slot);
-            self.finish_request(id, Finish::Cancelled, s.usage());
-        }
-    }
-
-    fn admit(&mut self) {
-        while self.running.len() < self.max_num_seqs {
-            let Some(req) = self.waiting.pop_front() else {
-                break;
-            };
-            let slot = self.kv.alloc();
-            let sampler = Sampler::new(req.sampling.clone(), req.seed);
-            let tokens = req.prompt.clone();
-            self.running.push(Seq {
-                req,
-                sampler,
-                tokens,
-                num_computed_tokens: 0,
-                slot,
-            });
+        if let Some(r) = self.sched.finish(id) {
+            self.finish_request(id, Finish::Cancelled, usage(&r));
         }
     }
 
     /// One forward pass: schedule, execute, sample, update.
     fn step(&mut self) {
-        // Schedule: decodes first (one token each), then prefill chunks, within the budget.
-        let mut budget = self.max_num_batched_tokens;
-        let mut order: Vec<usize> = (0..self.running.len()).collect();
-        order.sort_by_key(|&i| {
-            self.running[i].tokens.len() - self.running[i].num_computed_tokens > 1
-        });
-        let mut plan: Vec<(usize, usize)> = Vec::new();
-        for i in order {
-            let s = &self.running[i];
-            let n = (s.tokens.len() - s.num_computed_tokens).min(budget);
-            if n == 0 {
-                continue;
-            }
-            budget -= n;
-            plan.push((i, n));
+        let plan = self.sched.schedule();
+        let st = &self.shared.stats;
+        st.preemptions
+            .fetch_add(plan.preempted.len() as u64, Ordering::Relaxed);
+        if plan.scheduled.is_empty() {
+            return;
         }
-        let batch: Vec<BatchEntry> = plan
-            .iter()
-            .map(|&(i, n)| {
-                let s = &self.running[i];
-                let start = s.num_computed_tokens;
-                BatchEntry {
-                    slot: s.slot,
-                    tokens: &s.tokens[start..start + n],
-                    start_pos: start,
-                    want_logits: start + n == s.tokens.len(),
-                }
-            })
-            .collect();
+        let batch = runner::build(&self.sched, &plan);
         let logits = self.model.forward(&self.pool, &mut self.kv, &batch);
-        let wants: Vec<bool> = batch.iter().map(|e| e.want_logits).collect();
-        drop(batch);
-        self.shared.stats.steps.fetch_add(1, Ordering::Relaxed);
+        st.steps.fetch_add(1, Ordering::Relaxed);
+        self.sched.advance(&plan);
         // Update: sample where logits came back; collect finished requests.
         let mut logits = logits.into_iter();
-        let mut finished: Vec<(usize, Finish)> = Vec::new();
-        for (&(i, n), want) in plan.iter().zip(wants) {
-            let s = &mut self.running[i];
-            s.num_computed_tokens += n;
-            if !want {
+        let mut finished: Vec<(u64, Finish)> = Vec::new();
+        for (sc, meta) in plan.scheduled.iter().zip(&batch.seqs) {
+            if !meta.want_logits {
                 continue;
             }
             let Some(l) = logits.next() else { break };
-            let tok = s.sampler.sample(&l);
-            s.tokens.push(tok);
-            self.shared
-                .stats
-                .generated_tokens
-                .fetch_add(1, Ordering::Relaxed);
-            if !s.req.ignore_eos && self.eog_ids.contains(&tok) {
-                finished.push((i, Finish::Completed));
+            let r = self.sched.running_mut(sc.index);
+            if r.num_output_tokens() == 0 {
+                st.cached_prompt_tokens
+                    .fetch_add(r.num_cached_tokens.unwrap_or(0) as u64, Ordering::Relaxed);
+            }
+            let tok = r.payload.sampler.sample(&l);
+            r.tokens.push(tok);
+            st.generated_tokens.fetch_add(1, Ordering::Relaxed);
+            if !r.payload.ignore_eos && self.eog_ids.contains(&tok) {
+                finished.push((r.id, Finish::Completed));
                 continue;
             }
             let _ = self.out.send(Output::Tokens {
-                id: s.req.id,
+                id: r.id,
                 tokens: vec![tok],
             });
-            if s.n_output() >= s.req.max_tokens {
-                finished.push((i, Finish::MaxOutputTokens));
+            if r.num_output_tokens() >= r.payload.max_tokens {
+                finished.push((r.id, Finish::MaxOutputTokens));
             }
         }
-        finished.sort_by_key(|f| std::cmp::Reverse(f.0));
-        for (i, finish) in finished {
-            let s = self.running.remove(i);
-            self.kv.free(s.slot);
-            self.finish_request(s.req.id, finish, s.usage());
+        for (id, finish) in finished {
+            if let Some(r) = self.sched.finish(id) {
+                self.finish_request(id, finish, usage(&r));
+            }
         }
     }
 
@@ -295,26 +252,26 @@ impl EngineCore {
             code: "server_error",
             message: msg,
         };
-        for s in std::mem::take(&mut self.running) {
-            self.finish_request(s.req.id, failed.clone(), s.usage());
+        // The block tables may be half-updated: drop them with a fresh manager instead
+        // of freeing through them.
+        let l = &self.layout;
+        let fresh = KvCacheManager::new(l.num_blocks, l.block_size, l.prefix_caching);
+        for r in self.sched.drain(fresh) {
+            self.finish_request(r.id, failed.clone(), usage(&r));
         }
-        for r in std::mem::take(&mut self.waiting) {
-            let usage = Usage {
-                input_tokens: r.prompt.len(),
-                ..Usage::default()
-            };
-            self.finish_request(r.id, failed.clone(), usage);
-        }
-        self.kv = KvStore::new(self.model.config.n_layers, self.model.config.kv_dim());
     }
 
     fn publish_gauges(&self) {
         let st = &self.shared.stats;
+        let kv = &self.sched.kv;
         st.running
-            .store(self.running.len() as u64, Ordering::Relaxed);
+            .store(self.sched.num_running() as u64, Ordering::Relaxed);
         st.waiting
-            .store(self.waiting.len() as u64, Ordering::Relaxed);
-        st.kv_bytes.store(self.kv.bytes() as u64, Ordering::Relaxed);
+            .store(self.sched.num_waiting() as u64, Ordering::Relaxed);
+        st.kv_blocks_free
+            .store(kv.num_free_blocks() as u64, Ordering::Relaxed);
+        st.kv_blocks_cached
+            .store(kv.num_cached_blocks() as u64, Ordering::Relaxed);
     }
 }
 

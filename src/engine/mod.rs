@@ -5,6 +5,7 @@
 
 pub mod core;
 pub mod delivery;
+pub mod kv_budget;
 pub mod poll_queue;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use crossbeam_channel::{unbounded, Sender};
 use parking_lot::Mutex;
 use serde_json::json;
 
+use crate::backend::cpu::kv::PagedKv;
 use crate::backend::cpu::pool::ThreadPool;
 use crate::chat_template::{ChatTemplate, RenderOptions};
 use crate::config::{EngineConfig, GenerationDefaults};
@@ -81,7 +83,10 @@ pub struct Stats {
     pub steps: AtomicU64,
     pub running: AtomicU64,
     pub waiting: AtomicU64,
-    pub kv_bytes: AtomicU64,
+    pub preemptions: AtomicU64,
+    pub kv_blocks_free: AtomicU64,
+    pub kv_blocks_cached: AtomicU64,
+    pub cached_prompt_tokens: AtomicU64,
 }
 
 /// State shared by the host-facing calls and both threads.
@@ -162,6 +167,17 @@ impl Engine {
         let model_names = vec![stem, mc.name.clone()];
         let pool = ThreadPool::new(config.num_threads)
             .map_err(|e| Error::Internal(format!("cannot start CPU worker threads: {e}")))?;
+        let layout = kv_budget::plan(
+            config.kv_cache,
+            &mc,
+            config.block_size,
+            max_model_len,
+            config.max_num_seqs,
+            config.enable_prefix_caching,
+        )?;
+        let kv_bytes = layout.num_blocks
+            * layout.block_size
+            * PagedKv::bytes_per_token(mc.n_layers, mc.kv_dim());
         let info = json!({
             "model": model_names[0],
             "model_name": mc.name,
@@ -173,6 +189,13 @@ impl Engine {
             "max_model_len": max_model_len,
             "max_num_batched_tokens": config.max_num_batched_tokens,
             "weight_bytes": model.weight_bytes(),
+            "kv_cache": {
+                "bytes": kv_bytes,
+                "num_blocks": layout.num_blocks,
+                "block_size": layout.block_size,
+                "max_tokens": layout.num_blocks * layout.block_size,
+                "prefix_caching": layout.prefix_caching,
+            },
             "load_ms": t0.elapsed().as_millis() as u64,
         });
         let shared = Arc::new(Shared {
@@ -186,12 +209,13 @@ impl Engine {
         let core = EngineCore::new(
             model,
             pool,
+            layout,
             config.max_num_seqs,
             config.max_num_batched_tokens.max(1),
             tokenizer.eog_ids.clone(),
             Arc::clone(&shared),
             out_tx.clone(),
-        );
+        )?;
         let spawn_err =
             |e: std::io::Error| Error::Internal(format!("cannot start engine threads: {e}"));
         let delivery_shared = Arc::clone(&shared);
@@ -363,7 +387,10 @@ impl Engine {
         v["tokens"] =
             json!({"prompt": get(&s.prompt_tokens), "generated": get(&s.generated_tokens)});
         v["steps"] = json!(get(&s.steps));
-        v["kv_cache_bytes"] = json!(get(&s.kv_bytes));
+        v["tokens"]["cached_prompt"] = json!(get(&s.cached_prompt_tokens));
+        v["preemptions"] = json!(get(&s.preemptions));
+        v["kv_cache"]["free_blocks"] = json!(get(&s.kv_blocks_free));
+        v["kv_cache"]["cached_blocks"] = json!(get(&s.kv_blocks_cached));
         v["poisoned"] = json!(self.shared.poisoned.lock().clone());
         v
     }

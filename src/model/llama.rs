@@ -10,9 +10,9 @@ use std::cell::RefCell;
 use half::f16;
 
 use super::gguf::{GgufFile, TensorInfo};
-use super::{BatchEntry, ModelConfig};
+use super::{ModelConfig, StepBatch};
 use crate::backend::cpu::dot::{axpy_f16, dot_f16_f16, Isa};
-use crate::backend::cpu::kv::KvStore;
+use crate::backend::cpu::kv::PagedKv;
 use crate::backend::cpu::matmul::{matmul_many, Activations, Linear, WeightBytes};
 use crate::backend::cpu::ops::{add_assign, rms_norm, silu_mul, Rope};
 use crate::backend::cpu::pool::{SharedMut, ThreadPool};
@@ -228,42 +228,20 @@ impl Llama {
         per_layer + self.output.n_bytes()
     }
 
-    /// Runs one step over `batch`, appending K/V to each entry's slot, and returns the
-    /// logits (`vocab_size` each) of the last token of every entry with `want_logits`,
+    /// Runs one step over `batch`, writing each token's K/V at its slot, and returns the
+    /// logits (`vocab_size` each) of the last token of every sequence with `want_logits`,
     /// in batch order.
-    pub fn forward(
-        &self,
-        pool: &ThreadPool,
-        kv: &mut KvStore,
-        batch: &[BatchEntry],
-    ) -> Vec<Vec<f32>> {
+    pub fn forward(&self, pool: &ThreadPool, kv: &mut PagedKv, batch: &StepBatch) -> Vec<Vec<f32>> {
         let c = &self.config;
         let (dim, q_dim, kv_dim) = (c.dim, c.n_heads * c.head_dim, c.kv_dim());
-        let n_tok: usize = batch.iter().map(|e| e.tokens.len()).sum();
-        // Token -> (entry, position) map, flat over the batch.
-        let mut tok_pos = Vec::with_capacity(n_tok);
-        for (ei, e) in batch.iter().enumerate() {
-            for i in 0..e.tokens.len() {
-                tok_pos.push((ei, e.start_pos + i));
-            }
-        }
+        let n_tok = batch.token_ids.len();
         let mut x = vec![0f32; n_tok * dim];
-        for (t, &id) in batch.iter().flat_map(|e| e.tokens).enumerate() {
+        for (t, &id) in batch.token_ids.iter().enumerate() {
             // Ids come from the tokenizer (checked against vocab_size at create) or the
             // sampler (< vocab_size); an out-of-range id is a bug and panics inside the step
             // guard, which fails the requests instead of computing with a wrong row.
             let row = self.tok_embd.row(id as usize);
             dequantize_row(self.tok_embd.ty, row, &mut x[t * dim..(t + 1) * dim]);
-        }
-        for e in batch {
-            let s = kv.get_mut(e.slot);
-            debug_assert_eq!(s.len, e.start_pos);
-            let new_len = (e.start_pos + e.tokens.len()) * kv_dim;
-            for l in 0..c.n_layers {
-                s.k[l].resize(new_len, 0);
-                s.v[l].resize(new_len, 0);
-            }
-            s.len = e.start_pos + e.tokens.len();
         }
         let mut xn = vec![0f32; n_tok * dim];
         let mut q = vec![0f32; n_tok * q_dim];
@@ -289,20 +267,19 @@ impl Llama {
                     ],
                 );
             }
-            for (t, &(_, pos)) in tok_pos.iter().enumerate() {
+            for (t, &pos) in batch.positions.iter().enumerate() {
                 let qk = [
                     &mut q[t * q_dim..(t + 1) * q_dim],
                     &mut k[t * kv_dim..(t + 1) * kv_dim],
                 ];
                 self.rope.apply(qk, c.head_dim, pos);
             }
-            for (t, &(ei, pos)) in tok_pos.iter().enumerate() {
-                let s = kv.get_mut(batch[ei].slot);
-                let dst = pos * kv_dim..(pos + 1) * kv_dim;
-                to_f16(&k[t * kv_dim..(t + 1) * kv_dim], &mut s.k[li][dst.clone()]);
-                to_f16(&v[t * kv_dim..(t + 1) * kv_dim], &mut s.v[li][dst]);
+            for (t, &slot) in batch.slot_mapping.iter().enumerate() {
+                let (kd, vd) = kv.row_mut(li, slot);
+                to_f16(&k[t * kv_dim..(t + 1) * kv_dim], kd);
+                to_f16(&v[t * kv_dim..(t + 1) * kv_dim], vd);
             }
-            self.attention(pool, kv, batch, &tok_pos, li, &q, &mut attn);
+            self.attention(pool, kv, batch, li, &q, &mut attn);
             {
                 let a = Activations::quantize(pool, &attn, q_dim, &mut qscratch);
                 matmul_many(pool, self.isa, &a, &mut [(&layer.wo, &mut proj)]);
@@ -327,12 +304,13 @@ impl Llama {
         }
         // Final norm and logits only for the rows that need them.
         let mut last_rows = Vec::new();
-        let mut t0 = 0;
-        for e in batch {
-            t0 += e.tokens.len();
-            if e.want_logits {
-                last_rows.extend_from_slice(&x[(t0 - 1) * dim..t0 * dim]);
-            }
+        for sq in batch
+            .seqs
+            .iter()
+            .filter(|sq| sq.want_logits && sq.num_tokens > 0)
+        {
+            let t = sq.token_start + sq.num_tokens - 1;
+            last_rows.extend_from_slice(&x[t * dim..(t + 1) * dim]);
         }
         if last_rows.is_empty() {
             return Vec::new();
@@ -356,14 +334,14 @@ impl Llama {
             .collect()
     }
 
-    /// Causal GQA attention of every token of the step against its sequence's cache.
-    #[allow(clippy::too_many_arguments)]
+    /// Causal GQA attention of every token of the step against its sequence's cache,
+    /// read through the sequence's block table (vLLM's paged attention, one task per
+    /// token and head; each task's arithmetic depends only on its own sequence).
     fn attention(
         &self,
         pool: &ThreadPool,
-        kv: &KvStore,
-        batch: &[BatchEntry],
-        tok_pos: &[(usize, usize)],
+        kv: &PagedKv,
+        batch: &StepBatch,
         layer: usize,
         q: &[f32],
         out: &mut [f32],
@@ -377,11 +355,13 @@ impl Llama {
         thread_local! {
             static SCRATCH: RefCell<(Vec<f32>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
         }
-        pool.run(tok_pos.len() * n_heads, &|task| {
+        let bs = batch.block_size;
+        let (ks, vs) = kv.layer(layer);
+        pool.run(batch.token_ids.len() * n_heads, &|task| {
             let (t, h) = (task / n_heads, task % n_heads);
-            let (ei, pos) = tok_pos[t];
-            let s = kv.get(batch[ei].slot);
-            let (ks, vs) = (&s.k[layer], &s.v[layer]);
+            let pos = batch.positions[t];
+            let table = &batch.seqs[batch.token_seq[t]].block_table;
+            let slot = |j: usize| table[j / bs] as usize * bs + j % bs;
             let kvh = h / group;
             // SAFETY: task (t, h) writes only out[t][h*hd..(h+1)*hd].
             let o = unsafe {
@@ -399,7 +379,7 @@ impl Llama {
                 scores.clear();
                 let mut max = f32::NEG_INFINITY;
                 for j in 0..=pos {
-                    let kj = &ks[j * kv_dim + kvh * hd..][..hd];
+                    let kj = &ks[slot(j) * kv_dim + kvh * hd..][..hd];
                     let sc = dot_f16_f16(isa, kj, qh) * scale;
                     max = max.max(sc);
                     scores.push(sc);
@@ -415,7 +395,7 @@ impl Llama {
                     // The probabilities meet the f16 V cache as f16, as in llama.cpp's
                     // KQ·V product.
                     let w = f16::from_f32(p * inv).to_f32();
-                    axpy_f16(isa, o, w, &vs[j * kv_dim + kvh * hd..][..hd]);
+                    axpy_f16(isa, o, w, &vs[slot(j) * kv_dim + kvh * hd..][..hd]);
                 }
             });
         });

@@ -30,11 +30,30 @@ impl ModelConfig {
     }
 }
 
-/// One sequence's slice of a forward pass: `tokens` at positions `start_pos..`, KV in `slot`.
-pub struct BatchEntry<'a> {
-    pub slot: usize,
-    pub tokens: &'a [u32],
-    pub start_pos: usize,
-    /// Whether the logits of the last token are needed (the last chunk of a prefill, or a decode).
+/// One sequence's part of a step: `num_tokens` flat tokens from `token_start`, at
+/// positions `context_len - num_tokens ..context_len`, K/V reached through `block_table`.
+#[derive(Clone, Debug, Default)]
+pub struct SeqMeta {
+    pub token_start: usize,
+    pub num_tokens: usize,
+    /// Tokens in the cache after this step (computed before + this step's).
+    pub context_len: usize,
+    pub block_table: Vec<u32>,
+    /// Whether the logits of the last token are needed (the last chunk of a prefill, or a
+    /// decode).
     pub want_logits: bool,
+}
+
+/// The flat input of one forward pass (vLLM's model runner inputs): every token of every
+/// scheduled sequence, its position and its KV slot, plus per-sequence metadata.
+#[derive(Clone, Debug, Default)]
+pub struct StepBatch {
+    pub token_ids: Vec<u32>,
+    pub positions: Vec<usize>,
+    /// Where each token's K/V is written: `block * block_size + offset`.
+    pub slot_mapping: Vec<usize>,
+    /// The sequence (index into `seqs`) of each token.
+    pub token_seq: Vec<usize>,
+    pub seqs: Vec<SeqMeta>,
+    pub block_size: usize,
 }

@@ -1,0 +1,71 @@
+//! Sizing the paged KV cache at create (vLLM's `determine_available_memory` for the CPU):
+//! explicit `kv_cache_bytes`, a `kv_cache_memory_fraction` of the memory available now,
+//! or by default the smaller of what `max_num_seqs` full-length sequences need and a
+//! quarter of the available memory. The cache must hold at least one `max_model_len`
+//! sequence, or create fails naming the setting.
+
+use crate::backend::cpu::kv::PagedKv;
+use crate::config::KvCacheSize;
+use crate::engine::core::KvLayout;
+use crate::error::{Error, Result};
+use crate::model::ModelConfig;
+
+/// Bytes of memory available to new allocations (`MemAvailable`), if the OS says.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The block count for `size`.
+pub fn plan(
+    size: KvCacheSize,
+    mc: &ModelConfig,
+    block_size: usize,
+    max_model_len: usize,
+    max_num_seqs: usize,
+    prefix_caching: bool,
+) -> Result<KvLayout> {
+    let per_block = (PagedKv::bytes_per_token(mc.n_layers, mc.kv_dim()) * block_size) as u64;
+    let blocks_per_seq = max_model_len.div_ceil(block_size) as u64;
+    let (bytes, key) = match size {
+        KvCacheSize::Bytes(b) => (b, "kv_cache_bytes"),
+        KvCacheSize::MemoryFraction(f) => {
+            let avail = available_memory().ok_or_else(|| {
+                Error::config(
+                    "kv_cache_memory_fraction",
+                    "cannot read the available memory (/proc/meminfo); give kv_cache_bytes",
+                )
+            })?;
+            ((avail as f64 * f) as u64, "kv_cache_memory_fraction")
+        }
+        KvCacheSize::Auto => {
+            let want = per_block * blocks_per_seq * max_num_seqs as u64;
+            let cap = available_memory().map_or(want, |a| a / 4);
+            (
+                want.min(cap).max(per_block * blocks_per_seq),
+                "kv_cache_bytes",
+            )
+        }
+    };
+    let num_blocks = bytes / per_block;
+    if num_blocks < blocks_per_seq {
+        return Err(Error::config(
+            key,
+            format!(
+                "{bytes} bytes hold {num_blocks} KV blocks of {block_size} tokens, fewer than \
+                 one max_model_len ({max_model_len} tokens) sequence needs ({blocks_per_seq} \
+                 blocks of {per_block} bytes); raise it or lower max_model_len"
+            ),
+        ));
+    }
+    if num_blocks > u32::MAX as u64 - 1 {
+        return Err(Error::config(key, "too many KV blocks"));
+    }
+    Ok(KvLayout {
+        block_size,
+        num_blocks: num_blocks as usize,
+        prefix_caching,
+    })
+}
