@@ -34,6 +34,9 @@ pub struct SeqRequest {
 pub enum Command {
     Add(SeqRequest),
     Cancel(u64),
+    /// A stop string matched (seen by the delivery thread): end like a cancel, but as
+    /// `Finish::Completed`. Ignored when the request already finished.
+    Stop(u64),
     Shutdown,
 }
 
@@ -139,7 +142,7 @@ impl EngineCore {
             .chain(self.waiting.iter().map(|r| r.id))
             .collect();
         for id in ids {
-            self.cancel(id);
+            self.cancel(id, Finish::Cancelled);
         }
         self.publish_gauges();
     }
@@ -167,26 +170,30 @@ impl EngineCore {
                 true
             }
             Command::Cancel(id) => {
-                self.cancel(id);
+                self.cancel(id, Finish::Cancelled);
+                true
+            }
+            Command::Stop(id) => {
+                self.cancel(id, Finish::Completed);
                 true
             }
             Command::Shutdown => false,
         }
     }
 
-    fn cancel(&mut self, id: u64) {
+    fn cancel(&mut self, id: u64, finish: Finish) {
         if let Some(pos) = self.waiting.iter().position(|r| r.id == id) {
             if let Some(r) = self.waiting.remove(pos) {
                 let usage = Usage {
                     input_tokens: r.prompt.len(),
                     ..Usage::default()
                 };
-                self.finish_request(id, Finish::Cancelled, usage);
+                self.finish_request(id, finish, usage);
             }
         } else if let Some(pos) = self.running.iter().position(|s| s.req.id == id) {
             let s = self.running.remove(pos);
             self.kv.free(s.slot);
-            self.finish_request(id, Finish::Cancelled, s.usage());
+            self.finish_request(id, finish, s.usage());
         }
     }
 
@@ -196,7 +203,7 @@ impl EngineCore {
                 break;
             };
             let slot = self.kv.alloc();
-            let sampler = Sampler::new(req.sampling.clone(), req.seed);
+            let sampler = Sampler::new(req.sampling.clone(), &req.prompt, req.seed);
             let tokens = req.prompt.clone();
             self.running.push(Seq {
                 req,
@@ -253,7 +260,8 @@ impl EngineCore {
                 continue;
             }
             let Some(l) = logits.next() else { break };
-            let tok = s.sampler.sample(&l);
+            let sampled = s.sampler.sample(&l);
+            let tok = sampled.token;
             s.tokens.push(tok);
             self.shared
                 .stats
@@ -263,9 +271,10 @@ impl EngineCore {
                 finished.push((i, Finish::Completed));
                 continue;
             }
-            let _ = self.out.send(Output::Tokens {
+            let _ = self.out.send(Output::Token {
                 id: s.req.id,
-                tokens: vec![tok],
+                token: tok,
+                logprobs: sampled.logprobs,
             });
             if s.n_output() >= s.req.max_tokens {
                 finished.push((i, Finish::MaxOutputTokens));

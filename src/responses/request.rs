@@ -1,7 +1,9 @@
 //! Parses an OpenAI Responses API request body into what the engine needs. Validation is
 //! strict and fails fast at submit: every refusal names the field (`param`) the way
 //! OpenAI's 400 `invalid_request_error` does. Fields rill cannot honour yet are refused
-//! by name, never silently ignored.
+//! by name, never silently ignored. Sampling fields follow vLLM's ranges (penalties,
+//! `stop`); logprobs follow OpenAI (`include: ["message.output_text.logprobs"]` asks for
+//! them, `top_logprobs` 0..=20 sets the alternatives per token).
 
 use serde_json::{Map, Value};
 
@@ -19,6 +21,10 @@ pub struct ParsedRequest {
     pub instructions: Option<String>,
     pub max_output_tokens: Option<usize>,
     pub sampling: SamplingParams,
+    /// Up to 4 non-empty stop strings.
+    pub stop: Vec<String>,
+    /// The `top_logprobs` to echo (alternatives per token when logprobs are included).
+    pub top_logprobs: usize,
     pub ignore_eos: bool,
     pub metadata: Map<String, Value>,
     pub reasoning_effort: Option<String>,
@@ -104,6 +110,23 @@ pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest>
         }
         Some(other) => return Err(type_err("input", "a string or an array of items", other)),
     }
+    let top_logprobs = match m.get("top_logprobs") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) => {
+            n.as_u64()
+                .filter(|&k| k <= MAX_TOP_LOGPROBS)
+                .ok_or_else(|| {
+                    Error::request(
+                        "top_logprobs",
+                        format!("must be an integer in [0, {MAX_TOP_LOGPROBS}], got {n}"),
+                    )
+                })? as usize
+        }
+        Some(other) => return Err(type_err("top_logprobs", "an integer", other)),
+    };
+    let penalty = |k: &str, default: f32| -> Result<f32> {
+        Ok(opt_num(&m, k, -2.0, 2.0)?.map_or(default, |v| v as f32))
+    };
     let sampling = SamplingParams {
         temperature: opt_num(&m, "temperature", 0.0, 2.0)?
             .map_or(defaults.sampling.temperature, |v| v as f32),
@@ -126,6 +149,23 @@ pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest>
             ),
             Some(other) => return Err(type_err("seed", "an integer", other)),
         },
+        repetition_penalty: match m.get("repetition_penalty") {
+            None | Some(Value::Null) => defaults.sampling.repetition_penalty,
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .map(|v| v as f32)
+                .filter(|&v| v > 0.0 && v.is_finite())
+                .ok_or_else(|| {
+                    Error::request(
+                        "repetition_penalty",
+                        format!("must be a number > 0 (1 disables it), got {n}"),
+                    )
+                })?,
+            Some(other) => return Err(type_err("repetition_penalty", "a number", other)),
+        },
+        frequency_penalty: penalty("frequency_penalty", defaults.sampling.frequency_penalty)?,
+        presence_penalty: penalty("presence_penalty", defaults.sampling.presence_penalty)?,
+        logprobs: include_logprobs(&m)?.then_some(top_logprobs),
     };
     let max_output_tokens = match m.get("max_output_tokens") {
         None | Some(Value::Null) => defaults.max_output_tokens,
@@ -192,6 +232,8 @@ pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest>
         instructions,
         max_output_tokens,
         sampling,
+        stop: parse_stop(&m)?,
+        top_logprobs,
         ignore_eos: opt_bool(&m, "ignore_eos")?.unwrap_or(false),
         metadata,
         reasoning_effort,
@@ -264,39 +306,6 @@ fn refuse_unsupported(m: &Map<String, Value>) -> Result<()> {
             ))
         }
     }
-    match m.get("include") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(a)) if a.is_empty() => {}
-        Some(Value::Array(a)) => {
-            return Err(Error::request(
-                "include",
-                format!("{} is not supported yet", a[0]),
-            ));
-        }
-        Some(other) => return Err(type_err("include", "an array", other)),
-    }
-    match m.get("top_logprobs") {
-        None | Some(Value::Null) => {}
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => {}
-        Some(_) => return not_yet("top_logprobs", "logprobs"),
-    }
-    match m.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(a)) if a.is_empty() => {}
-        Some(_) => return not_yet("stop", "stop strings"),
-    }
-    for (k, neutral) in [
-        ("repetition_penalty", 1.0),
-        ("frequency_penalty", 0.0),
-        ("presence_penalty", 0.0),
-    ] {
-        match m.get(k) {
-            None | Some(Value::Null) => {}
-            Some(Value::Number(n)) if n.as_f64() == Some(neutral) => {}
-            Some(Value::Number(_)) => return not_yet(k, "penalties"),
-            Some(other) => return Err(type_err(k, "a number", other)),
-        }
-    }
     for k in ["stream", "store"] {
         opt_bool(m, k)?;
     }
@@ -309,6 +318,63 @@ fn refuse_unsupported(m: &Map<String, Value>) -> Result<()> {
         opt_str(m, k)?;
     }
     Ok(())
+}
+
+/// Most alternatives per token (OpenAI's limit).
+const MAX_TOP_LOGPROBS: u64 = 20;
+
+/// The one `include` value rill honours.
+const INCLUDE_LOGPROBS: &str = "message.output_text.logprobs";
+
+/// Whether `include` asks for output logprobs; any other value is refused by name.
+fn include_logprobs(m: &Map<String, Value>) -> Result<bool> {
+    let items = match m.get("include") {
+        None | Some(Value::Null) => return Ok(false),
+        Some(Value::Array(a)) => a,
+        Some(other) => return Err(type_err("include", "an array of strings", other)),
+    };
+    let mut logprobs = false;
+    for (i, v) in items.iter().enumerate() {
+        match v.as_str() {
+            Some(INCLUDE_LOGPROBS) => logprobs = true,
+            Some(other) => {
+                return Err(Error::request(
+                    format!("include[{i}]"),
+                    format!("{other:?} is not supported (rill supports {INCLUDE_LOGPROBS:?})"),
+                ))
+            }
+            None => return Err(type_err(&format!("include[{i}]"), "a string", v)),
+        }
+    }
+    Ok(logprobs)
+}
+
+/// `stop`: a string or a list of up to 4 strings, none empty.
+fn parse_stop(m: &Map<String, Value>) -> Result<Vec<String>> {
+    let nonempty = |s: &str, at: String| {
+        if s.is_empty() {
+            Err(Error::request(at, "stop strings must not be empty"))
+        } else {
+            Ok(s.to_owned())
+        }
+    };
+    match m.get("stop") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![nonempty(s, "stop".into())?]),
+        Some(Value::Array(a)) if a.len() > 4 => Err(Error::request(
+            "stop",
+            format!("at most 4 stop strings, got {}", a.len()),
+        )),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => nonempty(s, format!("stop[{i}]")),
+                other => Err(type_err(&format!("stop[{i}]"), "a string", other)),
+            })
+            .collect(),
+        Some(other) => Err(type_err("stop", "a string or an array of strings", other)),
+    }
 }
 
 fn parse_item(item: &Value, at: &str) -> Result<ChatMessage> {
@@ -482,6 +548,33 @@ mod tests {
     }
 
     #[test]
+    fn parses_penalties_stop_strings_and_logprobs() {
+        let r = parse(r#"{"input":"x","stop":"END","repetition_penalty":1.3,"frequency_penalty":-0.5,"presence_penalty":2,"top_logprobs":5,"include":["message.output_text.logprobs"]}"#)
+            .unwrap();
+        assert_eq!(r.stop, ["END"]);
+        let s = &r.sampling;
+        assert_eq!(
+            (
+                s.repetition_penalty,
+                s.frequency_penalty,
+                s.presence_penalty
+            ),
+            (1.3, -0.5, 2.0)
+        );
+        assert_eq!((s.logprobs, r.top_logprobs), (Some(5), 5));
+        // top_logprobs alone sets the number but, as OpenAI, returns no logprobs.
+        let r = parse(r#"{"input":"x","top_logprobs":3,"stop":["a","b"],"include":[]}"#).unwrap();
+        assert_eq!((r.sampling.logprobs, r.top_logprobs), (None, 3));
+        assert_eq!(r.stop, ["a", "b"]);
+        // include alone: only the chosen token's logprob.
+        let r = parse(r#"{"input":"x","include":["message.output_text.logprobs"]}"#).unwrap();
+        assert_eq!(r.sampling.logprobs, Some(0));
+        let r = parse(r#"{"input":"x"}"#).unwrap();
+        assert_eq!(r.sampling, SamplingParams::default());
+        assert!(r.stop.is_empty());
+    }
+
+    #[test]
     fn every_refusal_names_its_field() {
         let cases = [
             (r#"{}"#, "input"),
@@ -529,13 +622,41 @@ mod tests {
                 "text.format",
             ),
             (
-                r#"{"input":"x","include":["message.output_text.logprobs"]}"#,
-                "include",
+                r#"{"input":"x","include":["reasoning.encrypted_content"]}"#,
+                "include[0]",
             ),
-            (r#"{"input":"x","stop":["a"]}"#, "stop"),
+            (r#"{"input":"x","include":"all"}"#, "include"),
             (
-                r#"{"input":"x","presence_penalty":0.5}"#,
+                r#"{"input":"x","include":["message.output_text.logprobs",3]}"#,
+                "include[1]",
+            ),
+            (r#"{"input":"x","top_logprobs":21}"#, "top_logprobs"),
+            (r#"{"input":"x","top_logprobs":-1}"#, "top_logprobs"),
+            (r#"{"input":"x","top_logprobs":"5"}"#, "top_logprobs"),
+            (r#"{"input":"x","stop":""}"#, "stop"),
+            (r#"{"input":"x","stop":["a",""]}"#, "stop[1]"),
+            (r#"{"input":"x","stop":["a",1]}"#, "stop[1]"),
+            (r#"{"input":"x","stop":["a","b","c","d","e"]}"#, "stop"),
+            (r#"{"input":"x","stop":5}"#, "stop"),
+            (
+                r#"{"input":"x","presence_penalty":2.5}"#,
                 "presence_penalty",
+            ),
+            (
+                r#"{"input":"x","frequency_penalty":-3}"#,
+                "frequency_penalty",
+            ),
+            (
+                r#"{"input":"x","frequency_penalty":"high"}"#,
+                "frequency_penalty",
+            ),
+            (
+                r#"{"input":"x","repetition_penalty":0}"#,
+                "repetition_penalty",
+            ),
+            (
+                r#"{"input":"x","repetition_penalty":-1.2}"#,
+                "repetition_penalty",
             ),
             (r#"{"input":"x","truncation":"auto"}"#, "truncation"),
             (r#"{"input":"x","stream":"yes"}"#, "stream"),
