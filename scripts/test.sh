@@ -52,6 +52,10 @@ if "$cli" --model /nonexistent.gguf --prompt hi 2>"$out/err.txt"; then echo "mis
 grep -q /nonexistent.gguf "$out/err.txt"
 echo '{"input": "Name a fruit.", "max_output_tokens": 8}' | "$cli" --model "$model" --request - --jsonl > "$out/req.jsonl"
 python3 tests/check_stream.py "$out/req.jsonl"
+# Logprobs (invariant 10, multi-byte tokens) and a stop string, through the Python checker.
+echo '{"input": "Write the word café and the Chinese for hello.", "temperature": 0, "max_output_tokens": 24, "top_logprobs": 5, "include": ["message.output_text.logprobs"], "stop": ["Mandarin"]}' \
+  | "$cli" --model "$model" --request - --jsonl > "$out/logprobs.jsonl"
+python3 tests/check_stream.py "$out/logprobs.jsonl"
 
 step "language bindings (bindings/*/test.sh, each with its own test runner)"
 export RILL_LIB_DIR="$target/release" RILL_INCLUDE="$PWD/include"

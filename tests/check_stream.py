@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Validates recorded rill event streams (JSONL files, one response per file) against
 OpenAI's own types (the pinned `openai` package, strict pydantic validation) and the
-stream invariants of shared/spec/responses.md, independently of rill's Rust checker.
+stream invariants of shared/spec/responses.md (1-10), independently of rill's Rust checker.
 
     python3 tests/check_stream.py FILE.jsonl [FILE.jsonl ...]
 
@@ -28,6 +28,8 @@ def check(events):
     Response.model_validate(resp)
     assert resp["status"] in TERMINAL[events[-1]["type"]], f"{events[-1]['type']} with status {resp['status']}"
     added, done, texts, ids, open_idx = [], {}, {}, set(), None
+    logprobs, unlogged = {}, set()  # 10. entries per output_text part; parts with a bare delta
+    top_n = resp.get("top_logprobs") or 0
     for e in events:
         t, idx = e["type"], e.get("output_index")
         if t == "response.output_item.added":
@@ -51,10 +53,25 @@ def check(events):
             if t.endswith(".delta"):
                 assert e["delta"], "empty delta"
                 texts[key] = texts.get(key, "") + e["delta"]
+                if t == "response.output_text.delta":
+                    lp = e["logprobs"]
+                    check_entries(lp, top_n, False)
+                    if lp:
+                        assert "".join(x["token"] for x in lp) == e["delta"], "logprob tokens != delta"
+                    else:
+                        unlogged.add(key)
+                    logprobs.setdefault(key, []).extend(lp)
+                    assert not (key in unlogged and logprobs[key]), "some deltas without logprobs"
             elif t in ("response.output_text.done", "response.reasoning_text.done"):
                 assert e["text"] == texts.get(key, ""), "done text != concatenated deltas"
+                if t == "response.output_text.done":
+                    assert e["logprobs"] == logprobs.get(key, []), "done logprobs != the deltas' entries"
             elif t == "response.content_part.done":
                 assert e["part"]["text"] == texts.get(key, ""), "part text != deltas"
+                if e["part"]["type"] == "output_text":
+                    lp = e["part"]["logprobs"]
+                    check_entries(lp, top_n, True)
+                    assert [without_bytes(x) for x in lp] == logprobs.get(key, []), "part logprobs != deltas'"
     assert open_idx is None, "item left open"
     assert [done[i] for i in range(len(added))] == resp["output"], "terminal output != streamed items"
     for i, item in enumerate(resp["output"]):
@@ -68,6 +85,31 @@ def check(events):
     assert 0 <= u["output_tokens_details"]["reasoning_tokens"] <= u["output_tokens"]
     assert 0 <= u["input_tokens_details"]["cached_tokens"] <= u["input_tokens"]
     assert "cache_write_tokens" in u["input_tokens_details"]
+
+
+def check_entries(entries, top_n, with_bytes):
+    """Shape of logprob entries: exactly top_n alternatives, best first; on the final part
+    `bytes` too (an entry's are its token's UTF-8, an alternative's its raw bytes)."""
+    for x in entries:
+        assert isinstance(x["token"], str) and x["logprob"] <= 0, f"bad entry {x}"
+        top = x["top_logprobs"]
+        assert len(top) == top_n, f"{len(top)} alternatives, top_logprobs is {top_n}"
+        lps = [t["logprob"] for t in top]
+        assert lps == sorted(lps, reverse=True), "top_logprobs not sorted best first"
+        if with_bytes:
+            assert bytes(x["bytes"]) == x["token"].encode(), f"entry bytes are not its token: {x}"
+            for t in top:
+                assert all(0 <= b < 256 for b in t["bytes"])
+                try:
+                    assert bytes(t["bytes"]).decode() == t["token"], f"alternative bytes: {t}"
+                except UnicodeDecodeError:
+                    pass  # a piece of a character: its token string is lossy
+
+
+def without_bytes(x):
+    y = {k: v for k, v in x.items() if k != "bytes"}
+    y["top_logprobs"] = [{k: v for k, v in t.items() if k != "bytes"} for t in x["top_logprobs"]]
+    return y
 
 
 def main(paths):

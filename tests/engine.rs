@@ -1,6 +1,7 @@
 //! End-to-end tests of the engine on the default model through the Rust API (the C API
 //! wraps it one to one; `tests/c/` drives the same paths from C): streams that satisfy
-//! the Responses invariants, limits, cancellation, concurrency, bad input, shutdown.
+//! the Responses invariants, limits, cancellation, concurrency, bad input, shutdown, and
+//! the sampling features (stop strings, logprobs, penalties).
 
 mod common;
 
@@ -200,6 +201,18 @@ fn bad_requests_are_refused_and_the_engine_keeps_serving() {
             json!({"input": "x", "model": "gpt-4o"}).to_string(),
             "`model`",
         ),
+        (
+            json!({"input": "x", "include": ["reasoning.encrypted_content"]}).to_string(),
+            "`include[0]`",
+        ),
+        (
+            json!({"input": "x", "stop": ["a", "b", "c", "d", "e"]}).to_string(),
+            "`stop`",
+        ),
+        (
+            json!({"input": "x", "frequency_penalty": 2.5}).to_string(),
+            "`frequency_penalty`",
+        ),
         (json!({"input": long}).to_string(), "max_model_len 64"),
     ];
     for (body, want) in &cases {
@@ -275,4 +288,160 @@ fn bad_configs_are_refused_naming_the_key_or_path() {
         err.contains("rill-not-a-model.gguf") && err.contains("GGUF"),
         "{err}"
     );
+}
+
+/// The logprob entries of a stream's `output_text.done`.
+fn logprobs_of(events: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    events
+        .iter()
+        .find(|e| e["type"] == "response.output_text.done")
+        .and_then(|e| e["logprobs"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_stop_string_ends_the_response_completed_before_it() {
+    let e = engine(json!({}));
+    let base = json!({"input": "What is the capital of France?", "temperature": 0, "max_output_tokens": 40,
+                      "include": ["message.output_text.logprobs"]});
+    let run = |extra: serde_json::Value| {
+        let mut body = base.clone();
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let evs = collect(&submit(&e, &body.to_string()).unwrap().1);
+        check_stream(&evs).unwrap();
+        evs
+    };
+    // Learn the greedy answer and its tokens' texts first.
+    let free = run(json!({}));
+    let text = text_of(&free);
+    let tokens: Vec<String> = logprobs_of(&free)
+        .iter()
+        .map(|x| x["token"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(text.contains("Paris"), "{text}");
+    // How many tokens it takes until `stop` has appeared in the text.
+    let tokens_until = |stop: &str| {
+        let mut acc = String::new();
+        tokens
+            .iter()
+            .position(|t| {
+                acc.push_str(t);
+                acc.contains(stop)
+            })
+            .unwrap()
+            + 1
+    };
+    // "s Par" spans two tokens (" is", " Paris"); "zzz" never matches.
+    for stop in [json!("Paris"), json!(["zzz", "s Par"])] {
+        let s = stop.as_str().unwrap_or("s Par");
+        let evs = run(json!({"stop": stop}));
+        let last = evs.last().unwrap();
+        assert_eq!(last["type"], "response.completed");
+        assert_eq!(last["response"]["output"][0]["status"], "completed");
+        let got = text_of(&evs);
+        assert_eq!(got, text[..text.find(s).unwrap()], "stop {s:?}");
+        assert!(!got.contains(s));
+        let n = tokens_until(s);
+        assert_eq!(last["response"]["usage"]["output_tokens"], n, "stop {s:?}");
+        // Entries of the tokens whose text was cut away are dropped with it.
+        let lp = logprobs_of(&evs);
+        let joined: String = lp.iter().map(|x| x["token"].as_str().unwrap()).collect();
+        assert_eq!(joined, got);
+        assert!(lp.len() <= n);
+        // Generation stops when the stop string is the last token allowed: one terminal
+        // event although the engine finished the request on its own too.
+        let evs = run(json!({"stop": stop, "max_output_tokens": n}));
+        assert_eq!(evs.last().unwrap()["type"], "response.completed");
+        assert_eq!(text_of(&evs), got);
+    }
+    // A stop string at the very start leaves an empty, completed answer.
+    let first = tokens[0].trim().to_owned();
+    let evs = run(json!({"stop": first}));
+    assert_eq!(evs.last().unwrap()["type"], "response.completed");
+    assert_eq!(text_of(&evs), tokens[0][..tokens[0].find(&first).unwrap()]);
+    // The engine freed the stopped requests and counted each once.
+    let mut stats = e.stats();
+    for _ in 0..100 {
+        if stats["requests"]["running"] == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        stats = e.stats();
+    }
+    assert_eq!(stats["requests"]["running"], 0, "{stats}");
+    assert_eq!(stats["requests"]["completed"], 6, "{stats}");
+    assert_eq!(stats["requests"]["cancelled"], 0, "{stats}");
+}
+
+#[test]
+fn logprobs_have_one_entry_per_token_and_pass_the_checker() {
+    let e = engine(json!({}));
+    let body = json!({"input": "Write the word café and the Chinese for hello.", "temperature": 0,
+                      "max_output_tokens": 16, "top_logprobs": 5,
+                      "include": ["message.output_text.logprobs"]});
+    let evs = collect(&submit(&e, &body.to_string()).unwrap().1);
+    check_stream(&evs).unwrap();
+    let last = evs.last().unwrap();
+    assert_eq!(last["type"], "response.incomplete");
+    assert_eq!(last["response"]["top_logprobs"], 5);
+    let lp = logprobs_of(&evs);
+    assert_eq!(lp.len(), 16);
+    let joined: String = lp.iter().map(|x| x["token"].as_str().unwrap()).collect();
+    assert_eq!(joined, text_of(&evs));
+    for x in &lp {
+        let top = x["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 5);
+        // Greedy picks the most likely raw token, so it heads its own top list.
+        assert_eq!(x["logprob"], top[0]["logprob"], "{x}");
+        let mass: f64 = top
+            .iter()
+            .map(|t| t["logprob"].as_f64().unwrap().exp())
+            .sum();
+        assert!(mass <= 1.0 + 1e-5, "{mass}");
+    }
+    // Without `include`, top_logprobs is echoed but no logprobs are returned.
+    let mut body = body;
+    body["include"] = json!([]);
+    let evs = collect(&submit(&e, &body.to_string()).unwrap().1);
+    check_stream(&evs).unwrap();
+    assert!(logprobs_of(&evs).is_empty());
+    assert!(evs
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .all(|e| e["logprobs"] == json!([])));
+}
+
+#[test]
+fn a_frequency_penalty_breaks_greedy_repetition() {
+    let e = engine(json!({}));
+    let body = |extra: serde_json::Value| {
+        let mut b = json!({"input": "Say 'double bubble bath' ten times fast.", "temperature": 0,
+                           "max_output_tokens": 48});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b.to_string()
+    };
+    let plain = text_of(&collect(&submit(&e, &body(json!({}))).unwrap().1));
+    let evs = collect(
+        &submit(&e, &body(json!({"frequency_penalty": 2})))
+            .unwrap()
+            .1,
+    );
+    check_stream(&evs).unwrap();
+    let penalized = text_of(&evs);
+    let count = |t: &str| t.matches("Bubble").count();
+    assert!(count(&plain) >= 8, "{plain}");
+    assert!(count(&penalized) < count(&plain), "{penalized}");
+    assert_ne!(plain, penalized);
+    // The other two also change what greedy picks on this prompt.
+    for extra in [
+        json!({"presence_penalty": 2}),
+        json!({"repetition_penalty": 1.5}),
+    ] {
+        let t = text_of(&collect(&submit(&e, &body(extra.clone())).unwrap().1));
+        assert_ne!(t, plain, "{extra}");
+    }
 }

@@ -35,6 +35,9 @@ pub struct SeqRequest {
 pub enum Command {
     Add(SeqRequest),
     Cancel(u64),
+    /// A stop string matched (seen by the delivery thread): end like a cancel, but as
+    /// `Finish::Completed`. Ignored when the request already finished.
+    Stop(u64),
     Shutdown,
 }
 
@@ -142,7 +145,7 @@ impl EngineCore {
         }
         // Shutdown: every request in flight ends with a terminal event.
         for id in self.sched.ids() {
-            self.cancel(id);
+            self.cancel(id, Finish::Cancelled);
         }
         self.publish_gauges();
     }
@@ -166,7 +169,7 @@ impl EngineCore {
                     );
                 } else {
                     let state = SeqState {
-                        sampler: Sampler::new(req.sampling, req.seed),
+                        sampler: Sampler::new(req.sampling, &req.prompt, req.seed),
                         max_tokens: req.max_tokens,
                         ignore_eos: req.ignore_eos,
                     };
@@ -175,16 +178,22 @@ impl EngineCore {
                 true
             }
             Command::Cancel(id) => {
-                self.cancel(id);
+                self.cancel(id, Finish::Cancelled);
+                true
+            }
+            Command::Stop(id) => {
+                self.cancel(id, Finish::Completed);
                 true
             }
             Command::Shutdown => false,
         }
     }
 
-    fn cancel(&mut self, id: u64) {
+    /// Ends request `id` with `finish` (a cancel, or a stop string seen by the delivery
+    /// thread); a request that already finished is ignored.
+    fn cancel(&mut self, id: u64, finish: Finish) {
         if let Some(r) = self.sched.finish(id) {
-            self.finish_request(id, Finish::Cancelled, usage(&r));
+            self.finish_request(id, finish, usage(&r));
         }
     }
 
@@ -214,16 +223,18 @@ impl EngineCore {
                 st.cached_prompt_tokens
                     .fetch_add(r.num_cached_tokens.unwrap_or(0) as u64, Ordering::Relaxed);
             }
-            let tok = r.payload.sampler.sample(&l);
+            let sampled = r.payload.sampler.sample(&l);
+            let tok = sampled.token;
             r.tokens.push(tok);
             st.generated_tokens.fetch_add(1, Ordering::Relaxed);
             if !r.payload.ignore_eos && self.eog_ids.contains(&tok) {
                 finished.push((r.id, Finish::Completed));
                 continue;
             }
-            let _ = self.out.send(Output::Tokens {
+            let _ = self.out.send(Output::Token {
                 id: r.id,
-                tokens: vec![tok],
+                token: tok,
+                logprobs: sampled.logprobs,
             });
             if r.num_output_tokens() >= r.payload.max_tokens {
                 finished.push((r.id, Finish::MaxOutputTokens));

@@ -1,19 +1,29 @@
 //! The delivery thread (vLLM's output processor): turns the engine thread's token ids into
 //! UTF-8-safe text deltas and Responses events, and hands each event to the request's
 //! callback or to the poll queue. Host callbacks run here, never on the compute thread.
+//!
+//! Text goes token bytes -> `Utf8Stream` (whole characters) -> `StopFilter` (stop strings,
+//! vLLM's `check_stop_strings`) -> `text_delta`, one segment per token so each delta
+//! carries the logprob entries of exactly the tokens whose text it holds. When a stop
+//! string matches, the response completes here and `Command::Stop` tells the engine
+//! thread to free the request; later outputs for it are dropped, so each request still
+//! gets exactly one terminal event.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 
-use super::core::panic_message;
+use super::core::{panic_message, Command};
 use super::{Output, Shared, Sink};
-use crate::responses::stream::{Finish, ResponseStream, Usage};
+use crate::responses::stream::{Finish, LogprobEntry, ResponseStream, TopLogprob, Usage};
+use crate::sampling::stop::{Released, StopFilter};
+use crate::sampling::TokenLogprobs;
 use crate::tokenizer::detok::Utf8Stream;
+use crate::tokenizer::Tokenizer;
 
 thread_local! {
     static ON_DELIVERY_THREAD: Cell<bool> = const { Cell::new(false) };
@@ -27,20 +37,38 @@ pub fn on_delivery_thread() -> bool {
 struct Active {
     stream: ResponseStream,
     utf8: Utf8Stream,
+    /// Output text not emitted yet, one segment per token, tagged with its logprobs.
+    text: StopFilter<Option<TokenLogprobs>>,
     sink: Sink,
+    input_tokens: usize,
+    output_tokens: usize,
+}
+
+/// The delivery thread's state.
+struct State {
+    active: HashMap<u64, Active>,
+    /// Requests completed by a stop string whose engine-side finish has not arrived yet:
+    /// their later outputs are dropped.
+    stopped: HashSet<u64>,
+    commands: Sender<Command>,
 }
 
 /// Runs until every sender of `rx` is gone; requests still open then end as failed.
-pub fn run(shared: Arc<Shared>, rx: Receiver<Output>) {
+/// `commands` reaches the engine thread (to stop requests ended by a stop string).
+pub fn run(shared: Arc<Shared>, rx: Receiver<Output>, commands: Sender<Command>) {
     ON_DELIVERY_THREAD.with(|f| f.set(true));
-    let mut active: HashMap<u64, Active> = HashMap::new();
+    let mut st = State {
+        active: HashMap::new(),
+        stopped: HashSet::new(),
+        commands,
+    };
     for msg in rx.iter() {
         let id = msg.id();
-        let r = catch_unwind(AssertUnwindSafe(|| handle(&shared, &mut active, msg)));
+        let r = catch_unwind(AssertUnwindSafe(|| handle(&shared, &mut st, msg)));
         if let Err(p) = r {
             let m = format!("internal error in event delivery: {}", panic_message(&*p));
             *shared.poisoned.lock() = Some(m.clone());
-            if let Some(mut a) = active.remove(&id) {
+            if let Some(mut a) = st.active.remove(&id) {
                 let f = Finish::Failed {
                     code: "server_error",
                     message: m,
@@ -54,57 +82,126 @@ pub fn run(shared: Arc<Shared>, rx: Receiver<Output>) {
         code: "server_error",
         message: "the engine stopped before this request finished".into(),
     };
-    for (id, mut a) in active.drain() {
+    for (id, mut a) in st.active.drain() {
         let evs = a.stream.finish(&lost, Usage::default());
         emit(&shared, id, &mut a.sink, evs);
     }
 }
 
-fn handle(shared: &Shared, active: &mut HashMap<u64, Active>, msg: Output) {
+fn handle(shared: &Shared, st: &mut State, msg: Output) {
     match msg {
         Output::Start {
             id,
             mut stream,
             mut sink,
+            stop,
+            input_tokens,
         } => {
             let evs = stream.start();
             emit(shared, id, &mut sink, evs);
-            active.insert(
+            st.active.insert(
                 id,
                 Active {
                     stream,
                     utf8: Utf8Stream::default(),
+                    text: StopFilter::new(stop),
                     sink,
+                    input_tokens,
+                    output_tokens: 0,
                 },
             );
         }
-        Output::Tokens { id, tokens } => {
-            let Some(a) = active.get_mut(&id) else { return };
-            let mut text = String::new();
-            for t in tokens {
-                text.push_str(&a.utf8.push(shared.tokenizer.token_bytes(t)));
-            }
-            let evs = a.stream.text_delta(&text);
+        Output::Token {
+            id,
+            token,
+            logprobs,
+        } => {
+            let Some(a) = st.active.get_mut(&id) else {
+                return;
+            };
+            a.output_tokens += 1;
+            let piece = a.utf8.push(shared.tokenizer.token_bytes(token));
+            a.text.push(logprobs, &piece);
+            // A token whose last character is incomplete keeps its segment open.
+            let released = a.text.release(a.utf8.has_pending());
+            let stopped = released.stopped;
+            let evs = delta(&shared.tokenizer, &mut a.stream, released);
             emit(shared, id, &mut a.sink, evs);
+            if stopped {
+                if let Some(mut a) = st.active.remove(&id) {
+                    // Like an end of turn; usage counts the tokens up to the match.
+                    let usage = Usage {
+                        input_tokens: a.input_tokens,
+                        output_tokens: a.output_tokens,
+                        ..Usage::default()
+                    };
+                    let evs = a.stream.finish(&Finish::Completed, usage);
+                    shared.stats.completed.fetch_add(1, Ordering::Relaxed);
+                    emit(shared, id, &mut a.sink, evs);
+                }
+                st.stopped.insert(id);
+                let _ = st.commands.send(Command::Stop(id));
+            }
         }
         Output::Finish { id, finish, usage } => {
-            let Some(mut a) = active.remove(&id) else {
+            if st.stopped.remove(&id) {
+                return;
+            }
+            let Some(mut a) = st.active.remove(&id) else {
                 return;
             };
             let tail = a.utf8.finish();
-            let mut evs = a.stream.text_delta(&tail);
+            if !tail.is_empty() && !a.text.append_to_last(&tail) {
+                a.text.push(None, &tail);
+            }
+            let released = a.text.finish();
+            let mut evs = delta(&shared.tokenizer, &mut a.stream, released);
             evs.extend(a.stream.finish(&finish, usage));
-            let st = &shared.stats;
+            let s = &shared.stats;
             match finish {
-                Finish::Completed => &st.completed,
-                Finish::MaxOutputTokens => &st.incomplete,
-                Finish::Cancelled => &st.cancelled,
-                Finish::Failed { .. } => &st.failed,
+                Finish::Completed => &s.completed,
+                Finish::MaxOutputTokens => &s.incomplete,
+                Finish::Cancelled => &s.cancelled,
+                Finish::Failed { .. } => &s.failed,
             }
             .fetch_add(1, Ordering::Relaxed);
             emit(shared, id, &mut a.sink, evs);
         }
     }
+}
+
+/// The text delta event of released segments, each with logprobs becoming one entry.
+fn delta(
+    tok: &Tokenizer,
+    stream: &mut ResponseStream,
+    released: Released<Option<TokenLogprobs>>,
+) -> Vec<serde_json::Value> {
+    let text = released.text();
+    let entries = released
+        .segments
+        .into_iter()
+        .filter_map(|s| {
+            let lp = s.tag?;
+            let top = lp
+                .top
+                .into_iter()
+                .map(|(id, logprob)| {
+                    let bytes = tok.token_bytes(id).to_vec();
+                    TopLogprob {
+                        token: String::from_utf8_lossy(&bytes).into_owned(),
+                        bytes,
+                        logprob,
+                    }
+                })
+                .collect();
+            Some(LogprobEntry {
+                token: s.text,
+                logprob: lp.logprob,
+                top,
+            })
+        })
+        .collect();
+    stream.text_delta(&text, entries)
 }
 
 fn emit(shared: &Shared, id: u64, sink: &mut Sink, events: Vec<serde_json::Value>) {

@@ -29,6 +29,8 @@ use crate::responses::ids::unix_now;
 use crate::responses::request::{parse, ParsedRequest};
 use crate::responses::stream::{Finish, ResponseMeta, ResponseStream, Usage};
 use crate::sampling::rng::splitmix64;
+use crate::sampling::stop::StopStrings;
+use crate::sampling::TokenLogprobs;
 use crate::tokenizer::Tokenizer;
 use core::{Command, EngineCore, SeqRequest};
 use poll_queue::{PollQueue, PolledEvent};
@@ -50,10 +52,17 @@ pub enum Output {
         id: u64,
         stream: ResponseStream,
         sink: Sink,
+        /// The request's stop strings, matched on the output text by the delivery thread.
+        stop: StopStrings,
+        /// Prompt length, for the usage of a response ended by a stop string.
+        input_tokens: usize,
     },
-    Tokens {
+    /// One generated token (never an end-of-generation token that ends the request).
+    Token {
         id: u64,
-        tokens: Vec<u32>,
+        token: u32,
+        /// When the request asked for logprobs.
+        logprobs: Option<TokenLogprobs>,
     },
     Finish {
         id: u64,
@@ -65,7 +74,7 @@ pub enum Output {
 impl Output {
     fn id(&self) -> u64 {
         match self {
-            Output::Start { id, .. } | Output::Tokens { id, .. } | Output::Finish { id, .. } => *id,
+            Output::Start { id, .. } | Output::Token { id, .. } | Output::Finish { id, .. } => *id,
         }
     }
 }
@@ -219,9 +228,11 @@ impl Engine {
         let spawn_err =
             |e: std::io::Error| Error::Internal(format!("cannot start engine threads: {e}"));
         let delivery_shared = Arc::clone(&shared);
+        // The delivery thread tells the engine thread about matched stop strings.
+        let delivery_cmds = cmd_tx.clone();
         let delivery_thread = std::thread::Builder::new()
             .name("rill-delivery".into())
-            .spawn(move || delivery::run(delivery_shared, out_rx))
+            .spawn(move || delivery::run(delivery_shared, out_rx, delivery_cmds))
             .map_err(spawn_err)?;
         let engine_thread = std::thread::Builder::new()
             .name("rill-engine".into())
@@ -306,6 +317,7 @@ impl Engine {
             max_output_tokens: req.max_output_tokens,
             temperature: req.sampling.temperature,
             top_p: req.sampling.top_p,
+            top_logprobs: req.top_logprobs,
             metadata: req.metadata.clone(),
             user: req.user.clone(),
             parallel_tool_calls: req.parallel_tool_calls,
@@ -333,7 +345,14 @@ impl Engine {
             .prompt_tokens
             .fetch_add(seq.prompt.len() as u64, Ordering::Relaxed);
         // Start goes to the delivery thread before the engine thread can produce tokens.
-        out.send(Output::Start { id, stream, sink })
+        let start = Output::Start {
+            id,
+            stream,
+            sink,
+            stop: StopStrings::new(req.stop),
+            input_tokens: seq.prompt.len(),
+        };
+        out.send(start)
             .map_err(|_| Error::Internal("delivery thread is gone".into()))?;
         cmd.send(Command::Add(seq))
             .map_err(|_| Error::Internal("engine thread is gone".into()))?;

@@ -1,5 +1,5 @@
-//! A checker for the stream invariants of `shared/spec/responses.md` (1-9) over the events
-//! of one response. The tests run every stream they produce through it; hosts may use it
+//! A checker for the stream invariants of `shared/spec/responses.md` (1-10) over the
+//! events of one response. The tests run every stream they produce through it; hosts may use it
 //! to validate recorded streams. It checks shapes rill emits today (message items) and the
 //! generic rules (sequence numbers, indexes, ids, one terminal event) for every item type.
 
@@ -56,6 +56,9 @@ pub fn check_stream(events: &[Value]) -> Result<(), String> {
     let mut added: Vec<Value> = Vec::new();
     let mut done: HashMap<usize, Value> = HashMap::new();
     let mut texts: HashMap<(usize, u64), String> = HashMap::new();
+    // 10. logprob entries per output_text part, and whether some delta had none.
+    let mut logprobs: HashMap<(usize, u64), (Vec<Value>, bool)> = HashMap::new();
+    let top_n = resp["top_logprobs"].as_u64().unwrap_or(0) as usize;
     let mut ids = HashSet::new();
     let mut open: Option<usize> = None;
     for e in events {
@@ -121,17 +124,59 @@ pub fn check_stream(events: &[Value]) -> Result<(), String> {
                     "response.output_text.delta" | "response.reasoning_text.delta" => {
                         let d = e["delta"].as_str().ok_or("delta not a string")?;
                         texts.entry((idx, ci)).or_default().push_str(d);
+                        if t == "response.output_text.delta" {
+                            let lp = e["logprobs"]
+                                .as_array()
+                                .ok_or("output_text.delta without a logprobs list")?;
+                            check_entries(lp, top_n, false)?;
+                            let tokens: String =
+                                lp.iter().filter_map(|x| x["token"].as_str()).collect();
+                            if !lp.is_empty() && tokens != d {
+                                return Err(format!(
+                                    "logprob tokens {tokens:?} do not concatenate to the delta {d:?}"
+                                ));
+                            }
+                            let acc = logprobs.entry((idx, ci)).or_default();
+                            acc.0.extend(lp.iter().cloned());
+                            acc.1 |= lp.is_empty();
+                            if acc.1 && !acc.0.is_empty() {
+                                return Err("some deltas of a part have logprobs, some not".into());
+                            }
+                        }
                     }
                     "response.output_text.done" | "response.reasoning_text.done" => {
                         let got = texts.get(&(idx, ci)).cloned().unwrap_or_default();
                         if e["text"].as_str() != Some(got.as_str()) {
                             return Err(format!("{t} text differs from the concatenated deltas"));
                         }
+                        if t == "response.output_text.done" {
+                            let want = logprobs.get(&(idx, ci)).map(|x| &x.0[..]).unwrap_or(&[]);
+                            if e["logprobs"].as_array().map(|a| &a[..]) != Some(want) {
+                                return Err(
+                                    "output_text.done logprobs differ from the deltas' entries"
+                                        .into(),
+                                );
+                            }
+                        }
                     }
                     "response.content_part.done" => {
                         let got = texts.get(&(idx, ci)).cloned().unwrap_or_default();
                         if e["part"]["text"].as_str() != Some(got.as_str()) {
                             return Err("content_part.done text differs from the deltas".into());
+                        }
+                        if e["part"]["type"] == "output_text" {
+                            let want = logprobs.get(&(idx, ci)).map(|x| &x.0[..]).unwrap_or(&[]);
+                            let lp = e["part"]["logprobs"]
+                                .as_array()
+                                .ok_or("output_text part without a logprobs list")?;
+                            check_entries(lp, top_n, true)?;
+                            let stripped: Vec<Value> = lp.iter().map(without_bytes).collect();
+                            if stripped != want {
+                                return Err(
+                                    "content_part.done logprobs differ from the deltas' entries"
+                                        .into(),
+                                );
+                            }
                         }
                     }
                     "response.content_part.added" => {
@@ -205,4 +250,166 @@ pub fn check_stream(events: &[Value]) -> Result<(), String> {
         _ => return Err(format!("bad usage {u}")),
     }
     Ok(())
+}
+
+/// Checks the shape of logprob entries: `token` and finite `logprob`; `top_logprobs` with
+/// exactly `top_n` alternatives, best first; with `bytes` on the final part (the entry's
+/// bytes are its token's UTF-8, an alternative's are its raw bytes).
+fn check_entries(entries: &[Value], top_n: usize, with_bytes: bool) -> Result<(), String> {
+    let check_bytes = |x: &Value, own: bool| -> Result<(), String> {
+        let token = x["token"].as_str().unwrap_or("");
+        let bytes: Option<Vec<u8>> = x["bytes"].as_array().and_then(|a| {
+            a.iter()
+                .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect()
+        });
+        let Some(bytes) = bytes else {
+            return Err(format!("logprob entry {x} has no byte list"));
+        };
+        let fits = match std::str::from_utf8(&bytes) {
+            Ok(s) => s == token,
+            Err(_) => !own,
+        };
+        if !fits {
+            return Err(format!("logprob entry {x}: bytes are not its token"));
+        }
+        Ok(())
+    };
+    for x in entries {
+        if !x["token"].is_string() || !x["logprob"].as_f64().is_some_and(|l| l <= 0.0) {
+            return Err(format!("bad logprob entry {x}"));
+        }
+        let top = x["top_logprobs"]
+            .as_array()
+            .ok_or_else(|| format!("logprob entry {x} without top_logprobs"))?;
+        if top.len() != top_n {
+            return Err(format!(
+                "{} top_logprobs where the response asked for {top_n}",
+                top.len()
+            ));
+        }
+        let lps: Vec<f64> = top.iter().filter_map(|t| t["logprob"].as_f64()).collect();
+        if lps.len() != top.len() || lps.windows(2).any(|w| w[0] < w[1]) {
+            return Err(format!("top_logprobs of {x} not sorted best first"));
+        }
+        if with_bytes {
+            check_bytes(x, true)?;
+            for t in top {
+                check_bytes(t, false)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A final-part entry as the text events carry it (no `bytes`).
+fn without_bytes(x: &Value) -> Value {
+    let mut x = x.clone();
+    if let Some(o) = x.as_object_mut() {
+        o.remove("bytes");
+        if let Some(top) = o.get_mut("top_logprobs").and_then(Value::as_array_mut) {
+            for t in top.iter_mut().filter_map(Value::as_object_mut) {
+                t.remove("bytes");
+            }
+        }
+    }
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::responses::stream::{
+        Finish, LogprobEntry, ResponseMeta, ResponseStream, TopLogprob, Usage,
+    };
+
+    fn entry(token: &str, logprob: f32, top: &[(&[u8], f32)]) -> LogprobEntry {
+        LogprobEntry {
+            token: token.into(),
+            logprob,
+            top: top
+                .iter()
+                .map(|&(b, lp)| TopLogprob {
+                    token: String::from_utf8_lossy(b).into_owned(),
+                    bytes: b.to_vec(),
+                    logprob: lp,
+                })
+                .collect(),
+        }
+    }
+
+    fn stream(deltas: Vec<(&str, Vec<LogprobEntry>)>, top_logprobs: usize) -> Vec<Value> {
+        let meta = ResponseMeta {
+            model: "m".into(),
+            instructions: None,
+            max_output_tokens: None,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_logprobs,
+            metadata: Default::default(),
+            user: None,
+            parallel_tool_calls: true,
+            reasoning_effort: None,
+        };
+        let mut s = ResponseStream::new(&meta, 0);
+        let mut evs = s.start();
+        for (d, lp) in deltas {
+            evs.extend(s.text_delta(d, lp));
+        }
+        let usage = Usage {
+            input_tokens: 3,
+            output_tokens: 3,
+            ..Usage::default()
+        };
+        evs.extend(s.finish(&Finish::Completed, usage));
+        evs
+    }
+
+    #[test]
+    fn logprob_entries_must_concatenate_to_their_delta() {
+        let alt: &[(&[u8], f32)] = &[(b"He", -0.1), (b"\xe4", -2.0)];
+        let good = stream(
+            vec![
+                ("He", vec![entry("He", -0.1, alt)]),
+                (
+                    "llo 世",
+                    vec![
+                        entry("llo ", -0.5, alt),
+                        entry("", -0.2, alt),
+                        entry("世", -0.3, alt),
+                    ],
+                ),
+            ],
+            2,
+        );
+        check_stream(&good).unwrap();
+        let part = &good.last().unwrap()["response"]["output"][0]["content"][0];
+        assert_eq!(
+            part["logprobs"][3]["bytes"],
+            serde_json::json!([228, 184, 150])
+        );
+        assert_eq!(
+            part["logprobs"][0]["top_logprobs"][1]["bytes"],
+            serde_json::json!([228])
+        );
+        // Not asked: every list empty, and that is valid too.
+        check_stream(&stream(vec![("Hi", vec![])], 0)).unwrap();
+        // Tokens that do not spell the delta.
+        let bad = stream(vec![("Hello", vec![entry("Hel", -0.1, &[])])], 0);
+        assert!(check_stream(&bad).unwrap_err().contains("concatenate"));
+        // A delta without entries in a part that has them.
+        let bad = stream(vec![("a", vec![entry("a", -0.1, &[])]), ("b", vec![])], 0);
+        assert!(check_stream(&bad).is_err());
+        // Fewer alternatives than the response's top_logprobs.
+        let bad = stream(vec![("a", vec![entry("a", -0.1, &[])])], 1);
+        assert!(check_stream(&bad).unwrap_err().contains("top_logprobs"));
+        // The done event must carry the whole list.
+        let mut bad = good.clone();
+        for e in bad.iter_mut() {
+            if e["type"] == "response.output_text.done" {
+                e["logprobs"].as_array_mut().unwrap().pop();
+            }
+        }
+        assert!(check_stream(&bad).unwrap_err().contains("done"));
+    }
 }

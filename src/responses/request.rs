@@ -1,10 +1,13 @@
 //! Parses an OpenAI Responses API request body into what the engine needs. Validation is
 //! strict and fails fast at submit: every refusal names the field (`param`) the way
 //! OpenAI's 400 `invalid_request_error` does. Fields rill cannot honour yet are refused
-//! by name, never silently ignored.
+//! by name, never silently ignored. Sampling fields follow vLLM's ranges (penalties,
+//! `stop`); logprobs follow OpenAI (`include: ["message.output_text.logprobs"]` asks for
+//! them, `top_logprobs` 0..=20 sets the alternatives per token).
 
 use serde_json::{Map, Value};
 
+use super::sampling_fields::{parse_sampling, SamplingFields};
 use crate::chat_template::ChatMessage;
 use crate::config::{json_type, GenerationDefaults};
 use crate::error::{Error, Result};
@@ -19,6 +22,10 @@ pub struct ParsedRequest {
     pub instructions: Option<String>,
     pub max_output_tokens: Option<usize>,
     pub sampling: SamplingParams,
+    /// Up to 4 non-empty stop strings.
+    pub stop: Vec<String>,
+    /// The `top_logprobs` to echo (alternatives per token when logprobs are included).
+    pub top_logprobs: usize,
     pub ignore_eos: bool,
     pub metadata: Map<String, Value>,
     pub reasoning_effort: Option<String>,
@@ -104,29 +111,11 @@ pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest>
         }
         Some(other) => return Err(type_err("input", "a string or an array of items", other)),
     }
-    let sampling = SamplingParams {
-        temperature: opt_num(&m, "temperature", 0.0, 2.0)?
-            .map_or(defaults.sampling.temperature, |v| v as f32),
-        top_p: opt_num(&m, "top_p", 0.0, 1.0)?.map_or(defaults.sampling.top_p, |v| v as f32),
-        top_k: match m.get("top_k") {
-            None | Some(Value::Null) => defaults.sampling.top_k,
-            Some(Value::Number(n)) if n.as_i64() == Some(-1) => 0,
-            Some(Value::Number(n)) => n.as_u64().filter(|&k| k <= 1_000_000).ok_or_else(|| {
-                Error::request("top_k", "must be -1, 0 (disabled) or a positive integer")
-            })? as usize,
-            Some(other) => return Err(type_err("top_k", "an integer", other)),
-        },
-        min_p: opt_num(&m, "min_p", 0.0, 1.0)?.map_or(defaults.sampling.min_p, |v| v as f32),
-        seed: match m.get("seed") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(
-                n.as_u64()
-                    .or_else(|| n.as_i64().map(|v| v as u64))
-                    .ok_or_else(|| Error::request("seed", "must be an integer"))?,
-            ),
-            Some(other) => return Err(type_err("seed", "an integer", other)),
-        },
-    };
+    let SamplingFields {
+        sampling,
+        stop,
+        top_logprobs,
+    } = parse_sampling(&m, defaults)?;
     let max_output_tokens = match m.get("max_output_tokens") {
         None | Some(Value::Null) => defaults.max_output_tokens,
         Some(Value::Number(n)) => Some(
@@ -192,6 +181,8 @@ pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest>
         instructions,
         max_output_tokens,
         sampling,
+        stop,
+        top_logprobs,
         ignore_eos: opt_bool(&m, "ignore_eos")?.unwrap_or(false),
         metadata,
         reasoning_effort,
@@ -262,39 +253,6 @@ fn refuse_unsupported(m: &Map<String, Value>) -> Result<()> {
                 "truncation",
                 "must be \"auto\" or \"disabled\"",
             ))
-        }
-    }
-    match m.get("include") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(a)) if a.is_empty() => {}
-        Some(Value::Array(a)) => {
-            return Err(Error::request(
-                "include",
-                format!("{} is not supported yet", a[0]),
-            ));
-        }
-        Some(other) => return Err(type_err("include", "an array", other)),
-    }
-    match m.get("top_logprobs") {
-        None | Some(Value::Null) => {}
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => {}
-        Some(_) => return not_yet("top_logprobs", "logprobs"),
-    }
-    match m.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(a)) if a.is_empty() => {}
-        Some(_) => return not_yet("stop", "stop strings"),
-    }
-    for (k, neutral) in [
-        ("repetition_penalty", 1.0),
-        ("frequency_penalty", 0.0),
-        ("presence_penalty", 0.0),
-    ] {
-        match m.get(k) {
-            None | Some(Value::Null) => {}
-            Some(Value::Number(n)) if n.as_f64() == Some(neutral) => {}
-            Some(Value::Number(_)) => return not_yet(k, "penalties"),
-            Some(other) => return Err(type_err(k, "a number", other)),
         }
     }
     for k in ["stream", "store"] {
@@ -394,7 +352,7 @@ fn parse_item(item: &Value, at: &str) -> Result<ChatMessage> {
     Ok(ChatMessage { role, content })
 }
 
-fn type_err(param: &str, expected: &str, got: &Value) -> Error {
+pub(super) fn type_err(param: &str, expected: &str, got: &Value) -> Error {
     Error::request(param, format!("must be {expected}, got {}", json_type(got)))
 }
 
@@ -414,7 +372,7 @@ fn opt_bool(m: &Map<String, Value>, k: &str) -> Result<Option<bool>> {
     }
 }
 
-fn opt_num(m: &Map<String, Value>, k: &str, lo: f64, hi: f64) -> Result<Option<f64>> {
+pub(super) fn opt_num(m: &Map<String, Value>, k: &str, lo: f64, hi: f64) -> Result<Option<f64>> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
@@ -527,15 +485,6 @@ mod tests {
             (
                 r#"{"input":"x","text":{"format":{"type":"json_object"}}}"#,
                 "text.format",
-            ),
-            (
-                r#"{"input":"x","include":["message.output_text.logprobs"]}"#,
-                "include",
-            ),
-            (r#"{"input":"x","stop":["a"]}"#, "stop"),
-            (
-                r#"{"input":"x","presence_penalty":0.5}"#,
-                "presence_penalty",
             ),
             (r#"{"input":"x","truncation":"auto"}"#, "truncation"),
             (r#"{"input":"x","stream":"yes"}"#, "stream"),

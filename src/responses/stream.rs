@@ -2,7 +2,9 @@
 //! reason into the OpenAI streaming events (`response.created` ... terminal event), with
 //! `sequence_number`s, item ids and indexes kept consistent, and builds the terminal
 //! `response.output` from the very item objects it streamed (see `shared/spec/responses.md`
-//! invariants 1-9).
+//! invariants 1-10). Text deltas carry the logprob entries of the tokens whose text they
+//! hold; `output_text.done` and the final `output_text` part carry the whole list (the
+//! part's entries with `bytes` too).
 
 use serde_json::{json, Map, Value};
 
@@ -16,6 +18,8 @@ pub struct ResponseMeta {
     pub max_output_tokens: Option<usize>,
     pub temperature: f32,
     pub top_p: f32,
+    /// Echoed `top_logprobs` (alternatives per token).
+    pub top_logprobs: usize,
     pub metadata: Map<String, Value>,
     pub user: Option<String>,
     pub parallel_tool_calls: bool,
@@ -44,10 +48,71 @@ pub struct Usage {
     pub reasoning_tokens: usize,
 }
 
+/// A likely alternative of a generated token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopLogprob {
+    /// The alternative's text (lossy where it is part of a UTF-8 character).
+    pub token: String,
+    /// Its raw bytes.
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// The logprob entry of one generated token, as text events carry it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogprobEntry {
+    /// The text this token contributed to the delta ("" for the leading pieces of a
+    /// character that later tokens complete).
+    pub token: String,
+    pub logprob: f32,
+    pub top: Vec<TopLogprob>,
+}
+
+/// JSON cannot hold -inf: vLLM's OpenAI server clamps logprobs the same way.
+fn finite(lp: f32) -> f64 {
+    if lp.is_nan() {
+        -9999.0
+    } else {
+        (lp as f64).max(-9999.0)
+    }
+}
+
+fn bytes_json(b: &[u8]) -> Value {
+    Value::Array(b.iter().map(|&x| x.into()).collect())
+}
+
+impl LogprobEntry {
+    /// The entry as text events carry it; the final part adds `bytes` (`with_bytes`).
+    fn to_json(&self, with_bytes: bool) -> Value {
+        let top: Vec<Value> = self
+            .top
+            .iter()
+            .map(|t| {
+                if with_bytes {
+                    json!({"token": t.token, "bytes": bytes_json(&t.bytes), "logprob": finite(t.logprob)})
+                } else {
+                    json!({"token": t.token, "logprob": finite(t.logprob)})
+                }
+            })
+            .collect();
+        if with_bytes {
+            json!({"token": self.token, "bytes": bytes_json(self.token.as_bytes()),
+                   "logprob": finite(self.logprob), "top_logprobs": top})
+        } else {
+            json!({"token": self.token, "logprob": finite(self.logprob), "top_logprobs": top})
+        }
+    }
+}
+
+fn entries_json(entries: &[LogprobEntry], with_bytes: bool) -> Value {
+    Value::Array(entries.iter().map(|e| e.to_json(with_bytes)).collect())
+}
+
 struct OpenMessage {
     id: String,
     index: usize,
     text: String,
+    logprobs: Vec<LogprobEntry>,
 }
 
 /// Event builder for one response.
@@ -82,7 +147,7 @@ impl ResponseStream {
             "text": {"format": {"type": "text"}},
             "tool_choice": "auto",
             "tools": [],
-            "top_logprobs": 0,
+            "top_logprobs": meta.top_logprobs,
             "top_p": meta.top_p,
             "truncation": "disabled",
             "usage": null,
@@ -131,8 +196,10 @@ impl ResponseStream {
         ]
     }
 
-    /// Appends answer text, opening the message item on the first delta.
-    pub fn text_delta(&mut self, delta: &str) -> Vec<Value> {
+    /// Appends answer text, opening the message item on the first delta. `logprobs` are
+    /// the entries of the tokens whose text `delta` is (empty when not asked for). An
+    /// empty delta produces no event.
+    pub fn text_delta(&mut self, delta: &str, logprobs: Vec<LogprobEntry>) -> Vec<Value> {
         let mut out = Vec::new();
         if delta.is_empty() || self.done {
             return out;
@@ -140,16 +207,18 @@ impl ResponseStream {
         if self.open.is_none() {
             self.open_message(&mut out);
         }
+        let lp = entries_json(&logprobs, false);
         let (id, index) = match &mut self.open {
             Some(m) => {
                 m.text.push_str(delta);
+                m.logprobs.extend(logprobs);
                 (m.id.clone(), m.index)
             }
             None => return out,
         };
         out.push(self.event(
             "response.output_text.delta",
-            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}),
+            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": lp}),
         ));
         out
     }
@@ -171,16 +240,18 @@ impl ResponseStream {
             id,
             index,
             text: String::new(),
+            logprobs: Vec::new(),
         });
     }
 
     fn close_message(&mut self, status: &str, out: &mut Vec<Value>) {
         let Some(m) = self.open.take() else { return };
-        let part =
-            json!({"type": "output_text", "text": m.text, "annotations": [], "logprobs": []});
+        let part = json!({"type": "output_text", "text": m.text, "annotations": [],
+                          "logprobs": entries_json(&m.logprobs, true)});
         out.push(self.event(
             "response.output_text.done",
-            json!({"item_id": m.id, "output_index": m.index, "content_index": 0, "text": m.text, "logprobs": []}),
+            json!({"item_id": m.id, "output_index": m.index, "content_index": 0, "text": m.text,
+                   "logprobs": entries_json(&m.logprobs, false)}),
         ));
         out.push(self.event(
             "response.content_part.done",

@@ -1,9 +1,19 @@
-//! Token sampling from logits: greedy (temperature 0), temperature, top-k, top-p, min-p,
-//! with a per-request seeded generator, following vLLM's order (temperature, then the
-//! top-k / top-p / min-p filters, then a draw from the renormalized distribution).
+//! Token sampling from logits, following vLLM's sampler (`vllm/v1/sample/sampler.py`):
+//! logprobs of the raw logits first ([`logprobs`]), then the penalties ([`penalties`]),
+//! then greedy (temperature 0) or temperature, the top-k / top-p / min-p filters and a
+//! draw from the renormalized distribution with a per-request seeded generator ([`rng`]).
+//! Stop strings are matched on the detokenized text, not here ([`stop`]).
+//!
+//! Public operations: [`Sampler::new`] (per request, with its prompt for the repetition
+//! penalty), [`Sampler::sample`] (one token and, when asked, its logprobs), [`argmax`].
 
+pub mod logprobs;
+pub mod penalties;
 pub mod rng;
+pub mod stop;
 
+pub use logprobs::TokenLogprobs;
+use penalties::Penalties;
 use rng::Rng;
 
 /// Sampling settings of one request.
@@ -16,6 +26,14 @@ pub struct SamplingParams {
     /// 0 disables.
     pub min_p: f32,
     pub seed: Option<u64>,
+    /// > 0; 1 disables. On tokens of the prompt or the output.
+    pub repetition_penalty: f32,
+    /// -2..2; 0 disables. Times the token's count in the output.
+    pub frequency_penalty: f32,
+    /// -2..2; 0 disables. Once if the token is in the output.
+    pub presence_penalty: f32,
+    /// `Some(n)`: return each token's logprob and the `n` most likely alternatives.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -26,30 +44,76 @@ impl Default for SamplingParams {
             top_k: 0,
             min_p: 0.0,
             seed: None,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logprobs: None,
         }
     }
 }
 
-/// A request's sampler: its settings and its random stream.
+/// One sampled token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    /// Present when the request asked for logprobs.
+    pub logprobs: Option<TokenLogprobs>,
+}
+
+/// A request's sampler: its settings, its random stream and its penalty statistics.
 pub struct Sampler {
     params: SamplingParams,
     rng: Rng,
+    penalties: Penalties,
     probs: Vec<(u32, f32)>,
+    /// The penalized copy of the logits (only used when a penalty is on).
+    work: Vec<f32>,
 }
 
 impl Sampler {
-    /// `fallback_seed` is used when the request gave none.
-    pub fn new(params: SamplingParams, fallback_seed: u64) -> Self {
+    /// A sampler for a request with `prompt`; `fallback_seed` is used when the request
+    /// gave no seed.
+    pub fn new(params: SamplingParams, prompt: &[u32], fallback_seed: u64) -> Self {
         let rng = Rng::new(params.seed.unwrap_or(fallback_seed));
+        let penalties = Penalties::new(
+            params.repetition_penalty,
+            params.frequency_penalty,
+            params.presence_penalty,
+            prompt,
+        );
         Sampler {
             params,
             rng,
+            penalties,
             probs: Vec::new(),
+            work: Vec::new(),
         }
     }
 
-    /// Picks the next token from `logits`.
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+    /// Picks the next token from the model's raw `logits` (left unchanged) and records it
+    /// for the penalties of later steps.
+    pub fn sample(&mut self, logits: &[f32]) -> Sampled {
+        let token = if self.penalties.is_active() {
+            let mut work = std::mem::take(&mut self.work);
+            work.clear();
+            work.extend_from_slice(logits);
+            self.penalties.apply(&mut work);
+            let t = self.pick(&work);
+            self.work = work;
+            t
+        } else {
+            self.pick(logits)
+        };
+        self.penalties.record(token);
+        let logprobs = self
+            .params
+            .logprobs
+            .map(|n| logprobs::compute(logits, token, n, &mut self.probs));
+        Sampled { token, logprobs }
+    }
+
+    /// Greedy or a seeded draw from the filtered distribution of `logits`.
+    fn pick(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
         if p.temperature <= 0.0 || p.top_k == 1 {
             return argmax(logits);
@@ -119,24 +183,36 @@ mod tests {
             temperature,
             top_p,
             top_k,
-            min_p: 0.0,
             seed: Some(seed),
+            ..Default::default()
         }
+    }
+
+    fn sampler(p: SamplingParams) -> Sampler {
+        Sampler::new(p, &[], 0)
+    }
+
+    fn tokens(s: &mut Sampler, logits: &[f32], n: usize) -> Vec<u32> {
+        (0..n).map(|_| s.sample(logits).token).collect()
     }
 
     #[test]
     fn greedy_takes_the_first_max() {
-        let mut s = Sampler::new(params(0.0, 1.0, 0, 1), 0);
-        assert_eq!(s.sample(&[0.1, 3.0, 3.0, -1.0]), 1);
+        let mut s = sampler(params(0.0, 1.0, 0, 1));
+        let r = s.sample(&[0.1, 3.0, 3.0, -1.0]);
+        assert_eq!(
+            r,
+            Sampled {
+                token: 1,
+                logprobs: None
+            }
+        );
     }
 
     #[test]
     fn seeded_sampling_repeats_and_follows_the_distribution() {
         let logits = [0.0f32, (3f32).ln(), f32::NEG_INFINITY];
-        let draw = |seed| {
-            let mut s = Sampler::new(params(1.0, 1.0, 0, seed), 0);
-            (0..4000).map(|_| s.sample(&logits)).collect::<Vec<_>>()
-        };
+        let draw = |seed| tokens(&mut sampler(params(1.0, 1.0, 0, seed)), &logits, 4000);
         let a = draw(5);
         assert_eq!(a, draw(5));
         let ones = a.iter().filter(|&&t| t == 1).count() as f64 / a.len() as f64;
@@ -147,17 +223,66 @@ mod tests {
     #[test]
     fn top_k_and_top_p_cut_the_tail() {
         let logits = [5.0f32, 4.0, 0.0, -1.0];
-        let mut s = Sampler::new(params(1.0, 1.0, 2, 3), 0);
-        assert!((0..500).all(|_| s.sample(&logits) < 2));
-        let mut s = Sampler::new(params(1.0, 0.5, 0, 3), 0);
-        assert!((0..500).all(|_| s.sample(&logits) == 0));
+        let mut s = sampler(params(1.0, 1.0, 2, 3));
+        assert!(tokens(&mut s, &logits, 500).iter().all(|&t| t < 2));
+        let mut s = sampler(params(1.0, 0.5, 0, 3));
+        assert!(tokens(&mut s, &logits, 500).iter().all(|&t| t == 0));
+        let mut s = sampler(SamplingParams {
+            min_p: 0.5,
+            ..params(1.0, 1.0, 0, 3)
+        });
+        assert!(tokens(&mut s, &logits, 500).iter().all(|&t| t == 0));
+    }
+
+    #[test]
+    fn greedy_applies_penalties_to_what_it_sampled() {
+        // Without penalties greedy repeats token 0 forever.
+        let logits = [2.0f32, 1.5, 1.0];
+        let mut s = sampler(params(0.0, 1.0, 0, 1));
+        assert_eq!(tokens(&mut s, &logits, 3), [0, 0, 0]);
+        // frequency 0.4: 0 (2.0), 0 (1.6 > 1.5), then 1 (0 is at 1.2).
+        let mut s = sampler(SamplingParams {
+            frequency_penalty: 0.4,
+            ..params(0.0, 1.0, 0, 1)
+        });
+        assert_eq!(tokens(&mut s, &logits, 3), [0, 0, 1]);
+        // presence 0.6 moves to 1 after one 0, then back to 0 once both were used.
+        let mut s = sampler(SamplingParams {
+            presence_penalty: 0.6,
+            ..params(0.0, 1.0, 0, 1)
+        });
+        assert_eq!(tokens(&mut s, &logits, 3), [0, 1, 0]);
+        // repetition 2 on the prompt's token 0: 1.0 < 1.5 from the first step.
         let mut s = Sampler::new(
             SamplingParams {
-                min_p: 0.5,
-                ..params(1.0, 1.0, 0, 3)
+                repetition_penalty: 2.0,
+                ..params(0.0, 1.0, 0, 1)
             },
+            &[0],
             0,
         );
-        assert!((0..500).all(|_| s.sample(&logits) == 0));
+        assert_eq!(s.sample(&logits).token, 1);
+    }
+
+    #[test]
+    fn logprobs_come_from_the_raw_logits() {
+        let logits = [2.0f32, 1.5, 1.0, -3.0];
+        let mut s = sampler(SamplingParams {
+            logprobs: Some(2),
+            presence_penalty: 2.0,
+            temperature: 0.0,
+            ..Default::default()
+        });
+        let first = s.sample(&logits);
+        let second = s.sample(&logits);
+        assert_eq!((first.token, second.token), (0, 1));
+        let (a, b) = (first.logprobs.unwrap(), second.logprobs.unwrap());
+        // The penalty moved the pick, not the reported distribution.
+        assert_eq!(a.top, b.top);
+        assert_eq!(a.top.iter().map(|t| t.0).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(a.logprob, a.top[0].1);
+        assert_eq!(b.logprob, b.top[1].1);
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        assert!((b.logprob as f64 - (1.5 - z.ln())).abs() < 1e-6);
     }
 }

@@ -44,6 +44,11 @@ impl Utf8Stream {
         out
     }
 
+    /// Whether bytes of an incomplete character are held.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Ends the stream: an incomplete tail becomes U+FFFD.
     pub fn finish(&mut self) -> String {
         let s = String::from_utf8_lossy(&self.pending).into_owned();
