@@ -71,6 +71,26 @@ fn greedy_output_is_the_same_alone_and_batched_with_15_others() {
 }
 
 #[test]
+fn a_seeded_request_samples_the_same_tokens_alone_and_batched() {
+    let e = engine(json!({}));
+    let seeded = |i: u64| {
+        json!({"input": words(i, 10), "temperature": 1.0, "top_p": 0.9, "seed": 77 + i,
+               "max_output_tokens": 16, "ignore_eos": true, "frequency_penalty": 0.5})
+        .to_string()
+    };
+    let bodies: Vec<String> = (0..8).map(seeded).collect();
+    let alone: Vec<String> = bodies.iter().map(|b| text_of(&run_alone(&e, b))).collect();
+    for (i, evs) in run_together(&e, &bodies).iter().enumerate() {
+        check_stream(evs).unwrap();
+        assert_eq!(
+            text_of(evs),
+            alone[i],
+            "seeded request {i} differs when batched"
+        );
+    }
+}
+
+#[test]
 fn a_shared_prefix_is_served_from_the_cache_with_identical_output() {
     let system = words(99, 700);
     let e = engine(json!({}));

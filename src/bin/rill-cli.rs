@@ -123,6 +123,8 @@ fn run() -> Result<bool, String> {
     let body = request_body(&a)?;
     let mut cfg = json!({
         "model": a.model,
+        // One request: the KV cache needs room for one full-length sequence only.
+        "max_num_seqs": 1,
         "generation_config": {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "max_output_tokens": 512},
     });
     if let Some(t) = a.threads {
@@ -130,6 +132,18 @@ fn run() -> Result<bool, String> {
     }
     let engine = Engine::new(EngineConfig::from_json(&cfg.to_string()).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
+    let st = engine.stats();
+    let kv = &st["kv_cache"];
+    eprintln!(
+        "rill: {} on {} ({} kernels, {} threads); KV cache {} blocks x {} tokens ({:.0} MiB)",
+        st["model"].as_str().unwrap_or("?"),
+        st["device"].as_str().unwrap_or("?"),
+        st["kernels"].as_str().unwrap_or("?"),
+        st["num_threads"],
+        kv["num_blocks"],
+        kv["block_size"],
+        kv["bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
+    );
     let (tx, rx) = unbounded::<(String, bool)>();
     engine
         .submit(
