@@ -58,6 +58,14 @@ export interface EngineConfig {
   max_model_len?: number;
   max_num_batched_tokens?: number;
   seed?: number;
+  /** Tokens per KV block (default 16). */
+  block_size?: number;
+  /** KV cache memory in bytes (not with `kv_cache_memory_fraction`). */
+  kv_cache_bytes?: number;
+  /** KV cache as a fraction of the available memory, in (0, 0.95]. */
+  kv_cache_memory_fraction?: number;
+  /** Reuse the KV of shared prompt prefixes (default true). */
+  enable_prefix_caching?: boolean;
   generation_config?: {
     temperature?: number;
     top_p?: number;
@@ -244,9 +252,18 @@ export interface EngineStats {
     running: number;
     waiting: number;
   };
-  tokens: { prompt: number; generated: number };
+  tokens: { prompt: number; generated: number; cached_prompt: number };
   steps: number;
-  kv_cache_bytes: number;
+  preemptions: number;
+  kv_cache: {
+    bytes: number;
+    num_blocks: number;
+    block_size: number;
+    max_tokens: number;
+    prefix_caching: boolean;
+    free_blocks: number;
+    cached_blocks: number;
+  };
   poisoned: string | null;
   [key: string]: unknown;
 }
