@@ -10,6 +10,8 @@
 #          128 generated tokens each), the anchor for rill-bench's concurrency levels.
 #          -c is 16384, not 8192: without a unified KV cache each sequence gets c/64 cells,
 #          and 8192/64 = 128 < 32+128, so llama-batched-bench would skip the 64 level.
+#          Extra args are appended, and list options (-npl, -ntg, -npp) add to the lists, so
+#          shrink a run with RILL_BATCHED_NPL (default 1,4,16,64) and RILL_BATCHED_NTG (128).
 #   MODEL   defaults to models/SmolLM2-135M-Instruct.Q4_1.gguf (fetched by scripts/fetch_model.sh)
 #   THREADS defaults to 2
 # The tools are built (once, cached) by scripts/build_llamacpp.sh from the llama.cpp copy in
@@ -35,5 +37,5 @@ if [ "$mode" = bench ]; then
 else
   bin=$("$here/scripts/build_llamacpp.sh" llama-batched-bench)
   "$bin/llama-batched-bench" -m "$model" -t "$threads" -c 16384 -b 2048 -ub 512 \
-    -npp 32 -ntg 128 -npl 1,4,16,64 "$@"
+    -npp 32 -ntg "${RILL_BATCHED_NTG:-128}" -npl "${RILL_BATCHED_NPL:-1,4,16,64}" "$@"
 fi

@@ -5,8 +5,9 @@
 # prefix cache, peak RSS), then llama-batched-bench as the aggregate-decode anchor.
 #   scripts/bench_serving.sh [MODEL] [THREADS] [extra rill-bench args...]
 # Writes the JSON to bench-serving.json (override with RILL_BENCH_JSON). Run it on an
-# otherwise idle machine; it takes several minutes. Smoke run:
-#   scripts/bench_serving.sh "" 2 --levels 1,4 --gen-tokens 16 --runs 1 --prefix-requests 3
+# otherwise idle machine; it takes several minutes. Smoke run (RILL_BENCH_SKIP_BATCHED=1
+# skips llama-batched-bench; RILL_BATCHED_NPL/RILL_BATCHED_NTG shrink it instead):
+#   RILL_BENCH_SKIP_BATCHED=1 scripts/bench_serving.sh "" 2 --levels 1,4 --gen-tokens 16 --runs 1 --prefix-requests 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
