@@ -52,7 +52,8 @@ fn words(n: usize, offset: usize) -> String {
 }
 
 /// A distinct ~40-token user prompt (~70 with the chat template) for stream `i` of the
-/// workload tagged `tag`; distinct from its first words, so no cache can serve it.
+/// workload tagged `tag`; distinct from its first word, so a cache can serve at most the
+/// chat template's fixed head.
 pub fn short_prompt(tag: &str, i: usize) -> String {
     let w = |k: usize| WORDS[(i * 7 + k * 3) % WORDS.len()];
     format!(
