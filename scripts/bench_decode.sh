@@ -11,6 +11,7 @@ threads=${2:-2}
 cargo build --release --quiet --bin rill-bench
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "== rill"
-./target/release/rill-bench --model "$model" --threads "$threads" --prompt-tokens 512 --gen-tokens 128 --runs 3
+"${CARGO_TARGET_DIR:-target}/release/rill-bench" --model "$model" --threads "$threads" --prompt-tokens 512 --gen-tokens 128 --runs 3 \
+  --levels none --prefix-requests 0
 echo "== llama.cpp"
 ./scripts/bench_llamacpp.sh "$model" "$threads"

@@ -1,29 +1,28 @@
 #!/usr/bin/env bash
-# Baseline decode/prefill benchmark with llama.cpp's own `llama-bench`, to compare rill against.
+# Baseline benchmarks with llama.cpp's own tools, to compare rill against.
 #
 # Usage: scripts/bench_llamacpp.sh [MODEL] [THREADS] [extra llama-bench args...]
+#          llama-bench -m MODEL -t THREADS -p 512 -n 128 -r 3: prints its markdown table
+#          (pp512 = prompt processing of 512 tokens, tg128 = generating 128 tokens, tokens/s).
+#        scripts/bench_llamacpp.sh --batched [MODEL] [THREADS] [extra llama-batched-bench args...]
+#          llama-batched-bench -m MODEL -t THREADS -c 16384 -b 2048 -ub 512 -npp 32 -ntg 128
+#          -npl 1,4,16,64: aggregate decode of 1/4/16/64 parallel sequences (32-token prompts,
+#          128 generated tokens each), the anchor for rill-bench's concurrency levels.
+#          -c is 16384, not 8192: without a unified KV cache each sequence gets c/64 cells,
+#          and 8192/64 = 128 < 32+128, so llama-batched-bench would skip the 64 level.
+#          Extra args are appended, and list options (-npl, -ntg, -npp) add to the lists, so
+#          shrink a run with RILL_BATCHED_NPL (default 1,4,16,64) and RILL_BATCHED_NTG (128).
 #   MODEL   defaults to models/SmolLM2-135M-Instruct.Q4_1.gguf (fetched by scripts/fetch_model.sh)
 #   THREADS defaults to 2
-# Runs: llama-bench -m MODEL -t THREADS -p 512 -n 128 -r 3   and prints its markdown table
-# (pp512 = prompt processing of 512 tokens, tg128 = generating 128 tokens, both in tokens/s).
-#
-# llama.cpp is the copy vendored in the llama-cpp-python==0.3.36 sdist (llama.cpp commit
-# 0c1e57098 per that release's CHANGELOG; the sdist is not a git checkout, so the commit is
-# passed to cmake explicitly). The sdist comes from PyPI (pip download), and only the
-# `llama-bench` target is built: CPU only, Release, GGML_NATIVE=ON, static libs, no CURL/OpenSSL.
-# Everything is cached under ${RILL_CACHE:-~/.cache/rill}:
-#   llama.cpp-src/    unpacked vendor/llama.cpp
-#   llama.cpp-build/  cmake build dir; binary at llama.cpp-build/bin/llama-bench
-# Delete those directories to force a rebuild. Building takes a few minutes on 2 cores.
+# The tools are built (once, cached) by scripts/build_llamacpp.sh from the llama.cpp copy in
+# the llama-cpp-python 0.3.36 sdist (commit 0c1e57098), CPU only, Release, GGML_NATIVE=ON.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-cache=${RILL_CACHE:-$HOME/.cache/rill}
-lcp_version=0.3.36
-lcpp_commit=0c1e57098
-src="$cache/llama.cpp-src"
-build="$cache/llama.cpp-build"
-bin="$build/bin/llama-bench"
-
+mode=bench
+if [ "${1:-}" = "--batched" ]; then
+  mode=batched
+  shift
+fi
 model=${1:-$here/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 threads=${2:-2}
 shift $(( $# < 2 ? $# : 2 ))
@@ -32,26 +31,11 @@ if [ ! -f "$model" ] && [ "$model" = "$here/models/SmolLM2-135M-Instruct.Q4_1.gg
   "$here/scripts/fetch_model.sh" >/dev/null
 fi
 
-if [ ! -x "$bin" ]; then
-  mkdir -p "$cache"
-  if [ ! -f "$src/CMakeLists.txt" ]; then
-    echo "fetching llama-cpp-python==$lcp_version sdist (for its vendored llama.cpp) ..." >&2
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
-    python3 -m pip download --quiet --no-binary :all: --no-deps "llama-cpp-python==$lcp_version" -d "$tmp" >&2
-    tar -xzf "$tmp"/llama_cpp_python-"$lcp_version".tar.gz -C "$tmp"
-    rm -rf "$src.part"
-    mv "$tmp/llama_cpp_python-$lcp_version/vendor/llama.cpp" "$src.part"
-    mv "$src.part" "$src"
-  fi
-  echo "building llama-bench into $build ..." >&2
-  cmake -S "$src" -B "$build" -G "$(command -v ninja >/dev/null && echo Ninja || echo 'Unix Makefiles')" \
-    -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
-    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON \
-    -DLLAMA_BUILD_COMMIT="$lcpp_commit" >&2
-  cmake --build "$build" --target llama-bench -j "$(nproc)" >&2
+if [ "$mode" = bench ]; then
+  bin=$("$here/scripts/build_llamacpp.sh" llama-bench)
+  "$bin/llama-bench" -m "$model" -t "$threads" -p 512 -n 128 -r 3 "$@"
+else
+  bin=$("$here/scripts/build_llamacpp.sh" llama-batched-bench)
+  "$bin/llama-batched-bench" -m "$model" -t "$threads" -c 16384 -b 2048 -ub 512 \
+    -npp 32 -ntg "${RILL_BATCHED_NTG:-128}" -npl "${RILL_BATCHED_NPL:-1,4,16,64}" "$@"
 fi
-
-"$bin" -m "$model" -t "$threads" -p 512 -n 128 -r 3 "$@"
