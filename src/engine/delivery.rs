@@ -5,12 +5,13 @@
 //! Text goes token bytes -> `Utf8Stream` (whole characters) -> `StopFilter` (stop strings,
 //! vLLM's `check_stop_strings`) -> `text_delta`, one segment per token so each delta
 //! carries the logprob entries of exactly the tokens whose text it holds. When a stop
-//! string matches, the response completes here and `Command::Stop` tells the engine
-//! thread to free the request; later outputs for it are dropped, so each request still
-//! gets exactly one terminal event.
+//! string matches, `Command::Stop` tells the engine thread to free the request; later
+//! tokens are dropped, and the engine's finish (which carries the prefix-cache usage)
+//! closes the response as completed, counting the output tokens up to the match. Each
+//! request gets exactly one terminal event.
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -40,16 +41,15 @@ struct Active {
     /// Output text not emitted yet, one segment per token, tagged with its logprobs.
     text: StopFilter<Option<TokenLogprobs>>,
     sink: Sink,
-    input_tokens: usize,
     output_tokens: usize,
+    /// Output tokens when a stop string matched; the request ends as completed with this
+    /// count whatever finish the engine sends next.
+    stopped_at: Option<usize>,
 }
 
 /// The delivery thread's state.
 struct State {
     active: HashMap<u64, Active>,
-    /// Requests completed by a stop string whose engine-side finish has not arrived yet:
-    /// their later outputs are dropped.
-    stopped: HashSet<u64>,
     commands: Sender<Command>,
 }
 
@@ -59,7 +59,6 @@ pub fn run(shared: Arc<Shared>, rx: Receiver<Output>, commands: Sender<Command>)
     ON_DELIVERY_THREAD.with(|f| f.set(true));
     let mut st = State {
         active: HashMap::new(),
-        stopped: HashSet::new(),
         commands,
     };
     for msg in rx.iter() {
@@ -95,7 +94,6 @@ fn handle(shared: &Shared, st: &mut State, msg: Output) {
             mut stream,
             mut sink,
             stop,
-            input_tokens,
         } => {
             let evs = stream.start();
             emit(shared, id, &mut sink, evs);
@@ -106,8 +104,8 @@ fn handle(shared: &Shared, st: &mut State, msg: Output) {
                     utf8: Utf8Stream::default(),
                     text: StopFilter::new(stop),
                     sink,
-                    input_tokens,
                     output_tokens: 0,
+                    stopped_at: None,
                 },
             );
         }
@@ -119,6 +117,9 @@ fn handle(shared: &Shared, st: &mut State, msg: Output) {
             let Some(a) = st.active.get_mut(&id) else {
                 return;
             };
+            if a.stopped_at.is_some() {
+                return;
+            }
             a.output_tokens += 1;
             let piece = a.utf8.push(shared.tokenizer.token_bytes(token));
             a.text.push(logprobs, &piece);
@@ -128,34 +129,32 @@ fn handle(shared: &Shared, st: &mut State, msg: Output) {
             let evs = delta(&shared.tokenizer, &mut a.stream, released);
             emit(shared, id, &mut a.sink, evs);
             if stopped {
-                if let Some(mut a) = st.active.remove(&id) {
-                    // Like an end of turn; usage counts the tokens up to the match.
-                    let usage = Usage {
-                        input_tokens: a.input_tokens,
-                        output_tokens: a.output_tokens,
-                        ..Usage::default()
-                    };
-                    let evs = a.stream.finish(&Finish::Completed, usage);
-                    shared.stats.completed.fetch_add(1, Ordering::Relaxed);
-                    emit(shared, id, &mut a.sink, evs);
-                }
-                st.stopped.insert(id);
+                a.stopped_at = Some(a.output_tokens);
                 let _ = st.commands.send(Command::Stop(id));
             }
         }
-        Output::Finish { id, finish, usage } => {
-            if st.stopped.remove(&id) {
-                return;
-            }
+        Output::Finish {
+            id,
+            mut finish,
+            mut usage,
+        } => {
             let Some(mut a) = st.active.remove(&id) else {
                 return;
             };
-            let tail = a.utf8.finish();
-            if !tail.is_empty() && !a.text.append_to_last(&tail) {
-                a.text.push(None, &tail);
+            let mut evs = Vec::new();
+            if let Some(n) = a.stopped_at {
+                // Ended by a stop string (the engine's finish may be its answer to
+                // Command::Stop, or a finish that crossed it); the text is already out.
+                finish = Finish::Completed;
+                usage.output_tokens = n;
+            } else {
+                let tail = a.utf8.finish();
+                if !tail.is_empty() && !a.text.append_to_last(&tail) {
+                    a.text.push(None, &tail);
+                }
+                let released = a.text.finish();
+                evs = delta(&shared.tokenizer, &mut a.stream, released);
             }
-            let released = a.text.finish();
-            let mut evs = delta(&shared.tokenizer, &mut a.stream, released);
             evs.extend(a.stream.finish(&finish, usage));
             let s = &shared.stats;
             match finish {

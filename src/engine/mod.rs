@@ -54,8 +54,6 @@ pub enum Output {
         sink: Sink,
         /// The request's stop strings, matched on the output text by the delivery thread.
         stop: StopStrings,
-        /// Prompt length, for the usage of a response ended by a stop string.
-        input_tokens: usize,
     },
     /// One generated token (never an end-of-generation token that ends the request).
     Token {
@@ -350,7 +348,6 @@ impl Engine {
             stream,
             sink,
             stop: StopStrings::new(req.stop),
-            input_tokens: seq.prompt.len(),
         };
         out.send(start)
             .map_err(|_| Error::Internal("delivery thread is gone".into()))?;
