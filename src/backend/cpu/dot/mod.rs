@@ -153,7 +153,7 @@ pub struct QRows<'a> {
 }
 
 /// The tile kernels of one instruction set: `LANES` weight rows (one SIMD lane each)
-/// against `T <= MAX_T` activation rows, every output with the canonical arithmetic.
+/// against `T <= MAX_T <= 4` activation rows, every output with the canonical arithmetic.
 trait Tiles {
     const LANES: usize;
     const MAX_T: usize;
@@ -245,30 +245,50 @@ unsafe fn drive<K: Tiles>(
         let mut r = 0;
         while r < n_rows {
             let n = (n_rows - r).min(K::LANES);
-            // SAFETY (all pointers below): rows r..r+n < n_rows, activation rows
-            // t..t+tt < n_tok, outputs within the caller's range.
+            // SAFETY: rows r..r+n < n_rows, activation rows t..t+tt < n_tok, outputs
+            // within the caller's range.
             unsafe {
                 let wp = w.bytes.as_ptr().add(r * rb);
-                let ap = |i: usize| a.as_ptr().add((t + i) * bpr);
-                let op = |i: usize| out.add((t + i) * stride + r);
+                let ap = a.as_ptr().add(t * bpr);
+                let op = out.add(t * stride + r);
+                let args = (w.ty, wp, rb, n, ap, bpr, op, stride);
                 match tt {
-                    1 => K::tile::<1>(w.ty, wp, rb, n, [ap(0)], bpr, [op(0)]),
-                    2 => K::tile::<2>(w.ty, wp, rb, n, [ap(0), ap(1)], bpr, [op(0), op(1)]),
-                    3 => {
-                        let (aa, oo) = ([ap(0), ap(1), ap(2)], [op(0), op(1), op(2)]);
-                        K::tile::<3>(w.ty, wp, rb, n, aa, bpr, oo)
-                    }
-                    _ => {
-                        let aa = [ap(0), ap(1), ap(2), ap(3)];
-                        let oo = [op(0), op(1), op(2), op(3)];
-                        K::tile::<4>(w.ty, wp, rb, n, aa, bpr, oo)
-                    }
+                    1 => tile_n::<K, 1>(args),
+                    2 => tile_n::<K, 2>(args),
+                    3 => tile_n::<K, 3>(args),
+                    _ => tile_n::<K, 4>(args),
                 }
             }
             r += n;
         }
         t += tt;
     }
+}
+
+/// `(type, weight rows, row bytes, rows, first activation row, blocks per row, first
+/// output, output stride)` of one tile.
+type TileArgs = (
+    QType,
+    *const u8,
+    usize,
+    usize,
+    *const Q8Block,
+    usize,
+    *mut f32,
+    usize,
+);
+
+/// Calls `K::tile::<T>` on `T` consecutive activation rows and their outputs.
+///
+/// # Safety
+/// As `Tiles::tile`, for `T` activation rows of `bpr` blocks from `a` and `T` output
+/// rows `stride` apart from `o`.
+unsafe fn tile_n<K: Tiles, const T: usize>(args: TileArgs) {
+    let (ty, w, rb, n, a, bpr, o, stride) = args;
+    let aa: [*const Q8Block; T] = std::array::from_fn(|i| a.wrapping_add(i * bpr));
+    let oo: [*mut f32; T] = std::array::from_fn(|i| o.wrapping_add(i * stride));
+    // SAFETY: per this function's contract.
+    unsafe { K::tile::<T>(ty, w, rb, n, aa, bpr, oo) }
 }
 
 /// The reference kernels: one pair at a time.
@@ -353,6 +373,7 @@ const F16_LANES: usize = 16;
 /// order on every ISA: 16 lane sums (`lane[i % 16] += k[i] * q[i]`, multiply then add)
 /// over the whole 16-element chunks, folded in halves (lanes `l += l + 8`, then `+ 4`,
 /// `+ 2`, `+ 1`), then the remaining elements added one by one.
+#[inline]
 pub fn dot_f16_f16(isa: Isa, k: &[u16], q: &[u16]) -> f32 {
     assert_eq!(k.len(), q.len(), "dot_f16_f16: lengths");
     let split = k.len() / F16_LANES * F16_LANES;
@@ -392,6 +413,7 @@ fn dot_f16_lanes_portable(k: &[u16], q: &[u16]) -> f32 {
 
 /// `out[i] += w * v[i]` with `v` in f16 (bits): the attention value accumulation.
 /// Multiply then add (no FMA) on every ISA, so every ISA gives the same bits.
+#[inline]
 pub fn axpy_f16(isa: Isa, out: &mut [f32], w: f32, v: &[u16]) {
     assert_eq!(out.len(), v.len(), "axpy_f16: lengths");
     let split = match isa {
