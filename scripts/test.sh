@@ -45,7 +45,7 @@ cli="$target/release/rill-cli"
 "$cli" --model "$model" --prompt "Say 'double bubble bath' ten times fast." --temperature 0 \
   --max-output-tokens 64 --jsonl > "$out/cli.jsonl"
 python3 tests/check_stream.py "$out/cli.jsonl"
-"$cli" --model "$model" --prompt "What is the capital of France?" --temperature 0 | tee "$out/cli.txt"
+"$cli" --model "$model" --prompt "Name the capital of France." --temperature 0 | tee "$out/cli.txt"
 grep -q Paris "$out/cli.txt"
 if "$cli" --model "$model" 2>/dev/null; then echo "rill-cli without a prompt should fail"; exit 1; fi
 if "$cli" --model /nonexistent.gguf --prompt hi 2>"$out/err.txt"; then echo "missing model should fail"; exit 1; fi

@@ -15,12 +15,17 @@ use serde_json::json;
 #[test]
 fn a_greedy_answer_is_coherent_english_and_the_stream_is_valid() {
     let e = engine(json!({}));
-    let body = json!({"input": "What is the capital of France?", "temperature": 0, "max_output_tokens": 40});
+    // llama.cpp's greedy answer begins "The CPU stands for Central Processing Unit" with
+    // every step decisive (top-2 margin >= 0.5, tests/fixtures/llamacpp_reference.json).
+    // (Its answer to "What is the capital of France?" starts with a 0.09 near-tie, so
+    // which way that goes depends on float rounding.)
+    let body =
+        json!({"input": "What does CPU stand for?", "temperature": 0, "max_output_tokens": 100});
     let (_, rx) = submit(&e, &body.to_string()).unwrap();
     let evs = collect(&rx);
     check_stream(&evs).unwrap();
     let text = text_of(&evs);
-    assert!(text.contains("Paris"), "{text}");
+    assert!(text.contains("Central Processing Unit"), "{text}");
     let last = evs.last().unwrap();
     assert_eq!(last["type"], "response.completed");
     let usage = &last["response"]["usage"];

@@ -6,6 +6,7 @@
 
 mod common;
 
+use rill::backend::cpu::dot::Isa;
 use rill::backend::cpu::kv::PagedKv;
 use rill::backend::cpu::pool::ThreadPool;
 use rill::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
@@ -138,12 +139,10 @@ fn step(
 ///   stopped sooner) for at least five chats (near-ties elsewhere make longer agreement
 ///   depend on summation order, for llama.cpp itself too);
 /// - the first-step top-10 logits are within 1.5 of llama.cpp's.
-fn compare_with_llama_cpp(portable: bool) {
+fn compare_with_llama_cpp(isa: Isa) {
     let gguf = GgufFile::open(&common::default_model()).unwrap();
     let mut model = Llama::load(&gguf).unwrap();
-    if portable {
-        model.set_portable();
-    }
+    model.set_isa(isa);
     let tok = Tokenizer::from_gguf(&gguf).unwrap();
     let pool = ThreadPool::new(2).unwrap();
     let (mut decisive, mut decisive_agree, mut all, mut all_agree) = (0, 0, 0, 0);
@@ -228,12 +227,62 @@ fn compare_with_llama_cpp(portable: bool) {
     );
 }
 
+/// Runs the comparison with `name`'s kernels, or says why it cannot on this CPU.
+fn with_kernels(name: &str) {
+    match Isa::from_name(name) {
+        Ok(isa) => compare_with_llama_cpp(isa),
+        Err(e) => eprintln!("skipping the {name} kernels: {e}"),
+    }
+}
+
 #[test]
-fn greedy_decoding_matches_llama_cpp() {
-    compare_with_llama_cpp(false);
+fn greedy_decoding_matches_llama_cpp_with_avx512_kernels() {
+    with_kernels("avx512");
+}
+
+#[test]
+fn greedy_decoding_matches_llama_cpp_with_avx2_kernels() {
+    with_kernels("avx2");
+}
+
+#[test]
+fn greedy_decoding_matches_llama_cpp_with_neon_kernels() {
+    with_kernels("neon");
 }
 
 #[test]
 fn greedy_decoding_matches_llama_cpp_with_portable_kernels() {
-    compare_with_llama_cpp(true);
+    compare_with_llama_cpp(Isa::Portable);
+}
+
+/// Every kernel set computes the same arithmetic, so the model gives the portable
+/// logits bit for bit, for a prompt and for the decode steps after it.
+#[test]
+fn every_isa_gives_the_portable_logits_bit_for_bit() {
+    let gguf = GgufFile::open(&common::default_model()).unwrap();
+    let mut model = Llama::load(&gguf).unwrap();
+    let pool = ThreadPool::new(2).unwrap();
+    let mut tokens: Vec<u32> = (0..40).map(|i| 100 + 37 * i).collect();
+    tokens.extend([9, 900, 9000]);
+    let mut runs = Vec::new();
+    for isa in Isa::available() {
+        model.set_isa(isa);
+        let mut kv = seq_kv(&model);
+        let mut logits = step(&model, &pool, &mut kv, &tokens[..40], 0);
+        for pos in 40..tokens.len() {
+            logits.extend(step(&model, &pool, &mut kv, &tokens[..=pos], pos));
+        }
+        runs.push((
+            isa,
+            logits.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(),
+        ));
+    }
+    let (_, want) = runs.last().unwrap();
+    for (isa, got) in &runs {
+        let n_diff = got.iter().zip(want).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            n_diff, 0,
+            "{isa:?}: {n_diff} logits differ from the portable ones"
+        );
+    }
 }

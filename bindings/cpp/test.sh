@@ -53,7 +53,7 @@ python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements
 python3 tests/check_stream.py "$streams"/*.jsonl
 
 step "example"
-"$here/build/rill_stream" "$model" "What is the capital of France?" 32
+"$here/build/rill_stream" "$model" "Name the capital of France." 32
 
 step "AddressSanitizer + LeakSanitizer (bindings/cpp/build/asan)"
 build "$here/build/asan" -DRILL_CPP_SANITIZE=address

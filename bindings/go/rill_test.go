@@ -19,7 +19,7 @@ var (
 	modelPath string
 )
 
-const parisRequest = `{"input": "What is the capital of France?", "temperature": 0, "max_output_tokens": 32}`
+const parisRequest = `{"input": "Name the capital of France.", "temperature": 0, "max_output_tokens": 32}`
 const longRequest = `{"input": "Tell me a very long story.", "ignore_eos": true}`
 
 func engineConfig(model string) string {
@@ -221,7 +221,7 @@ func TestMaxOutputTokens(t *testing.T) {
 func TestConcurrentRequests(t *testing.T) {
 	const n = 4
 	prompts := []string{
-		"What is the capital of France?",
+		"Name the capital of France.",
 		"Name three colors.",
 		"Say hello.",
 		"What is two plus two?",

@@ -62,7 +62,11 @@ impl Llama {
             .get(&key("attention.head_count_kv"))
             .and_then(|v| v.as_u64())
             .unwrap_or(n_heads as u64) as usize;
-        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || dim % n_heads != 0 {
+        if n_heads == 0
+            || n_kv_heads == 0
+            || !n_heads.is_multiple_of(n_kv_heads)
+            || !dim.is_multiple_of(n_heads)
+        {
             return Err(Error::model(
                 path,
                 format!("bad head counts: {n_heads} heads, {n_kv_heads} KV heads, dim {dim}"),
@@ -78,7 +82,11 @@ impl Llama {
             .and_then(|v| v.as_u64())
             .map(|v| v as usize)
             .unwrap_or(head_dim);
-        if head_dim % 32 != 0 || n_rot % 2 != 0 || n_rot > head_dim || n_rot > 512 {
+        if !head_dim.is_multiple_of(32)
+            || !n_rot.is_multiple_of(2)
+            || n_rot > head_dim
+            || n_rot > 512
+        {
             return Err(Error::model(
                 path,
                 format!("unsupported head_dim {head_dim} / rope dims {n_rot}"),
@@ -199,18 +207,19 @@ impl Llama {
             tok_embd,
             layers,
             output,
-            isa: Isa::detect(),
+            isa: Isa::from_env()?,
         })
     }
 
-    /// The kernel set in use ("avx2" or "portable").
+    /// The kernel set in use ("avx512", "avx2", "neon" or "portable"; `RILL_ISA` forces one).
     pub fn isa_name(&self) -> &'static str {
         self.isa.name()
     }
 
-    /// Forces the portable kernels (tests compare them with the SIMD ones).
-    pub fn set_portable(&mut self) {
-        self.isa = Isa::Portable;
+    /// Switches kernel sets (tests compare them; `isa` must be one of `Isa::available()`).
+    pub fn set_isa(&mut self, isa: Isa) {
+        assert!(isa.supported(), "set_isa: this CPU cannot run {isa:?}");
+        self.isa = isa;
     }
 
     /// Bytes of weights read per decoded token.

@@ -268,7 +268,7 @@ int main(int argc, char **argv) {
 
   /* Three requests at once. */
   static Stream a, b, c;
-  st = rill_engine_submit(g_engine, "{\"input\":\"What is the capital of France?\",\"temperature\":0,\"max_output_tokens\":48}",
+  st = rill_engine_submit(g_engine, "{\"input\":\"Name the capital of France.\",\"temperature\":0,\"max_output_tokens\":48}",
                           on_event, &a, &a.id);
   CHECK(st == RILL_STATUS_OK && a.id != 0, "submit a: %s", rill_last_error());
   st = rill_engine_submit(g_engine, "{\"input\":\"Count from one to two hundred in words.\",\"temperature\":0,\"ignore_eos\":true}", NULL, NULL,

@@ -208,7 +208,7 @@ TEST(Create, MissingModelIsNamed) {
 // ---- streams -----------------------------------------------------------------------------
 
 TEST_F(EngineTest, StreamEndsAfterTerminalEvent) {
-  rill::Stream stream = engine.stream(greedy("What is the capital of France?", 24));
+  rill::Stream stream = engine.stream(greedy("Name the capital of France.", 24));
   EXPECT_NE(stream.id().id, 0u);
   EXPECT_FALSE(stream.done());
   std::vector<std::string> events;
@@ -300,7 +300,7 @@ TEST_F(EngineTest, CallbackGetsEveryEventOnRillsThreadAndIsFreedAfterLast) {
   auto sink = std::make_shared<Sink>();
   auto token = std::make_shared<int>(0);
   std::weak_ptr<int> alive = token;
-  rill::Request id = engine.submit(greedy("What is the capital of France?", 24),
+  rill::Request id = engine.submit(greedy("Name the capital of France.", 24),
                                    [cb = record(sink), token = std::move(token)](std::string_view ev, bool last) {
                                      EXPECT_EQ(*token, 0);  // still alive at every call
                                      cb(ev, last);

@@ -26,7 +26,7 @@ from openai.types.responses import (
 
 SERVER = os.environ["RILL_SERVER_URL"].rstrip("/")
 MODEL = Path(os.environ["RILL_MODEL"]).stem
-QUESTION = "What is the capital of France?"
+QUESTION = "Name the capital of France."
 TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
 
 

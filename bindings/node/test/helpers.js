@@ -8,7 +8,7 @@ const MODEL = process.env.RILL_MODEL || path.join(root, 'models', 'SmolLM2-135M-
 if (!fs.existsSync(MODEL)) throw new Error(`model not found: ${MODEL} (set RILL_MODEL)`);
 
 const CONFIG = Object.freeze({ model: MODEL, num_threads: 2 });
-const FRANCE = Object.freeze({ input: 'What is the capital of France?', temperature: 0, max_output_tokens: 32 });
+const FRANCE = Object.freeze({ input: 'Name the capital of France.', temperature: 0, max_output_tokens: 32 });
 /** Runs until cancelled (or the engine is closed). */
 const ENDLESS = Object.freeze({ input: 'Tell me a very long story about a dragon.', temperature: 0, ignore_eos: true });
 const TERMINAL = new Set(['response.completed', 'response.incomplete', 'response.failed']);

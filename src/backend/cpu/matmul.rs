@@ -1,13 +1,17 @@
 //! Linear layers on the CPU: a weight matrix in its GGUF block format (borrowed from the
 //! memory map, or owned for tests) multiplied with a batch of activation rows. Several
-//! matrices that read the same input (Q/K/V, gate/up) run as one parallel operation over
-//! the union of their rows, with the input quantized once.
+//! matrices that read the same input (Q/K/V, gate/up) run as one parallel operation (one
+//! pool dispatch) over the union of their rows, with the input quantized once. The work
+//! is split by weight-row chunks (and, for long prompts, activation chunks); inside a
+//! chunk the ISA kernels tile rows × activations (see `dot`), like llama.cpp's
+//! `ggml_compute_forward_mul_mat` blocking. Public operations: `Linear`, `Activations`
+//! (`quantize`), `matmul_many`.
 
 use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::dot::{dot_f16, dot_f32, dot_q4_1, dot_q8_0, Isa};
+use super::dot::{dot_f16, dot_f32, gemm, Isa, QRows, QType};
 use super::pool::{SharedMut, ThreadPool};
 use super::quant::{quantize_q8, Q8Block, QK};
 use crate::model::ggml::GgmlType;
@@ -88,8 +92,59 @@ impl<'a> Activations<'a> {
     }
 }
 
+/// Weight bytes a prefill task keeps hot in L1 while every activation tile passes.
+const TASK_WEIGHT_BYTES: usize = 16 << 10;
+/// Activation bytes of one task (L2-resident while its weight rows stream past).
+const TASK_ACT_BYTES: usize = 512 << 10;
+/// Row granularity of tasks: a multiple of every ISA's tile width.
+const ROW_STEP: usize = 16;
+
+/// One unit of parallel work: output rows `rows` of job `job` for activation rows `toks`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Task {
+    job: usize,
+    rows: (usize, usize),
+    toks: (usize, usize),
+}
+
+/// Splits `n_tok` activation rows times every job's weight rows (`(rows, row_bytes)`)
+/// into tasks. Decode (a few activation rows) splits rows evenly over the threads;
+/// prefill gives each task ~16 KiB of weight rows, loaded once for all its activations.
+fn plan(
+    n_threads: usize,
+    n_tok: usize,
+    act_row_bytes: usize,
+    jobs: &[(usize, usize)],
+) -> Vec<Task> {
+    let total_rows: usize = jobs.iter().map(|j| j.0).sum();
+    let tok_chunk = (TASK_ACT_BYTES / act_row_bytes.max(1)).max(4) / 4 * 4;
+    let round = |r: usize| r.div_ceil(ROW_STEP).max(1) * ROW_STEP;
+    let mut tasks = Vec::new();
+    for t0 in (0..n_tok).step_by(tok_chunk) {
+        let toks = (t0, (t0 + tok_chunk).min(n_tok));
+        for (job, &(rows, row_bytes)) in jobs.iter().enumerate() {
+            let step = if n_tok <= 4 {
+                round(total_rows / (n_threads * 8)).min(1024)
+            } else {
+                let balanced = round(total_rows / (n_threads * 4));
+                round(TASK_WEIGHT_BYTES / row_bytes.max(1)).min(balanced)
+            };
+            for r0 in (0..rows).step_by(step) {
+                tasks.push(Task {
+                    job,
+                    rows: (r0, (r0 + step).min(rows)),
+                    toks,
+                });
+            }
+        }
+    }
+    tasks
+}
+
 /// Computes `outs[i] = W_i · x` for every `(W_i, out_i)`, output rows `[n_tokens][W_i.rows]`.
-/// All matrices must have `cols == x.cols`.
+/// All matrices must have `cols == x.cols`. Each output element is computed by the same
+/// arithmetic whatever the number of activation rows (see `dot`), so a row's result does
+/// not depend on the batch it is in.
 pub fn matmul_many(
     pool: &ThreadPool,
     isa: Isa,
@@ -98,15 +153,6 @@ pub fn matmul_many(
 ) {
     let n_tok = x.n_rows();
     let bpr = x.cols / QK;
-    let starts: Vec<usize> = jobs
-        .iter()
-        .scan(0, |acc, (w, _)| {
-            let s = *acc;
-            *acc += w.rows;
-            Some(s)
-        })
-        .collect();
-    let total_rows: usize = jobs.iter().map(|(w, _)| w.rows).sum();
     let outs: Vec<(&Linear, SharedMut<f32>)> = jobs
         .iter_mut()
         .map(|(w, o)| {
@@ -115,29 +161,53 @@ pub fn matmul_many(
             (&**w, SharedMut(o.as_mut_ptr()))
         })
         .collect();
-    // Rows per task: enough work to amortize the dispatch, enough tasks to balance.
-    let chunk = (total_rows / (pool.n_threads() * 8)).clamp(4, 256);
-    let n_tasks = total_rows.div_ceil(chunk);
-    pool.run(n_tasks, &|task| {
-        let lo = task * chunk;
-        let hi = (lo + chunk).min(total_rows);
-        for g in lo..hi {
-            let j = starts.partition_point(|&s| s <= g) - 1;
-            let (w, out) = &outs[j];
-            let r = g - starts[j];
+    let shapes: Vec<(usize, usize)> = outs
+        .iter()
+        .map(|(w, _)| (w.rows, w.ty.row_bytes(w.cols)))
+        .collect();
+    let tasks = plan(
+        pool.n_threads(),
+        n_tok,
+        bpr * std::mem::size_of::<Q8Block>(),
+        &shapes,
+    );
+    pool.run(tasks.len(), &|i| {
+        let Task { job, rows, toks } = tasks[i];
+        let (w, out) = &outs[job];
+        let rb = w.ty.row_bytes(w.cols);
+        // Element (t, r) of output `job` lives at t * w.rows + r; this task alone writes
+        // the elements with r in `rows` and t in `toks` (the plan partitions them).
+        let qtype = match w.ty {
+            GgmlType::Q4_1 => Some(QType::Q4_1),
+            GgmlType::Q8_0 => Some(QType::Q8_0),
+            _ => None,
+        };
+        if let Some(ty) = qtype {
+            let q = QRows {
+                ty,
+                bytes: &w.bytes.as_slice()[rows.0 * rb..rows.1 * rb],
+                row_bytes: rb,
+            };
+            let a = &x.q[toks.0 * bpr..toks.1 * bpr];
+            // SAFETY: see above; `out` points at n_tok * w.rows floats (checked).
+            unsafe {
+                let o = out.ptr().add(toks.0 * w.rows + rows.0);
+                gemm(isa, q, a, bpr, o, w.rows);
+            }
+            return;
+        }
+        for r in rows.0..rows.1 {
             let row = w.row(r);
-            for t in 0..n_tok {
+            for t in toks.0..toks.1 {
+                let xr = &x.x[t * x.cols..(t + 1) * x.cols];
                 let v = match w.ty {
-                    GgmlType::Q4_1 => dot_q4_1(isa, row, &x.q[t * bpr..(t + 1) * bpr]),
-                    GgmlType::Q8_0 => dot_q8_0(isa, row, &x.q[t * bpr..(t + 1) * bpr]),
-                    GgmlType::F32 => dot_f32(row, &x.x[t * x.cols..(t + 1) * x.cols]),
-                    GgmlType::F16 => dot_f16(row, &x.x[t * x.cols..(t + 1) * x.cols]),
+                    GgmlType::F32 => dot_f32(row, xr),
+                    GgmlType::F16 => dot_f16(row, xr),
                     other => {
                         unreachable!("matmul with unsupported type {other:?} (checked at load)")
                     }
                 };
-                // SAFETY: element (t, r) of output j is written by exactly one task: the
-                // one whose row range holds global row g.
+                // SAFETY: see above.
                 unsafe { *out.ptr().add(t * w.rows + r) = v };
             }
         }
@@ -148,50 +218,137 @@ pub fn matmul_many(
 mod tests {
     use super::super::quant::dequantize_row;
     use super::*;
+    use half::f16;
 
-    #[test]
-    fn matmul_matches_dequantized_reference() {
-        let pool = ThreadPool::new(2).unwrap();
-        let (rows, cols, n_tok) = (37, 64, 3);
-        let mut seed = 7u64;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
-        let x: Vec<f32> = (0..n_tok * cols).map(|_| rnd()).collect();
-        // Build a Q8_0 weight by quantizing random rows.
-        let wf: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
+    fn rnd(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
+
+    /// `rows x cols` random weights quantized to `ty` (Q8_0 or Q4_1), as GGUF stores them.
+    fn weight(ty: GgmlType, rows: usize, cols: usize, seed: &mut u64) -> Linear {
         let mut bytes = Vec::new();
-        for r in 0..rows {
-            let mut q = vec![Q8Block::default(); cols / QK];
-            quantize_q8(&wf[r * cols..(r + 1) * cols], &mut q);
-            for b in q {
-                bytes.extend_from_slice(&half::f16::from_f32(b.d).to_bits().to_le_bytes());
-                bytes.extend(b.qs.iter().map(|&v| v as u8));
+        for _ in 0..rows * cols / QK {
+            let v: Vec<f32> = (0..QK).map(|_| rnd(seed)).collect();
+            if ty == GgmlType::Q8_0 {
+                let mut q = [Q8Block::default()];
+                quantize_q8(&v, &mut q);
+                bytes.extend_from_slice(&f16::from_f32(q[0].d).to_bits().to_le_bytes());
+                bytes.extend(q[0].qs.iter().map(|&x| x as u8));
+            } else {
+                let (lo, hi) = v
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+                let d = f16::from_f32((hi - lo) / 15.0);
+                let m = f16::from_f32(lo);
+                bytes.extend_from_slice(&d.to_bits().to_le_bytes());
+                bytes.extend_from_slice(&m.to_bits().to_le_bytes());
+                let q = |x: f32| ((x - m.to_f32()) / d.to_f32()).round().clamp(0.0, 15.0) as u8;
+                bytes.extend((0..QK / 2).map(|j| q(v[j]) | (q(v[j + QK / 2]) << 4)));
             }
         }
-        let w = Linear {
-            ty: GgmlType::Q8_0,
+        Linear {
+            ty,
             rows,
             cols,
             bytes: WeightBytes::Owned(bytes),
-        };
+        }
+    }
+
+    fn run(pool: &ThreadPool, isa: Isa, x: &[f32], cols: usize, ws: &[&Linear]) -> Vec<Vec<f32>> {
+        let n_tok = x.len() / cols;
+        let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n_tok * w.rows]).collect();
         let mut scratch = Vec::new();
-        let act = Activations::quantize(&pool, &x, cols, &mut scratch);
-        let mut out = vec![0f32; n_tok * rows];
-        matmul_many(&pool, Isa::detect(), &act, &mut [(&w, &mut out)]);
-        for t in 0..n_tok {
-            for r in 0..rows {
-                let mut row = vec![0f32; cols];
-                dequantize_row(GgmlType::Q8_0, w.row(r), &mut row);
-                let want: f32 = row
-                    .iter()
-                    .zip(&x[t * cols..(t + 1) * cols])
-                    .map(|(a, b)| a * b)
-                    .sum();
-                let got = out[t * rows + r];
-                assert!((got - want).abs() < 0.02, "({t},{r}): {got} vs {want}");
+        let act = Activations::quantize(pool, x, cols, &mut scratch);
+        let mut jobs: Vec<(&Linear, &mut [f32])> = ws
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(w, o)| (*w, o.as_mut_slice()))
+            .collect();
+        matmul_many(pool, isa, &act, &mut jobs);
+        outs
+    }
+
+    #[test]
+    fn matmul_matches_dequantized_reference_on_every_isa() {
+        let pool = ThreadPool::new(2).unwrap();
+        let (rows, cols, n_tok) = (37, 64, 3);
+        let mut seed = 7u64;
+        let x: Vec<f32> = (0..n_tok * cols).map(|_| rnd(&mut seed)).collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_1] {
+            let w = weight(ty, rows, cols, &mut seed);
+            for isa in Isa::available() {
+                let out = run(&pool, isa, &x, cols, &[&w]).remove(0);
+                for t in 0..n_tok {
+                    for r in 0..rows {
+                        let mut row = vec![0f32; cols];
+                        dequantize_row(ty, w.row(r), &mut row);
+                        let want: f32 = row
+                            .iter()
+                            .zip(&x[t * cols..(t + 1) * cols])
+                            .map(|(a, b)| a * b)
+                            .sum();
+                        let got = out[t * rows + r];
+                        assert!(
+                            (got - want).abs() < 0.03,
+                            "{isa:?} {ty:?} ({t},{r}): {got} vs {want}"
+                        );
+                    }
+                }
             }
+        }
+    }
+
+    #[test]
+    fn a_row_alone_gives_the_bits_it_gives_inside_a_37_row_batch() {
+        let pool = ThreadPool::new(2).unwrap();
+        let (cols, n_tok) = (96, 37);
+        let mut seed = 11u64;
+        let x: Vec<f32> = (0..n_tok * cols).map(|_| rnd(&mut seed) * 4.0).collect();
+        // Two matrices in one dispatch, row counts that are not tile multiples.
+        let wa = weight(GgmlType::Q4_1, 53, cols, &mut seed);
+        let wb = weight(GgmlType::Q8_0, 21, cols, &mut seed);
+        let portable = run(&pool, Isa::Portable, &x, cols, &[&wa, &wb]);
+        for isa in Isa::available() {
+            let batch = run(&pool, isa, &x, cols, &[&wa, &wb]);
+            for (j, w) in [&wa, &wb].iter().enumerate() {
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&batch[j]),
+                    bits(&portable[j]),
+                    "{isa:?} vs portable, matrix {j}"
+                );
+                for t in 0..n_tok {
+                    let alone = run(&pool, isa, &x[t * cols..(t + 1) * cols], cols, &[&wa, &wb]);
+                    assert_eq!(
+                        bits(&alone[j]),
+                        bits(&batch[j][t * w.rows..(t + 1) * w.rows]),
+                        "{isa:?}: row {t} alone differs from row {t} of the batch, matrix {j}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_plan_partitions_every_output_once() {
+        for (threads, n_tok, act_bytes) in [(2, 1, 1152), (2, 37, 1152), (4, 700, 3072), (1, 5, 64)]
+        {
+            let jobs = [(576, 360), (192, 360), (49152, 612), (5, 20)];
+            let tasks = plan(threads, n_tok, act_bytes, &jobs);
+            let mut seen: Vec<Vec<u8>> = jobs.iter().map(|j| vec![0; j.0 * n_tok]).collect();
+            for t in &tasks {
+                assert!(t.rows.0 < t.rows.1 && t.toks.0 < t.toks.1, "{t:?}");
+                for r in t.rows.0..t.rows.1 {
+                    for k in t.toks.0..t.toks.1 {
+                        seen[t.job][k * jobs[t.job].0 + r] += 1;
+                    }
+                }
+            }
+            assert!(
+                seen.iter().flatten().all(|&c| c == 1),
+                "{threads} threads, {n_tok} tokens"
+            );
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The CPU backend: a persistent thread pool, quantized dot-product kernels (AVX2 with a
-//! portable fallback chosen at run time), linear layers over GGUF blocks, the row
-//! operations of the transformer, and the KV store.
+//! The CPU backend: a persistent thread pool, quantized dot-product kernels (AVX-512 VNNI,
+//! AVX2 or NEON chosen at run time, all bit-identical to the portable reference), linear
+//! layers over GGUF blocks, the row operations of the transformer, and the KV store.
 
 pub mod dot;
 pub mod kv;

@@ -26,10 +26,25 @@ struct Job {
     n_tasks: usize,
 }
 
+/// A value on cache lines of its own, so that threads hammering one atomic do not
+/// invalidate the line another thread is spinning on.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 struct Shared {
+    /// Bumped once per `run`; workers spin on it (with `shutdown` and `job`, read-mostly).
     epoch: AtomicU64,
-    next: AtomicUsize,
-    pending: AtomicUsize,
+    /// The next task index: every thread takes tasks from it.
+    next: Padded<AtomicUsize>,
+    /// Workers still inside the current job: the caller spins on it.
+    pending: Padded<AtomicUsize>,
     shutdown: AtomicBool,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
     lock: Mutex<()>,
@@ -58,8 +73,8 @@ impl ThreadPool {
         let noop: &'static TaskFn = &|_| {};
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
-            next: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            next: Padded(AtomicUsize::new(0)),
+            pending: Padded(AtomicUsize::new(0)),
             shutdown: AtomicBool::new(false),
             panic: Mutex::new(None),
             lock: Mutex::new(()),

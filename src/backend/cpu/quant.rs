@@ -1,7 +1,9 @@
 //! Block formats of the CPU backend: activation quantization (Q8 blocks of 32, as
 //! llama.cpp's `quantize_row_q8_0` / `quantize_row_q8_1`: scale rounded through f16,
 //! values rounded to nearest-even like its AVX2 path) and dequantization of weight rows
-//! (used for the embedding lookup and tests).
+//! (used for the embedding lookup and tests). Public operations: `quantize_q8` (vector
+//! code of the best ISA, bit-identical to `quantize_q8_portable`), `dequantize_row`,
+//! `f16_to_f32`, `read_f16`.
 
 use std::sync::OnceLock;
 
@@ -13,13 +15,16 @@ use crate::model::ggml::GgmlType;
 pub(crate) const QK: usize = 32;
 
 /// One block of 32 activations quantized to i8. `d` is the scale and `s = d * sum(qs)`
-/// (the Q8_1 extra term), both already rounded through f16 as ggml stores them.
-#[derive(Clone, Copy, Debug)]
+/// (the Q8_1 extra term), both already rounded through f16 as ggml stores them; `sum` is
+/// the exact `sum(qs)` (the AVX-512 Q8_0 kernel offsets weights by 128 and subtracts
+/// `128 * sum`).
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C, align(32))]
 pub struct Q8Block {
     pub qs: [i8; QK],
     pub d: f32,
     pub s: f32,
+    pub sum: i32,
 }
 
 impl Default for Q8Block {
@@ -28,6 +33,7 @@ impl Default for Q8Block {
             qs: [0; QK],
             d: 0.0,
             s: 0.0,
+            sum: 0,
         }
     }
 }
@@ -45,12 +51,18 @@ pub fn read_f16(b: &[u8]) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
 }
 
-fn round_f16(x: f32) -> f32 {
+pub(crate) fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
 
-/// Quantizes `x` (length a multiple of 32) into `out`.
+/// Quantizes `x` (length a multiple of 32) into `out` with the best kernel set; the bits
+/// are those of [`quantize_q8_portable`] on every ISA.
 pub fn quantize_q8(x: &[f32], out: &mut [Q8Block]) {
+    super::dot::quantize_q8(super::dot::Isa::detect(), x, out);
+}
+
+/// The reference quantizer (length a multiple of 32).
+pub fn quantize_q8_portable(x: &[f32], out: &mut [Q8Block]) {
     for (chunk, blk) in x.chunks_exact(QK).zip(out.iter_mut()) {
         let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
@@ -63,6 +75,7 @@ pub fn quantize_q8(x: &[f32], out: &mut [Q8Block]) {
         }
         blk.d = round_f16(d);
         blk.s = round_f16(d * sum as f32);
+        blk.sum = sum;
     }
 }
 

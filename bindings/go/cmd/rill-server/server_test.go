@@ -89,7 +89,7 @@ func TestServerEndToEnd(t *testing.T) {
 	}
 
 	// Streaming: one SSE per event, named by its type, ending with the terminal event.
-	resp := post(context.Background(), `{"input":"What is the capital of France?","temperature":0,"max_output_tokens":32,"stream":true}`)
+	resp := post(context.Background(), `{"input":"Name the capital of France.","temperature":0,"max_output_tokens":32,"stream":true}`)
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream; charset=utf-8" {
 		t.Fatalf("stream: %d %v", resp.StatusCode, resp.Header)
 	}
@@ -131,7 +131,7 @@ func TestServerEndToEnd(t *testing.T) {
 	}
 
 	// Non-streaming: the terminal event's response object.
-	resp = post(context.Background(), `{"input":"What is the capital of France?","temperature":0,"max_output_tokens":32}`)
+	resp = post(context.Background(), `{"input":"Name the capital of France.","temperature":0,"max_output_tokens":32}`)
 	var final map[string]any
 	_ = json.NewDecoder(resp.Body).Decode(&final)
 	resp.Body.Close()

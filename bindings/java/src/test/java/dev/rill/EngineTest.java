@@ -123,7 +123,7 @@ class EngineTest {
 
     @Test
     void runsRequestsConcurrentlyFromSeveralThreads() throws Exception {
-        String[] prompts = {"What is the capital of France?", "Name three colors.", "What is two plus two?",
+        String[] prompts = {"Name the capital of France.", "Name three colors.", "What is two plus two?",
                 "Write a haiku about the sea.", "What is the largest planet?"};
         int n = prompts.length;
         long submittedBefore = counters(engine).getLong("submitted");

@@ -19,7 +19,7 @@ import static org.junit.jupiter.api.Assertions.fail;
 
 /** Shared helpers: the model, request bodies, and checks of a whole event stream. */
 final class TestSupport {
-    static final String FRANCE = "{\"input\": \"What is the capital of France?\", \"temperature\": 0, \"max_output_tokens\": 32}";
+    static final String FRANCE = "{\"input\": \"Name the capital of France.\", \"temperature\": 0, \"max_output_tokens\": 32}";
     /** Runs until cancelled. */
     static final String ENDLESS = "{\"input\": \"Tell me a very long story.\", \"temperature\": 0, \"ignore_eos\": true}";
     static final Set<String> TERMINAL = Set.of("response.completed", "response.incomplete", "response.failed");
