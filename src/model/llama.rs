@@ -13,8 +13,8 @@ use super::gguf::{GgufFile, TensorInfo};
 use super::{ModelConfig, StepBatch};
 use crate::backend::cpu::dot::{axpy_f16, dot_f16_f16, Isa};
 use crate::backend::cpu::kv::PagedKv;
-use crate::backend::cpu::matmul::{matmul_many, Activations, Linear, WeightBytes};
-use crate::backend::cpu::ops::{add_assign, rms_norm, silu_mul, Rope};
+use crate::backend::cpu::matmul::{matmul_many, matmul_swiglu, Activations, Linear, WeightBytes};
+use crate::backend::cpu::ops::{add_assign, rms_norm, Rope};
 use crate::backend::cpu::pool::{SharedMut, ThreadPool};
 use crate::backend::cpu::quant::{dequantize_row, Q8Block};
 use crate::error::{Error, Result};
@@ -297,14 +297,9 @@ impl Llama {
             norm_rows(pool, &x, &layer.ffn_norm, c.rms_eps, &mut xn, dim);
             {
                 let a = Activations::quantize(pool, &xn, dim, &mut qscratch);
-                matmul_many(
-                    pool,
-                    self.isa,
-                    &a,
-                    &mut [(&layer.w_gate, &mut gate), (&layer.w_up, &mut up)],
-                );
+                let (gate, up) = ((&layer.w_gate, &mut gate[..]), (&layer.w_up, &mut up[..]));
+                matmul_swiglu(pool, self.isa, &a, gate, up);
             }
-            silu_mul(&mut gate, &up);
             {
                 let a = Activations::quantize(pool, &gate, c.ffn_dim, &mut qscratch);
                 matmul_many(pool, self.isa, &a, &mut [(&layer.w_down, &mut proj)]);

@@ -5,13 +5,15 @@
 //! is split by weight-row chunks (and, for long prompts, activation chunks); inside a
 //! chunk the ISA kernels tile rows × activations (see `dot`), like llama.cpp's
 //! `ggml_compute_forward_mul_mat` blocking. Public operations: `Linear`, `Activations`
-//! (`quantize`), `matmul_many`.
+//! (`quantize`), `matmul_many`, `matmul_swiglu` (gate/up products and the SwiGLU
+//! activation in one dispatch).
 
 use std::sync::Arc;
 
 use memmap2::Mmap;
 
 use super::dot::{dot_f16, dot_f32, gemm, Isa, QRows, QType};
+use super::ops::silu_mul;
 use super::pool::{SharedMut, ThreadPool};
 use super::quant::{quantize_q8, Q8Block, QK};
 use crate::model::ggml::GgmlType;
@@ -174,44 +176,98 @@ pub fn matmul_many(
     pool.run(tasks.len(), &|i| {
         let Task { job, rows, toks } = tasks[i];
         let (w, out) = &outs[job];
-        let rb = w.ty.row_bytes(w.cols);
-        // Element (t, r) of output `job` lives at t * w.rows + r; this task alone writes
-        // the elements with r in `rows` and t in `toks` (the plan partitions them).
-        let qtype = match w.ty {
-            GgmlType::Q4_1 => Some(QType::Q4_1),
-            GgmlType::Q8_0 => Some(QType::Q8_0),
-            _ => None,
-        };
-        if let Some(ty) = qtype {
-            let q = QRows {
-                ty,
-                bytes: &w.bytes.as_slice()[rows.0 * rb..rows.1 * rb],
-                row_bytes: rb,
-            };
-            let a = &x.q[toks.0 * bpr..toks.1 * bpr];
-            // SAFETY: see above; `out` points at n_tok * w.rows floats (checked).
-            unsafe {
-                let o = out.ptr().add(toks.0 * w.rows + rows.0);
-                gemm(isa, q, a, bpr, o, w.rows);
-            }
-            return;
-        }
-        for r in rows.0..rows.1 {
-            let row = w.row(r);
+        // SAFETY: `out` holds n_tok * w.rows floats (checked); the plan gives this block
+        // to this task alone.
+        unsafe { compute_block(isa, x, w, out.ptr(), rows, toks) };
+    });
+}
+
+/// SwiGLU: `gate = silu(W_gate · x) * (W_up · x)`, with `up` as scratch for the second
+/// product. One task computes both products of a row chunk and applies the activation
+/// to it, so the element-wise part runs in parallel too; the bits are those of
+/// `matmul_many` followed by `silu_mul`.
+pub fn matmul_swiglu(
+    pool: &ThreadPool,
+    isa: Isa,
+    x: &Activations,
+    (w_gate, gate): (&Linear, &mut [f32]),
+    (w_up, up): (&Linear, &mut [f32]),
+) {
+    let n_tok = x.n_rows();
+    let rows = w_gate.rows;
+    assert!(
+        w_gate.cols == x.cols && w_up.cols == x.cols,
+        "swiglu: weight cols"
+    );
+    assert_eq!(w_up.rows, rows, "swiglu: gate and up rows");
+    assert!(
+        gate.len() >= n_tok * rows && up.len() >= n_tok * rows,
+        "swiglu: outputs"
+    );
+    let row_bytes = w_gate.ty.row_bytes(x.cols) + w_up.ty.row_bytes(x.cols);
+    let act_row_bytes = x.cols / QK * std::mem::size_of::<Q8Block>();
+    let tasks = plan(pool.n_threads(), n_tok, act_row_bytes, &[(rows, row_bytes)]);
+    let (g, u) = (SharedMut(gate.as_mut_ptr()), SharedMut(up.as_mut_ptr()));
+    pool.run(tasks.len(), &|i| {
+        let Task { rows: rr, toks, .. } = tasks[i];
+        // SAFETY: both outputs hold n_tok * rows floats (checked); the plan gives block
+        // (rr, toks) of both to this task alone, and the slices below lie in that block.
+        unsafe {
+            compute_block(isa, x, w_gate, g.ptr(), rr, toks);
+            compute_block(isa, x, w_up, u.ptr(), rr, toks);
             for t in toks.0..toks.1 {
-                let xr = &x.x[t * x.cols..(t + 1) * x.cols];
-                let v = match w.ty {
-                    GgmlType::F32 => dot_f32(row, xr),
-                    GgmlType::F16 => dot_f16(row, xr),
-                    other => {
-                        unreachable!("matmul with unsupported type {other:?} (checked at load)")
-                    }
-                };
-                // SAFETY: see above.
-                unsafe { *out.ptr().add(t * w.rows + r) = v };
+                let (off, len) = (t * rows + rr.0, rr.1 - rr.0);
+                let gs = std::slice::from_raw_parts_mut(g.ptr().add(off), len);
+                silu_mul(gs, std::slice::from_raw_parts(u.ptr().add(off), len));
             }
         }
     });
+}
+
+/// Computes block `rows x toks` of `out = W · x`: element `(t, r)` at `t * w.rows + r`.
+///
+/// # Safety
+/// `out` points at `n_tok * w.rows` floats, and no other thread accesses the block's
+/// elements during the call.
+unsafe fn compute_block(
+    isa: Isa,
+    x: &Activations,
+    w: &Linear,
+    out: *mut f32,
+    rows: (usize, usize),
+    toks: (usize, usize),
+) {
+    let bpr = x.cols / QK;
+    let rb = w.ty.row_bytes(w.cols);
+    let qtype = match w.ty {
+        GgmlType::Q4_1 => Some(QType::Q4_1),
+        GgmlType::Q8_0 => Some(QType::Q8_0),
+        _ => None,
+    };
+    if let Some(ty) = qtype {
+        let q = QRows {
+            ty,
+            bytes: &w.bytes.as_slice()[rows.0 * rb..rows.1 * rb],
+            row_bytes: rb,
+        };
+        let a = &x.q[toks.0 * bpr..toks.1 * bpr];
+        // SAFETY: per this function's contract.
+        unsafe { gemm(isa, q, a, bpr, out.add(toks.0 * w.rows + rows.0), w.rows) };
+        return;
+    }
+    for r in rows.0..rows.1 {
+        let row = w.row(r);
+        for t in toks.0..toks.1 {
+            let xr = &x.x[t * x.cols..(t + 1) * x.cols];
+            let v = match w.ty {
+                GgmlType::F32 => dot_f32(row, xr),
+                GgmlType::F16 => dot_f16(row, xr),
+                other => unreachable!("matmul with unsupported type {other:?} (checked at load)"),
+            };
+            // SAFETY: per this function's contract.
+            unsafe { *out.add(t * w.rows + r) = v };
+        }
+    }
 }
 
 #[cfg(test)]
@@ -326,6 +382,29 @@ mod tests {
                         "{isa:?}: row {t} alone differs from row {t} of the batch, matrix {j}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn swiglu_gives_the_bits_of_matmul_then_silu_mul() {
+        let pool = ThreadPool::new(2).unwrap();
+        let (cols, rows) = (64, 45);
+        let mut seed = 3u64;
+        let wg = weight(GgmlType::Q4_1, rows, cols, &mut seed);
+        let wu = weight(GgmlType::Q8_0, rows, cols, &mut seed);
+        for n_tok in [1usize, 7] {
+            let x: Vec<f32> = (0..n_tok * cols).map(|_| rnd(&mut seed)).collect();
+            for isa in Isa::available() {
+                let mut want = run(&pool, isa, &x, cols, &[&wg, &wu]);
+                let up = want.pop().unwrap();
+                silu_mul(&mut want[0], &up);
+                let (mut g, mut u) = (vec![0f32; n_tok * rows], vec![0f32; n_tok * rows]);
+                let mut scratch = Vec::new();
+                let act = Activations::quantize(&pool, &x, cols, &mut scratch);
+                matmul_swiglu(&pool, isa, &act, (&wg, &mut g), (&wu, &mut u));
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&g), bits(&want[0]), "{isa:?}, {n_tok} rows");
             }
         }
     }
