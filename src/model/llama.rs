@@ -365,7 +365,16 @@ impl Llama {
             let (t, h) = (task / n_heads, task % n_heads);
             let pos = batch.positions[t];
             let table = &batch.seqs[batch.token_seq[t]].block_table;
-            let slot = |j: usize| table[j / bs] as usize * bs + j % bs;
+            // The KV slots of positions 0..=pos, block by block (no division per key).
+            let slots = || {
+                table
+                    .iter()
+                    .flat_map(move |&b| {
+                        let base = b as usize * bs;
+                        base..base + bs
+                    })
+                    .take(pos + 1)
+            };
             let kvh = h / group;
             // SAFETY: task (t, h) writes only out[t][h*hd..(h+1)*hd].
             let o = unsafe {
@@ -382,8 +391,8 @@ impl Llama {
                 );
                 scores.clear();
                 let mut max = f32::NEG_INFINITY;
-                for j in 0..=pos {
-                    let kj = &ks[slot(j) * kv_dim + kvh * hd..][..hd];
+                for slot in slots() {
+                    let kj = &ks[slot * kv_dim + kvh * hd..][..hd];
                     let sc = dot_f16_f16(isa, kj, qh) * scale;
                     max = max.max(sc);
                     scores.push(sc);
@@ -395,11 +404,11 @@ impl Llama {
                 }
                 o.fill(0.0);
                 let inv = 1.0 / sum;
-                for (j, &p) in scores.iter().enumerate() {
+                for (slot, &p) in slots().zip(scores.iter()) {
                     // The probabilities meet the f16 V cache as f16, as in llama.cpp's
                     // KQ·V product.
                     let w = f16::from_f32(p * inv).to_f32();
-                    axpy_f16(isa, o, w, &vs[slot(j) * kv_dim + kvh * hd..][..hd]);
+                    axpy_f16(isa, o, w, &vs[slot * kv_dim + kvh * hd..][..hd]);
                 }
             });
         });
