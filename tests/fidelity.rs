@@ -123,10 +123,10 @@ fn step(
         seqs: vec![SeqMeta {
             token_start: 0,
             num_tokens: n,
-            context_len: tokens.len(),
-            block_table: (0..BLOCKS as u32).collect(),
+            blocks: 0..BLOCKS,
             want_logits: true,
         }],
+        block_tables: (0..BLOCKS as u32).collect(),
         block_size: BLOCK,
     };
     model.forward(pool, kv, &batch).remove(0)

@@ -364,7 +364,7 @@ impl Llama {
         pool.run(batch.token_ids.len() * n_heads, &|task| {
             let (t, h) = (task / n_heads, task % n_heads);
             let pos = batch.positions[t];
-            let table = &batch.seqs[batch.token_seq[t]].block_table;
+            let table = batch.block_table(batch.token_seq[t]);
             // The KV slots of positions 0..=pos, block by block (no division per key).
             let slots = || {
                 table

@@ -30,15 +30,13 @@ impl ModelConfig {
     }
 }
 
-/// One sequence's part of a step: `num_tokens` flat tokens from `token_start`, at
-/// positions `context_len - num_tokens ..context_len`, K/V reached through `block_table`.
+/// One sequence's part of a step: `num_tokens` flat tokens from `token_start`, K/V
+/// reached through its block table, `StepBatch::block_tables[blocks]`.
 #[derive(Clone, Debug, Default)]
 pub struct SeqMeta {
     pub token_start: usize,
     pub num_tokens: usize,
-    /// Tokens in the cache after this step (computed before + this step's).
-    pub context_len: usize,
-    pub block_table: Vec<u32>,
+    pub blocks: std::ops::Range<usize>,
     /// Whether the logits of the last token are needed (the last chunk of a prefill, or a
     /// decode).
     pub want_logits: bool,
@@ -55,5 +53,14 @@ pub struct StepBatch {
     /// The sequence (index into `seqs`) of each token.
     pub token_seq: Vec<usize>,
     pub seqs: Vec<SeqMeta>,
+    /// Every sequence's block table, back to back.
+    pub block_tables: Vec<u32>,
     pub block_size: usize,
+}
+
+impl StepBatch {
+    /// The block table of sequence `seq`.
+    pub fn block_table(&self, seq: usize) -> &[u32] {
+        &self.block_tables[self.seqs[seq].blocks.clone()]
+    }
 }

@@ -15,6 +15,7 @@ pub fn build<P>(sched: &Scheduler<P>, out: &SchedulerOutput) -> StepBatch {
         slot_mapping: Vec::with_capacity(n),
         token_seq: Vec::with_capacity(n),
         seqs: Vec::with_capacity(out.scheduled.len()),
+        block_tables: Vec::new(),
         block_size: bs,
     };
     for s in &out.scheduled {
@@ -23,11 +24,12 @@ pub fn build<P>(sched: &Scheduler<P>, out: &SchedulerOutput) -> StepBatch {
         let end = start + s.num_new_tokens;
         let table = sched.kv.block_table(r.id);
         let seq = b.seqs.len();
+        let first = b.block_tables.len();
+        b.block_tables.extend_from_slice(table);
         b.seqs.push(SeqMeta {
             token_start: b.token_ids.len(),
             num_tokens: s.num_new_tokens,
-            context_len: end,
-            block_table: table.to_vec(),
+            blocks: first..b.block_tables.len(),
             want_logits: end == r.tokens.len(),
         });
         for pos in start..end {
@@ -65,7 +67,7 @@ mod tests {
         let out = s.schedule();
         let b = build(&s, &out);
         assert_eq!(b.positions, vec![0, 1, 2]);
-        assert_eq!(b.seqs[0].context_len, 3);
+        assert_eq!(b.block_table(0), s.kv.block_table(2));
         assert!(b.token_seq.iter().all(|&q| q == 0));
     }
 }

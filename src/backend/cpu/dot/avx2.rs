@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::super::quant::{Q8Block, QK};
-use super::{QType, Tiles};
+use super::{lane_rows, QType, Tiles};
 
 /// The AVX2 tile kernels.
 pub struct Avx2;
@@ -38,20 +38,12 @@ impl Tiles for Avx2 {
     }
 }
 
-/// Per-lane row pointers (lanes past `n` repeat the last row; their results are never
-/// stored) and their byte offsets for gathers.
+/// `lane_rows` for 8 lanes, with the offsets in a vector for gathers.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn lanes(w: *const u8, rb: usize, n: usize) -> (__m256i, [*const u8; 8]) {
-    let mut off = [0i32; 8];
-    let mut rows = [w; 8];
-    for k in 0..8 {
-        let r = k.min(n - 1);
-        // `gemm` checked that 16 rows of offsets fit an i32.
-        off[k] = (r * rb) as i32;
-        // SAFETY: r < n rows of rb bytes.
-        rows[k] = unsafe { w.add(r * rb) };
-    }
+    // SAFETY: the caller passes n >= 1 rows of rb bytes.
+    let (off, rows) = unsafe { lane_rows::<8>(w, rb, n) };
     // SAFETY: reads the 32 bytes of `off`.
     (
         unsafe { _mm256_loadu_si256(off.as_ptr() as *const __m256i) },

@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::super::quant::{Q8Block, QK};
-use super::{QType, Tiles};
+use super::{lane_rows, QType, Tiles};
 
 /// The AVX-512 tile kernels.
 pub struct Avx512;
@@ -38,21 +38,12 @@ impl Tiles for Avx512 {
     }
 }
 
-/// Per-lane row pointers (lanes past `n` repeat the last row, so every load stays
-/// inside the matrix; their results are never stored) and their byte offsets for
-/// gathers.
+/// `lane_rows` for 16 lanes, with the offsets in a vector for gathers.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn lanes(w: *const u8, rb: usize, n: usize) -> (__m512i, [*const u8; 16]) {
-    let mut off = [0i32; 16];
-    let mut rows = [w; 16];
-    for k in 0..16 {
-        let r = k.min(n - 1);
-        // `gemm` checked that 16 rows of offsets fit an i32.
-        off[k] = (r * rb) as i32;
-        // SAFETY: r < n rows of rb bytes.
-        rows[k] = unsafe { w.add(r * rb) };
-    }
+    // SAFETY: the caller passes n >= 1 rows of rb bytes.
+    let (off, rows) = unsafe { lane_rows::<16>(w, rb, n) };
     // SAFETY: reads the 64 bytes of `off`.
     (
         unsafe { _mm512_loadu_si512(off.as_ptr() as *const _) },

@@ -291,6 +291,29 @@ unsafe fn tile_n<K: Tiles, const T: usize>(args: TileArgs) {
     unsafe { K::tile::<T>(ty, w, rb, n, aa, bpr, oo) }
 }
 
+/// Per-lane row pointers of an `L`-row tile and their byte offsets (for gathers); lanes
+/// past `n` repeat the last row, so every load stays inside the matrix (their results
+/// are never stored). `gemm` checks that the offsets of a tile fit an i32.
+///
+/// # Safety
+/// `w` points at `n >= 1` rows of `rb` bytes.
+#[inline]
+pub(super) unsafe fn lane_rows<const L: usize>(
+    w: *const u8,
+    rb: usize,
+    n: usize,
+) -> ([i32; L], [*const u8; L]) {
+    let mut off = [0i32; L];
+    let mut rows = [w; L];
+    for k in 0..L {
+        let r = k.min(n - 1);
+        off[k] = (r * rb) as i32;
+        // SAFETY: r < n rows of rb bytes.
+        rows[k] = unsafe { w.add(r * rb) };
+    }
+    (off, rows)
+}
+
 /// The reference kernels: one pair at a time.
 struct Portable;
 

@@ -12,7 +12,7 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::super::quant::{round_f16, Q8Block, QK};
-use super::{QType, Tiles};
+use super::{lane_rows, QType, Tiles};
 
 /// The NEON tile kernels.
 pub struct Neon;
@@ -71,12 +71,8 @@ fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 /// Per-lane row pointers; lanes past `n` repeat the last row (never stored).
 #[inline]
 unsafe fn lanes(w: *const u8, rb: usize, n: usize) -> [*const u8; 4] {
-    let mut rows = [w; 4];
-    for (k, r) in rows.iter_mut().enumerate() {
-        // SAFETY: min(k, n - 1) < n rows of rb bytes.
-        *r = unsafe { w.add(k.min(n - 1) * rb) };
-    }
-    rows
+    // SAFETY: the caller passes n >= 1 rows of rb bytes.
+    unsafe { lane_rows::<4>(w, rb, n) }.1
 }
 
 /// The 32 bits at `off` of four rows.
