@@ -68,14 +68,14 @@ pub struct KvLayout {
 
 /// Engine thread state.
 pub struct EngineCore {
-    pub model: Llama,
-    pub pool: ThreadPool,
+    model: Llama,
+    pool: ThreadPool,
     kv: PagedKv,
     sched: Scheduler<SeqState>,
     layout: KvLayout,
-    pub eog_ids: Vec<u32>,
-    pub shared: Arc<Shared>,
-    pub out: Sender<Output>,
+    eog_ids: Vec<u32>,
+    shared: Arc<Shared>,
+    out: Sender<Output>,
 }
 
 impl EngineCore {

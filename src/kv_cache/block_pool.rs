@@ -73,10 +73,6 @@ impl BlockPool {
         pool
     }
 
-    pub fn num_blocks(&self) -> usize {
-        self.blocks.len()
-    }
-
     /// Blocks not referenced by any request (including cached ones that can be evicted).
     pub fn num_free(&self) -> usize {
         self.num_free

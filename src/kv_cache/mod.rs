@@ -55,10 +55,6 @@ impl KvCacheManager {
         self.block_size
     }
 
-    pub fn num_blocks(&self) -> usize {
-        self.pool.num_blocks()
-    }
-
     pub fn num_free_blocks(&self) -> usize {
         self.pool.num_free()
     }

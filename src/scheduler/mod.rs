@@ -27,7 +27,6 @@ pub struct Request<P> {
     pub num_computed_tokens: usize,
     /// Prompt tokens served from the prefix cache when first scheduled.
     pub num_cached_tokens: Option<usize>,
-    pub num_preemptions: u32,
     pub payload: P,
 }
 
@@ -39,7 +38,6 @@ impl<P> Request<P> {
             tokens: prompt,
             num_computed_tokens: 0,
             num_cached_tokens: None,
-            num_preemptions: 0,
             payload,
         }
     }
@@ -199,7 +197,6 @@ impl<P> Scheduler<P> {
     fn preempt(&mut self, mut r: Request<P>) {
         self.kv.free(r.id);
         r.num_computed_tokens = 0;
-        r.num_preemptions += 1;
         self.waiting.push_front(r);
     }
 
