@@ -76,10 +76,7 @@ fn chat_template_renders_like_jinja2() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| ChatMessage {
-                role: m["role"].as_str().unwrap().into(),
-                content: m["content"].as_str().unwrap().into(),
-            })
+            .map(|m| ChatMessage::text(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
             .collect();
         let out = t
             .render(

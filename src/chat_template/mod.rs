@@ -1,17 +1,80 @@
-//! Chat templates: the Jinja template shipped with the model (GGUF `tokenizer.chat_template`)
-//! rendered with minijinja configured as Hugging Face configures Jinja2 (`trim_blocks`,
-//! `lstrip_blocks`, Python string methods, `raise_exception`, `strftime_now`).
+//! Chat templates: the Jinja template shipped with the model (GGUF `tokenizer.chat_template`,
+//! or `chat_template.jinja` / `tokenizer_config.json` next to a Hugging Face checkpoint)
+//! rendered as transformers' `apply_chat_template` renders it with Jinja2: the same
+//! environment (see [`hf_env`]) and the same inputs (`messages`, `tools`, `documents`,
+//! `add_generation_prompt`, then the kwargs: `bos_token`, `eos_token`, `enable_thinking`
+//! and others only when set). `tests/chat_templates.rs` compares the output byte for byte
+//! with Jinja2's on real templates (fixture from `scripts/models/template_reference.py`).
+//!
+//! Public operations: [`ChatTemplate::new`], [`ChatTemplate::render`],
+//! [`hf_template_source`]; the inputs [`ChatMessage`], [`ToolCall`], [`RenderOptions`].
 
-use minijinja::{context, Environment, ErrorKind, Value};
-use serde::Serialize;
+mod hf_env;
+mod pyfmt;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use minijinja::{Environment, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// One chat message as templates see it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One chat message as templates see it (the OpenAI chat message shape that Hugging Face
+/// templates read). Absent optional fields are *undefined* in the template, not none,
+/// because templates test `message.reasoning_content is defined`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ChatMessage {
     pub role: String,
-    pub content: String,
+    /// The text; absent for assistant turns that only call tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// An assistant turn's reasoning (what Qwen3 wraps in `<think>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// An assistant turn's tool calls; an empty list is left out of the message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For `tool` messages: the call this result answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For `tool` messages: the function's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    /// A plain text message.
+    pub fn text(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: Some(content.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// One tool call of an assistant turn: `{"id"?, "type": "function", "function": {...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolCall {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Always `"function"` today.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".to_owned()
+}
+
+/// The function a tool call names, with its arguments as a JSON object (templates write
+/// `arguments | tojson` or iterate it; a JSON string is passed through as a string).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: serde_json::Value,
 }
 
 /// A compiled chat template.
@@ -22,26 +85,25 @@ pub struct ChatTemplate {
 }
 
 /// Extra template inputs from the request.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub struct RenderOptions<'a> {
     pub add_generation_prompt: bool,
+    /// Passed as `reasoning_effort` only when set.
     pub reasoning_effort: Option<&'a str>,
+    /// Tool schemas as Hugging Face passes them (`[{"type": "function", "function":
+    /// {...}}]`); `tools` is none in the template when this is `None`.
+    pub tools: Option<&'a serde_json::Value>,
+    /// Passed as `enable_thinking` only when set (Qwen3 tests `is defined`).
+    pub enable_thinking: Option<bool>,
+    /// More template kwargs (`chat_template_kwargs`); the named options above win over
+    /// these, and `messages`, `tools`, `documents`, `add_generation_prompt` cannot be set.
+    pub kwargs: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ChatTemplate {
     /// Compiles `source`.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
-        let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<Value, minijinja::Error> {
-                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
-        env.add_function("strftime_now", |fmt: String| strftime_now(&fmt));
+        let mut env = hf_env::environment();
         env.add_template_owned("chat", source.to_owned())
             .map_err(|e| Error::Template(format!("{e:#}")))?;
         Ok(ChatTemplate {
@@ -57,43 +119,80 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| Error::Template(e.to_string()))?;
-        tmpl.render(context! {
-            messages => messages,
-            add_generation_prompt => opts.add_generation_prompt,
-            bos_token => self.bos_token,
-            eos_token => self.eos_token,
-            reasoning_effort => opts.reasoning_effort,
-        })
-        .map_err(|e| Error::Template(format!("{e:#}")))
+        let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
+        for (k, v) in opts.kwargs.into_iter().flatten() {
+            ctx.insert(k.clone(), Value::from_serialize(v));
+        }
+        ctx.insert("bos_token".into(), Value::from(self.bos_token.as_str()));
+        ctx.insert("eos_token".into(), Value::from(self.eos_token.as_str()));
+        if let Some(effort) = opts.reasoning_effort {
+            ctx.insert("reasoning_effort".into(), Value::from(effort));
+        }
+        if let Some(t) = opts.enable_thinking {
+            ctx.insert("enable_thinking".into(), Value::from(t));
+        }
+        ctx.insert("messages".into(), Value::from_serialize(messages));
+        ctx.insert(
+            "tools".into(),
+            opts.tools
+                .map(Value::from_serialize)
+                .unwrap_or(Value::from(())),
+        );
+        ctx.insert("documents".into(), Value::from(()));
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::from(opts.add_generation_prompt),
+        );
+        tmpl.render(Value::from(ctx))
+            .map_err(|e| Error::Template(format!("{e:#}")))
     }
 }
 
-/// `strftime_now(fmt)`: the local time formatted by the C library, as Python's would.
-fn strftime_now(fmt: &str) -> std::result::Result<String, minijinja::Error> {
-    let cfmt = std::ffi::CString::new(fmt).map_err(|_| {
-        minijinja::Error::new(ErrorKind::InvalidOperation, "strftime_now: NUL in format")
-    })?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: `time` and `localtime_r` write into the locals we pass; `strftime` writes at
-    // most `buf.len()` bytes into `buf` and returns how many it wrote.
-    let n = unsafe {
-        let t = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            return Err(minijinja::Error::new(
-                ErrorKind::InvalidOperation,
-                "strftime_now: no local time",
-            ));
-        }
-        libc::strftime(
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-            cfmt.as_ptr(),
-            &tm,
-        )
+/// The chat template of a Hugging Face checkpoint directory, as transformers finds it:
+/// `chat_template.jinja` if present, else `tokenizer_config.json`'s `chat_template` (a
+/// string, or a list of `{name, template}` of which the one named `default` is used),
+/// else `None`.
+pub fn hf_template_source(dir: &Path) -> Result<Option<String>> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_owned(),
+            source: e,
+        })
     };
-    buf.truncate(n);
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        return read(&jinja).map(Some);
+    }
+    let config = dir.join("tokenizer_config.json");
+    if !config.is_file() {
+        return Ok(None);
+    }
+    let json: serde_json::Value = serde_json::from_str(&read(&config)?)
+        .map_err(|e| Error::model(&config, format!("not valid JSON: {e}")))?;
+    match json.get("chat_template") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(serde_json::Value::Array(list)) => {
+            let default = list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"));
+            match default.map(|t| t.get("template").and_then(|s| s.as_str())) {
+                Some(Some(s)) => Ok(Some(s.to_owned())),
+                Some(None) => Err(Error::model(
+                    &config,
+                    "chat_template: the entry named \"default\" has no string \"template\"",
+                )),
+                None => Err(Error::model(
+                    &config,
+                    "chat_template: a list of templates with none named \"default\"",
+                )),
+            }
+        }
+        Some(_) => Err(Error::model(
+            &config,
+            "chat_template: neither a string nor a list of {name, template}",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -105,10 +204,7 @@ mod tests {
     #[test]
     fn renders_chatml() {
         let t = ChatTemplate::new(CHATML, "<s>", "</s>").unwrap();
-        let msgs = vec![ChatMessage {
-            role: "user".into(),
-            content: "Hi".into(),
-        }];
+        let msgs = vec![ChatMessage::text("user", "Hi")];
         let out = t
             .render(
                 &msgs,
@@ -124,10 +220,7 @@ mod tests {
     #[test]
     fn raise_exception_and_python_methods() {
         let t = ChatTemplate::new("{{ messages[0].content.strip().upper() }}{% if messages|length > 1 %}{{ raise_exception('too many') }}{% endif %}", "", "").unwrap();
-        let one = vec![ChatMessage {
-            role: "user".into(),
-            content: "  hi ".into(),
-        }];
+        let one = vec![ChatMessage::text("user", "  hi ")];
         assert_eq!(t.render(&one, &RenderOptions::default()).unwrap(), "HI");
         let two = vec![one[0].clone(), one[0].clone()];
         assert!(t
@@ -137,5 +230,72 @@ mod tests {
             .contains("too many"));
         let t = ChatTemplate::new("{{ strftime_now('%Y') }}", "", "").unwrap();
         assert_eq!(t.render(&one, &RenderOptions::default()).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn absent_fields_are_undefined_and_options_reach_the_template() {
+        let t = ChatTemplate::new(
+            "{{ messages[0].content is defined }} {{ messages[0].tool_calls[0].function.arguments | tojson }} {{ messages[1].name }} {{ tools | length }} {{ enable_thinking is defined }} {{ reasoning_effort is defined }} {{ custom }}",
+            "",
+            "",
+        )
+        .unwrap();
+        let msgs: Vec<ChatMessage> = serde_json::from_str(
+            r#"[{"role":"assistant","tool_calls":[{"type":"function","function":{"name":"f","arguments":{"b":"<&>","a":1}}}]},
+                {"role":"tool","content":"r","tool_call_id":"c","name":"f"}]"#,
+        )
+        .unwrap();
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "f"}}]);
+        let kwargs = serde_json::json!({"custom": "x", "enable_thinking": true});
+        let out = t
+            .render(
+                &msgs,
+                &RenderOptions {
+                    tools: Some(&tools),
+                    enable_thinking: Some(false),
+                    kwargs: kwargs.as_object(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(out, r#"False {"b": "<&>", "a": 1} f 1 True False x"#);
+        let out = t.render(&msgs, &RenderOptions::default()).unwrap_err();
+        assert!(out.to_string().contains("chat template"), "{out}");
+    }
+
+    #[test]
+    fn hf_template_source_finds_the_template() {
+        let dir = std::env::temp_dir().join(format!("rill-hf-tmpl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("tokenizer_config.json");
+        assert_eq!(hf_template_source(&dir).unwrap(), None);
+        std::fs::write(&cfg, r#"{"bos_token": "<s>"}"#).unwrap();
+        assert_eq!(hf_template_source(&dir).unwrap(), None);
+        std::fs::write(&cfg, r#"{"chat_template": "A"}"#).unwrap();
+        assert_eq!(hf_template_source(&dir).unwrap().as_deref(), Some("A"));
+        std::fs::write(
+            &cfg,
+            r#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(hf_template_source(&dir).unwrap().as_deref(), Some("D"));
+        std::fs::write(
+            &cfg,
+            r#"{"chat_template": [{"name": "rag", "template": "R"}]}"#,
+        )
+        .unwrap();
+        let e = hf_template_source(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("tokenizer_config.json") && e.contains("default"),
+            "{e}"
+        );
+        std::fs::write(&cfg, "{not json").unwrap();
+        assert!(hf_template_source(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("not valid JSON"));
+        std::fs::write(dir.join("chat_template.jinja"), "J").unwrap();
+        assert_eq!(hf_template_source(&dir).unwrap().as_deref(), Some("J"));
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

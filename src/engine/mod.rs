@@ -268,6 +268,7 @@ impl Engine {
         let opts = RenderOptions {
             add_generation_prompt: true,
             reasoning_effort: req.reasoning_effort.as_deref(),
+            ..Default::default()
         };
         let text = self.template.render(&req.messages, &opts)?;
         let mut ids = Vec::new();

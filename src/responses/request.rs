@@ -87,20 +87,14 @@ pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest>
     let instructions = opt_str(&m, "instructions")?;
     let mut messages = Vec::new();
     if let Some(i) = &instructions {
-        messages.push(ChatMessage {
-            role: "system".into(),
-            content: i.clone(),
-        });
+        messages.push(ChatMessage::text("system", i.clone()));
     }
     match m.get("input") {
         None | Some(Value::Null) => return Err(Error::request("input", "is required")),
         Some(Value::String(s)) if s.is_empty() => {
             return Err(Error::request("input", "must not be empty"))
         }
-        Some(Value::String(s)) => messages.push(ChatMessage {
-            role: "user".into(),
-            content: s.clone(),
-        }),
+        Some(Value::String(s)) => messages.push(ChatMessage::text("user", s.clone())),
         Some(Value::Array(items)) if items.is_empty() => {
             return Err(Error::request("input", "must contain at least one item"))
         }
@@ -349,7 +343,7 @@ fn parse_item(item: &Value, at: &str) -> Result<ChatMessage> {
         }
         None => return Err(Error::request(format!("{at}.content"), "is required")),
     };
-    Ok(ChatMessage { role, content })
+    Ok(ChatMessage::text(role, content))
 }
 
 pub(super) fn type_err(param: &str, expected: &str, got: &Value) -> Error {
@@ -411,14 +405,8 @@ mod tests {
         assert_eq!(r.sampling.temperature, 0.0);
         assert_eq!(r.max_output_tokens, Some(5));
         let r = parse(r#"{"input":[{"role":"developer","content":[{"type":"input_text","text":"a"},{"type":"input_text","text":"b"}]},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"ok","annotations":[]}]}]}"#).unwrap();
-        assert_eq!(
-            r.messages[0],
-            ChatMessage {
-                role: "system".into(),
-                content: "ab".into()
-            }
-        );
-        assert_eq!(r.messages[1].content, "ok");
+        assert_eq!(r.messages[0], ChatMessage::text("system", "ab"));
+        assert_eq!(r.messages[1].content.as_deref(), Some("ok"));
         let sampling = SamplingParams {
             temperature: 0.3,
             top_k: 7,
