@@ -1,14 +1,23 @@
-//! A memory-mapped GGUF reader (the file format of llama.cpp, versions 2 and 3): header,
-//! metadata key/values and tensor infos are parsed with checked reads, so a truncated or
-//! corrupt file is an `Error::Model` naming the file and the problem, never a crash or an
-//! out-of-bounds read. Tensor data stays in the mapping and is borrowed as byte slices.
+//! A memory-mapped GGUF reader (the file format of llama.cpp, versions 2 and 3, checked as
+//! ggml's `gguf.cpp` checks it): every length, count and offset read from the file is
+//! bounds-checked before use, counts are bounded by the bytes left before anything is
+//! allocated for them, dimension products and sizes are overflow-checked, tensor offsets
+//! must be aligned and their data inside the file, and duplicate keys or tensor names are
+//! refused. A truncated or corrupt file is an `Error::Model` naming the file, the key or
+//! tensor, and the byte offset; never a crash or an out-of-bounds read
+//! (`tests/gguf_fuzz.rs` mutates files to hold this). Tensor data stays in the mapping
+//! and is borrowed as byte slices.
+//!
+//! Public operations: [`GgufFile::open`], [`GgufFile::from_bytes`], then metadata
+//! (`get`, `req_u64`, `req_str`, `str_array`) and tensors (`tensor`, `tensor_bytes`,
+//! `mapping`).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapMut};
 
 use crate::error::{Error, Result};
 use crate::model::ggml::GgmlType;
@@ -104,50 +113,86 @@ impl GgufFile {
         Self::parse(path, Arc::new(map))
     }
 
+    /// Parses a GGUF image held in memory (copied into an anonymous mapping, so weights
+    /// borrow it as they borrow a file's); `name` stands in for the path in errors.
+    pub fn from_bytes(name: &Path, bytes: &[u8]) -> Result<Self> {
+        let io = |e| Error::Io {
+            path: name.to_owned(),
+            source: e,
+        };
+        let mut map = MmapMut::map_anon(bytes.len()).map_err(io)?;
+        map.copy_from_slice(bytes);
+        let map = map.make_read_only().map_err(io)?;
+        Self::parse(name, Arc::new(map))
+    }
+
     fn parse(path: &Path, map: Arc<Mmap>) -> Result<Self> {
         let mut r = Reader {
             buf: &map[..],
             pos: 0,
             path,
+            what: "header".to_owned(),
         };
         let magic = r.bytes(4)?;
         if magic != b"GGUF" {
-            return Err(Error::model(path, "not a GGUF file (bad magic)"));
+            return Err(Error::model(path, "not a GGUF file (bad magic at byte 0)"));
         }
         let version = r.u32()?;
         if !(2..=3).contains(&version) {
+            let hint = if (2..=3).contains(&version.swap_bytes()) {
+                " (a big-endian file; only little-endian GGUF is supported)"
+            } else {
+                ""
+            };
             return Err(Error::model(
                 path,
-                format!("unsupported GGUF version {version} (2 and 3 are)"),
+                format!("unsupported GGUF version {version} at byte 4 (2 and 3 are){hint}"),
             ));
         }
         let n_tensors = r.u64()?;
         let n_kv = r.u64()?;
-        let mut metadata = HashMap::new();
-        for _ in 0..n_kv {
-            let key = r.string()?;
-            let ty = r.u32()?;
-            let value = r.value(ty, 0)?;
-            metadata.insert(key, value);
-        }
-        let mut infos = Vec::new();
-        for _ in 0..n_tensors {
-            let name = r.string()?;
-            let n_dims = r.u32()?;
-            if n_dims == 0 || n_dims > 4 {
+        // A key/value takes at least 13 bytes (key length, type, one byte of value) and a
+        // tensor info 32 (name length, n_dims, one dim, type, offset): refuse counts the
+        // file cannot hold before looping over them.
+        let left = r.remaining() as u64;
+        for (count, min, what) in [(n_kv, 13, "metadata keys"), (n_tensors, 32, "tensors")] {
+            if count > left / min {
                 return Err(Error::model(
                     path,
-                    format!("tensor {name}: {n_dims} dimensions (1..=4 allowed)"),
+                    format!(
+                        "header claims {count} {what}, more than the {left} bytes after byte {} can hold",
+                        r.pos
+                    ),
                 ));
             }
+        }
+        let mut metadata = HashMap::new();
+        for i in 0..n_kv {
+            r.what = format!("metadata key #{i}");
+            let key = r.string()?;
+            r.what = format!("metadata key `{key}`");
+            let ty = r.u32()?;
+            let value = r.value(ty, false)?;
+            if metadata.insert(key, value).is_some() {
+                return Err(r.error("duplicate key"));
+            }
+        }
+        let mut infos = Vec::new();
+        for i in 0..n_tensors {
+            r.what = format!("tensor info #{i}");
+            let name = r.string()?;
+            r.what = format!("tensor `{name}`");
+            let n_dims = r.u32()?;
+            if n_dims == 0 || n_dims > 4 {
+                return Err(r.error(format!("{n_dims} dimensions (1..=4 allowed)")));
+            }
             let dims = (0..n_dims).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
+            if let Some(d) = dims.iter().find(|&&d| d > i64::MAX as u64) {
+                return Err(r.error(format!("dimension {d} does not fit ggml's int64")));
+            }
             let raw_ty = r.u32()?;
-            let ty = GgmlType::from_u32(raw_ty).ok_or_else(|| {
-                Error::model(
-                    path,
-                    format!("tensor {name}: unsupported tensor type {raw_ty}"),
-                )
-            })?;
+            let ty = GgmlType::from_u32(raw_ty)
+                .ok_or_else(|| r.error(format!("unsupported tensor type {raw_ty}")))?;
             let offset = r.u64()?;
             infos.push((name, dims, ty, offset));
         }
@@ -155,55 +200,60 @@ impl GgufFile {
             None => 32,
             Some(v) => match v.as_u64() {
                 Some(a) if a.is_power_of_two() && a <= 1 << 20 => a as usize,
-                _ => {
-                    return Err(Error::model(
-                        path,
-                        "general.alignment is not a power of two",
-                    ))
-                }
+                _ => return Err(Error::model(
+                    path,
+                    format!(
+                        "metadata key `general.alignment`: {v:?} is not a power of two up to 2^20"
+                    ),
+                )),
             },
         };
         let data_start = r.pos.div_ceil(alignment) * alignment;
         let mut tensors = HashMap::new();
         for (name, dims, ty, offset) in infos {
+            let bad = |m: String| Error::model(path, format!("tensor `{name}`: {m}"));
+            if offset % alignment as u64 != 0 {
+                return Err(bad(format!(
+                    "data offset {offset} is not a multiple of the alignment {alignment}"
+                )));
+            }
             let n: u64 = dims
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| Error::model(path, format!("tensor {name}: dimensions overflow")))?;
+                .filter(|&n| n <= i64::MAX as u64)
+                .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
             if dims[0] % ty.block_size() as u64 != 0 {
-                return Err(Error::model(
-                    path,
-                    format!(
-                        "tensor {name}: row length {} is not a multiple of the {:?} block size",
-                        dims[0], ty
-                    ),
-                ));
+                return Err(bad(format!(
+                    "row length {} is not a multiple of the {:?} block size",
+                    dims[0], ty
+                )));
             }
             let len = (n / ty.block_size() as u64)
                 .checked_mul(ty.block_bytes() as u64)
-                .ok_or_else(|| Error::model(path, format!("tensor {name}: size overflows")))?;
+                .ok_or_else(|| bad(format!("size of {dims:?} {ty:?} overflows")))?;
             let start = (data_start as u64).checked_add(offset);
             let end = start.and_then(|s| s.checked_add(len));
-            match (start, end) {
-                (Some(s), Some(e)) if e <= map.len() as u64 => {
-                    let info = TensorInfo {
-                        name: name.clone(),
-                        dims,
-                        ty,
-                        start: s as usize,
-                        len: len as usize,
-                    };
-                    tensors.insert(name, info);
-                }
+            let (start, len) = match (start, end) {
+                (Some(s), Some(e)) if e <= map.len() as u64 => (s as usize, len as usize),
                 _ => {
-                    return Err(Error::model(
-                        path,
-                        format!(
-                            "tensor {name}: data lies past the end of the file (truncated file?)"
-                        ),
-                    ))
+                    return Err(bad(format!(
+                        "data at bytes {data_start}+{offset}, {len} long, lies past the end of the \
+                         file ({} bytes; truncated file?)",
+                        map.len()
+                    )))
                 }
+            };
+            if tensors.contains_key(&name) {
+                return Err(bad("duplicate tensor name".to_owned()));
             }
+            let info = TensorInfo {
+                name: name.clone(),
+                dims,
+                ty,
+                start,
+                len,
+            };
+            tensors.insert(name, info);
         }
         Ok(GgufFile {
             path: path.to_owned(),
@@ -264,18 +314,50 @@ impl GgufFile {
     }
 }
 
+/// Bounds-checked little-endian reads; `what` names the key or tensor being read, so
+/// every error says where the file went wrong.
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     path: &'a Path,
+    what: String,
+}
+
+/// The fewest bytes one array element of value type `ty` takes, or `None` for unknown
+/// types. (Nested arrays, 12 bytes at least, are refused when the first one is read.)
+fn min_value_size(ty: u32) -> Option<usize> {
+    Some(match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 | 10..=12 => 8,
+        9 => 12,
+        _ => return None,
+    })
 }
 
 impl<'a> Reader<'a> {
+    fn error(&self, message: impl std::fmt::Display) -> Error {
+        Error::model(
+            self.path,
+            format!("{}: {message} (at byte {})", self.what, self.pos),
+        )
+    }
+
     fn truncated(&self) -> Error {
         Error::model(
             self.path,
-            format!("truncated GGUF header at byte {}", self.pos),
+            format!(
+                "{}: truncated at byte {} (the file has {} bytes)",
+                self.what,
+                self.pos,
+                self.buf.len()
+            ),
         )
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
     }
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -306,13 +388,18 @@ impl<'a> Reader<'a> {
 
     fn string(&mut self) -> Result<String> {
         let len = self.u64()?;
-        let len = usize::try_from(len).map_err(|_| self.truncated())?;
-        let b = self.bytes(len)?;
+        if len > self.remaining() as u64 {
+            return Err(self.error(format!(
+                "string length {len} exceeds the {} bytes left",
+                self.remaining()
+            )));
+        }
+        let b = self.bytes(len as usize)?;
         // Some converters wrote vocabularies with invalid UTF-8; keep them readable.
         Ok(String::from_utf8_lossy(b).into_owned())
     }
 
-    fn value(&mut self, ty: u32, depth: u32) -> Result<MetaValue> {
+    fn value(&mut self, ty: u32, in_array: bool) -> Result<MetaValue> {
         Ok(match ty {
             0 => MetaValue::UInt(self.array::<1>()?[0] as u64),
             1 => MetaValue::Int(self.array::<1>()?[0] as i8 as i64),
@@ -323,29 +410,31 @@ impl<'a> Reader<'a> {
             6 => MetaValue::Float(f32::from_le_bytes(self.array()?) as f64),
             7 => MetaValue::Bool(self.array::<1>()?[0] != 0),
             8 => MetaValue::Str(self.string()?),
-            9 if depth == 0 => {
+            9 if in_array => return Err(self.error("nested arrays are not supported")),
+            9 => {
                 let elem_ty = self.u32()?;
                 let n = self.u64()?;
-                // Every element takes at least one byte: refuse counts the file cannot hold
-                // before allocating for them.
-                if n > (self.buf.len() - self.pos) as u64 {
-                    return Err(self.truncated());
+                let min = min_value_size(elem_ty).ok_or_else(|| {
+                    self.error(format!("array of unsupported value type {elem_ty}"))
+                })?;
+                // Refuse counts the bytes left cannot hold before allocating for them, and
+                // grow the vector as elements actually parse.
+                if n > (self.remaining() / min) as u64 {
+                    return Err(self.error(format!(
+                        "array of {n} elements of type {elem_ty} does not fit in the {} bytes left",
+                        self.remaining()
+                    )));
                 }
-                let mut items = Vec::with_capacity(n as usize);
+                let mut items = Vec::with_capacity((n as usize).min(4096));
                 for _ in 0..n {
-                    items.push(self.value(elem_ty, depth + 1)?);
+                    items.push(self.value(elem_ty, true)?);
                 }
                 MetaValue::Array(items)
             }
             10 => MetaValue::UInt(self.u64()?),
             11 => MetaValue::Int(i64::from_le_bytes(self.array()?)),
             12 => MetaValue::Float(f64::from_le_bytes(self.array()?)),
-            other => {
-                return Err(Error::model(
-                    self.path,
-                    format!("unknown metadata value type {other} at byte {}", self.pos),
-                ))
-            }
+            other => return Err(self.error(format!("unknown metadata value type {other}"))),
         })
     }
 }
@@ -384,15 +473,7 @@ mod tests {
     }
 
     fn parse(bytes: &[u8]) -> Result<GgufFile> {
-        let dir = std::env::temp_dir().join(format!(
-            "rill-gguf-test-{}-{}",
-            std::process::id(),
-            bytes.len()
-        ));
-        std::fs::write(&dir, bytes).unwrap();
-        let r = GgufFile::open(&dir);
-        std::fs::remove_file(&dir).ok();
-        r
+        GgufFile::from_bytes(Path::new("test.gguf"), bytes)
     }
 
     #[test]
@@ -402,6 +483,77 @@ mod tests {
         let t = f.tensor("w").unwrap();
         assert_eq!(t.len, 32);
         assert_eq!(&f.tensor_bytes(t)[4..8], &1f32.to_le_bytes());
+        let path = std::env::temp_dir().join(format!("rill-gguf-test-{}", std::process::id()));
+        std::fs::write(&path, tiny_file()).unwrap();
+        let f = GgufFile::open(&path);
+        std::fs::remove_file(&path).ok();
+        assert_eq!(f.unwrap().tensor("w").unwrap().len, 32);
+    }
+
+    fn err(bytes: &[u8]) -> String {
+        match parse(bytes) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Offsets in `tiny_file`: the key/value starts at 24, the tensor info at 69.
+    const KV_TYPE: usize = 24 + 8 + 20;
+    const TENSOR: usize = 69;
+
+    #[test]
+    fn corrupt_fields_are_named() {
+        let mut b = tiny_file();
+        b[KV_TYPE..KV_TYPE + 4].copy_from_slice(&99u32.to_le_bytes());
+        let e = err(&b);
+        assert!(
+            e.contains("`general.architecture`") && e.contains("type 99"),
+            "{e}"
+        );
+        let mut b = tiny_file();
+        b[KV_TYPE + 4..KV_TYPE + 12].copy_from_slice(&u64::MAX.to_le_bytes());
+        let e = err(&b);
+        assert!(e.contains("string length") && e.contains("at byte"), "{e}");
+        let mut b = tiny_file();
+        b[TENSOR + 9..TENSOR + 13].copy_from_slice(&5u32.to_le_bytes()); // n_dims
+        assert!(err(&b).contains("tensor `w`: 5 dimensions"));
+        let mut b = tiny_file();
+        b[TENSOR + 25..TENSOR + 33].copy_from_slice(&4u64.to_le_bytes()); // offset
+        assert!(err(&b).contains("not a multiple of the alignment 32"));
+        let mut b = tiny_file();
+        b[TENSOR + 25..TENSOR + 33].copy_from_slice(&64u64.to_le_bytes());
+        assert!(err(&b).contains("tensor `w`: data at bytes"));
+        let mut b = tiny_file();
+        b[TENSOR + 13..TENSOR + 21].copy_from_slice(&(1u64 << 62).to_le_bytes()); // dim
+        assert!(err(&b).contains("tensor `w`"));
+    }
+
+    #[test]
+    fn arrays_duplicates_and_counts_are_checked() {
+        // Rewrite the value as an array header: type 9, then element type and count.
+        let arr = |elem: u32, n: u64| {
+            let mut b = tiny_file()[..KV_TYPE].to_vec();
+            b.extend_from_slice(&9u32.to_le_bytes());
+            b.extend_from_slice(&elem.to_le_bytes());
+            b.extend_from_slice(&n.to_le_bytes());
+            b.extend_from_slice(&[0; 64]);
+            b
+        };
+        assert!(err(&arr(9, 1)).contains("nested arrays"));
+        assert!(err(&arr(10, 1 << 40)).contains("does not fit"));
+        assert!(err(&arr(42, 1)).contains("unsupported value type 42"));
+        // The key/value twice, and the file realigned: a duplicate key.
+        let t = tiny_file();
+        let mut b = t[..TENSOR].to_vec();
+        b[16..24].copy_from_slice(&2u64.to_le_bytes());
+        b.extend_from_slice(&t[24..TENSOR]);
+        b.extend_from_slice(&t[TENSOR..TENSOR + 33]);
+        b.resize(b.len().div_ceil(32) * 32, 0);
+        b.extend_from_slice(&t[t.len() - 32..]);
+        assert!(err(&b).contains("metadata key `general.architecture`: duplicate key"));
+        let mut b = tiny_file();
+        b[16..24].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        assert!(err(&b).contains("metadata keys, more than"));
     }
 
     #[test]
