@@ -2,8 +2,8 @@
 """Reference renderings of chat templates by Python's jinja2, configured exactly as
 transformers' `apply_chat_template` configures it (transformers 4.57.1,
 `utils/chat_template_utils.py`: `_compile_jinja_template` and `render_jinja_template`):
-an ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks and the loopcontrols
-extension, its own `tojson` filter (json.dumps, no HTML escaping), and the globals
+an ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks, the loopcontrols
+extension and the `{% generation %}` tag, its own `tojson` filter (json.dumps, no HTML escaping), and the globals
 `raise_exception` and `strftime_now`. Rendering gets `messages`, `tools`, `documents`
 (None), `add_generation_prompt`, then the template kwargs (`bos_token`, `eos_token`,
 and `enable_thinking` only where a case sets it).
@@ -31,15 +31,31 @@ from datetime import datetime
 from pathlib import Path
 
 import jinja2
-from jinja2.ext import loopcontrols
+from jinja2 import nodes
+from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "templates"
 
 
+class GenerationTag(Extension):
+    """transformers' AssistantTracker as apply_chat_template uses it when not asked for an
+    assistant mask: `{% generation %}...{% endgeneration %}` renders its body unchanged."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+        return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+    def _body(self, caller):
+        return caller()
+
+
 def compile_template(source):
-    """transformers' _compile_jinja_template, without the {% generation %} tracker."""
+    """transformers' _compile_jinja_template."""
 
     def raise_exception(message):
         raise jinja2.exceptions.TemplateError(message)
@@ -52,7 +68,7 @@ def compile_template(source):
     def strftime_now(format):
         return datetime.now().strftime(format)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
@@ -101,6 +117,14 @@ def main():
     ap.add_argument("--tokenizers", required=True, help="the directory scripts/fetch_tokenizers.sh prints")
     ap.add_argument("--gguf", required=True, help="the default model GGUF (ChatML template)")
     ap.add_argument("--out", default=str(FIXTURES / "expected.json"))
+    ap.add_argument(
+        "--extra-template",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="also render FILE (a Jinja template) as NAME, with empty bos/eos tokens; for local"
+        " checks of other templates (templates calling strftime_now depend on the date)",
+    )
     args = ap.parse_args()
 
     templates = {
@@ -109,6 +133,9 @@ def main():
         "chatml": gguf_template(args.gguf),
         "helpers": ((FIXTURES / "helpers.jinja").read_text(), "<s>", "</s>"),
     }
+    for extra in args.extra_template:
+        name, _, path = extra.partition("=")
+        templates[name] = (Path(path).read_text(), "", "")
     cases = json.loads((FIXTURES / "conversations.json").read_text())["cases"]
     out = {
         "generator": "scripts/models/template_reference.py",

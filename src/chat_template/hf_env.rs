@@ -8,7 +8,12 @@
 //! (minijinja-contrib's pycompat, with `strip`/`split`/`find` and friends redone with
 //! Python's whitespace and character indices, and `removeprefix`/`removesuffix` added).
 //!
-//! Public operation (crate-internal): [`environment`].
+//! transformers' `{% generation %}...{% endgeneration %}` tag (its AssistantTracker
+//! extension, which only records where assistant text went) renders its body unchanged;
+//! [`rewrite_generation_tags`] turns it into `{% if true %}...{% endif %}`, keeping the
+//! whitespace control markers, so the output is the same.
+//!
+//! Public operations (crate-internal): [`environment`], [`rewrite_generation_tags`].
 
 use minijinja::value::{from_args, Kwargs, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
@@ -33,6 +38,11 @@ pub(crate) fn environment() -> Environment<'static> {
         r.map_err(|_| Error::from(ErrorKind::WriteFailure))
     });
     env.add_filter("tojson", tojson);
+    env.add_filter("string", |v: &Value| {
+        let mut s = String::new();
+        pyfmt::write_str(&mut s, v);
+        s
+    });
     env.add_filter("trim", |v: &Value, chars: Option<&str>| {
         // Jinja2's trim: `str(value).strip(chars)`, so undefined trims to "".
         let mut s = String::new();
@@ -44,6 +54,43 @@ pub(crate) fn environment() -> Environment<'static> {
     });
     env.add_function("strftime_now", |fmt: String| strftime_now(&fmt));
     env
+}
+
+/// `{% generation %}` / `{% endgeneration %}` (with any `-`/`+` markers and spacing)
+/// become `{% if true %}` / `{% endif %}`; other text is untouched.
+pub(crate) fn rewrite_generation_tags(src: &str) -> std::borrow::Cow<'_, str> {
+    if !src.contains("generation") {
+        return src.into();
+    }
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    while let Some(i) = rest.find("{%") {
+        out.push_str(&rest[..i + 2]);
+        rest = &rest[i + 2..];
+        let marker = rest.strip_prefix(['-', '+']).map_or(0, |_| 1);
+        let body = &rest[marker..];
+        let ws = body.len() - body.trim_start().len();
+        let word = &body[ws..];
+        let (tag, replacement) = if word.starts_with("endgeneration") {
+            ("endgeneration", "endif")
+        } else if word.starts_with("generation") {
+            ("generation", "if true")
+        } else {
+            continue;
+        };
+        let after = word[tag.len()..].trim_start();
+        let closes = after
+            .strip_prefix(['-', '+'])
+            .unwrap_or(after)
+            .starts_with("%}");
+        if closes {
+            out.push_str(&rest[..marker + ws]);
+            out.push_str(replacement);
+            rest = &word[tag.len()..];
+        }
+    }
+    out.push_str(rest);
+    out.into()
 }
 
 /// Hugging Face's `tojson(x, ensure_ascii=False, indent=None, separators=None,
@@ -232,6 +279,19 @@ fn strftime_now(fmt: &str) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generation_tags_render_their_body() {
+        let src = "a {%- generation -%} b {%+ endgeneration %}{% if x %}generation{% endif %}";
+        assert_eq!(
+            rewrite_generation_tags(src),
+            "a {%- if true -%} b {%+ endif %}{% if x %}generation{% endif %}"
+        );
+        assert_eq!(
+            rewrite_generation_tags("{% generations %}"),
+            "{% generations %}"
+        );
+    }
 
     #[test]
     fn split_follows_python() {

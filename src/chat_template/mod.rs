@@ -104,7 +104,7 @@ impl ChatTemplate {
     /// Compiles `source`.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = hf_env::environment();
-        env.add_template_owned("chat", source.to_owned())
+        env.add_template_owned("chat", hf_env::rewrite_generation_tags(source).into_owned())
             .map_err(|e| Error::Template(format!("{e:#}")))?;
         Ok(ChatTemplate {
             env,

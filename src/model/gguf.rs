@@ -200,12 +200,14 @@ impl GgufFile {
             None => 32,
             Some(v) => match v.as_u64() {
                 Some(a) if a.is_power_of_two() && a <= 1 << 20 => a as usize,
-                _ => return Err(Error::model(
-                    path,
-                    format!(
+                _ => {
+                    return Err(Error::model(
+                        path,
+                        format!(
                         "metadata key `general.alignment`: {v:?} is not a power of two up to 2^20"
                     ),
-                )),
+                    ))
+                }
             },
         };
         let data_start = r.pos.div_ceil(alignment) * alignment;
