@@ -1,0 +1,137 @@
+//! Tokenizers against their references, case by case over the committed corpus
+//! (tests/fixtures/tokenizer_corpus.json):
+//! - GGUF vocabularies (the default model's smollm BPE; Qwen3 and Llama 3 tokenizer.json
+//!   converted to byte-level BPE GGUF; Llama 2's converted to SentencePiece GGUF, with
+//!   convert_hf_to_gguf's scores and with SentencePiece-order scores) against llama.cpp;
+//! - the three tokenizer.json files through `Tokenizer::from_hf_dir` against the Python
+//!   `tokenizers` package.
+//!
+//! Expected ids: tests/fixtures/tokenizer_reference.json, written by
+//! scripts/models/tokenizer_reference.py. The converted GGUF files are not committed:
+//! scripts/models/make_vocab_ggufs.py writes them (cached); this test runs it and fails
+//! with its error if it cannot. Runs in about 10 s (debug profile, opt-level 2).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rill::model::gguf::GgufFile;
+use rill::tokenizer::Tokenizer;
+use serde_json::Value;
+
+fn run_script(args: &[&str]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var("RILL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let (prog, rest) = if args[0].ends_with(".py") {
+        (python.as_str(), args)
+    } else {
+        (args[0], &args[1..])
+    };
+    let out = Command::new(prog)
+        .args(rest.iter().map(|a| root.join(a)))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {prog} {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(
+        stdout
+            .trim()
+            .lines()
+            .last()
+            .expect("script printed a directory"),
+    )
+}
+
+fn reference() -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer_reference.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).expect("reference fixture")).expect("JSON")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("id list")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+/// Compares every corpus case in both modes; returns the mismatches, described.
+fn compare(name: &str, tok: &Tokenizer, expected: &Value, corpus: &[String]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (mode, parse_special) in [("plain", false), ("special", true)] {
+        let cases = expected[mode].as_array().expect("cases");
+        assert_eq!(cases.len(), corpus.len(), "{name} {mode}: case count");
+        for (text, want) in corpus.iter().zip(cases) {
+            let want = ids(want);
+            let got = tok.encode(text, parse_special).expect("encode");
+            if got != want {
+                bad.push(format!(
+                    "{name} {mode} {text:?}\n   want {want:?}\n   got  {got:?}"
+                ));
+            }
+        }
+    }
+    bad
+}
+
+fn corpus(r: &Value) -> Vec<String> {
+    r["corpus"]
+        .as_array()
+        .expect("corpus")
+        .iter()
+        .map(|s| s.as_str().expect("text").to_string())
+        .collect()
+}
+
+#[test]
+fn gguf_vocabularies_match_llama_cpp() {
+    let r = reference();
+    let corpus = corpus(&r);
+    let dir = run_script(&["scripts/models/make_vocab_ggufs.py"]);
+    let mut bad = Vec::new();
+    for (name, path) in [
+        ("smollm", common::default_model()),
+        ("qwen3", dir.join("qwen3.gguf")),
+        ("llama3", dir.join("llama3.gguf")),
+        ("llama2-spm", dir.join("llama2-spm.gguf")),
+        ("llama2-spm-order", dir.join("llama2-spm-order.gguf")),
+    ] {
+        let gguf = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let tok = Tokenizer::from_gguf(&gguf).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let exp = &r["gguf"][name];
+        bad.extend(compare(name, &tok, exp, &corpus));
+        // llama.cpp's tokenize("Hello", add_bos=True): BOS exactly when the vocab adds it.
+        let mut with_bos: Vec<u32> = tok.bos_id.filter(|_| tok.add_bos).into_iter().collect();
+        with_bos.extend(tok.encode("Hello", false).expect("encode"));
+        assert_eq!(with_bos, ids(&exp["bos"]), "{name}: BOS rule");
+    }
+    assert!(
+        bad.is_empty(),
+        "{} mismatches:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn tokenizer_json_matches_hf_tokenizers() {
+    let r = reference();
+    let corpus = corpus(&r);
+    let dir = run_script(&["bash", "scripts/fetch_tokenizers.sh"]);
+    let mut bad = Vec::new();
+    for name in ["qwen3", "llama3", "llama2"] {
+        let tok = Tokenizer::from_hf_dir(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        bad.extend(compare(name, &tok, &r["hf"][name], &corpus));
+    }
+    assert!(
+        bad.is_empty(),
+        "{} mismatches:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
