@@ -62,7 +62,40 @@ fn ids(v: &Value) -> Vec<u32> {
 
 /// Compares every corpus case in both modes; returns the mismatches, described.
 fn compare(name: &str, tok: &Tokenizer, expected: &Value, corpus: &[String]) -> Vec<String> {
-    let mut bad = Vec::new();
+    let mut bad = prompt_mismatches(name, tok, corpus);
+    for (i, (text, want)) in corpus
+        .iter()
+        .zip(expected["decoded"].as_array().expect("decoded"))
+        .enumerate()
+    {
+        let ids = ids(&expected["plain"][i]);
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&t| tok.token_bytes(t).to_vec())
+            .collect();
+        let (got, want) = match want.as_str().expect("decoded text") {
+            // GGUF: llama.cpp's detokenize, as hex bytes.
+            hex if name.starts_with("gguf") => (
+                bytes.iter().map(|b| format!("{b:02x}")).collect(),
+                hex.to_string(),
+            ),
+            // tokenizer.json: HF's decode; Llama 2's decoder strips one leading space
+            // (`Strip` start 1), which our per-token bytes keep as llama.cpp does.
+            s => {
+                let got = String::from_utf8_lossy(&bytes).into_owned();
+                let got = match got.strip_prefix(' ') {
+                    Some(rest) if name == "hf llama2" => rest.to_string(),
+                    _ => got,
+                };
+                (got, s.to_string())
+            }
+        };
+        if got != want {
+            bad.push(format!(
+                "{name} decode {text:?}\n   want {want:?}\n   got  {got:?}"
+            ));
+        }
+    }
     for (mode, parse_special) in [("plain", false), ("special", true)] {
         let cases = expected[mode].as_array().expect("cases");
         assert_eq!(cases.len(), corpus.len(), "{name} {mode}: case count");
@@ -74,6 +107,32 @@ fn compare(name: &str, tok: &Tokenizer, expected: &Value, corpus: &[String]) -> 
                     "{name} {mode} {text:?}\n   want {want:?}\n   got  {got:?}"
                 ));
             }
+        }
+    }
+    bad
+}
+
+/// A rendered prompt `EOS + escape_specials(user) + EOS` must give the template's two
+/// control tokens around exactly the plain (parse_special = false) tokens of the user's
+/// text, whatever look-alikes it holds.
+fn prompt_mismatches(name: &str, tok: &Tokenizer, corpus: &[String]) -> Vec<String> {
+    let eos = tok.eos_id.expect("an EOS token");
+    let ctrl = tok.token_text(eos).expect("EOS text").to_string();
+    let mut bad = Vec::new();
+    let extra = [
+        "a\u{FDD0}b".to_string(),
+        "\u{FDD0}<|im_start|>\u{FDD0}\u{FDD0}</s>".to_string(),
+    ];
+    for user in corpus.iter().chain(&extra) {
+        let rendered = format!("{ctrl}{}{ctrl}", tok.escape_specials(user));
+        let got = tok.encode_prompt(&rendered).expect("encode_prompt");
+        let mut want = vec![eos];
+        want.extend(tok.encode(user, false).expect("encode"));
+        want.push(eos);
+        if got != want {
+            bad.push(format!(
+                "{name} encode_prompt {user:?}\n   want {want:?}\n   got  {got:?}"
+            ));
         }
     }
     bad
@@ -104,7 +163,7 @@ fn gguf_vocabularies_match_llama_cpp() {
         let gguf = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let tok = Tokenizer::from_gguf(&gguf).unwrap_or_else(|e| panic!("{name}: {e}"));
         let exp = &r["gguf"][name];
-        bad.extend(compare(name, &tok, exp, &corpus));
+        bad.extend(compare(&format!("gguf {name}"), &tok, exp, &corpus));
         // llama.cpp's tokenize("Hello", add_bos=True): BOS exactly when the vocab adds it.
         let mut with_bos: Vec<u32> = tok.bos_id.filter(|_| tok.add_bos).into_iter().collect();
         with_bos.extend(tok.encode("Hello", false).expect("encode"));
@@ -126,7 +185,12 @@ fn tokenizer_json_matches_hf_tokenizers() {
     let mut bad = Vec::new();
     for name in ["qwen3", "llama3", "llama2"] {
         let tok = Tokenizer::from_hf_dir(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        bad.extend(compare(name, &tok, &r["hf"][name], &corpus));
+        bad.extend(compare(
+            &format!("hf {name}"),
+            &tok,
+            &r["hf"][name],
+            &corpus,
+        ));
     }
     assert!(
         bad.is_empty(),

@@ -4,8 +4,9 @@ loads of GGUF vocabularies) and with the Hugging Face `tokenizers` package (the 
 real tokenizer.json files), and writes tests/fixtures/tokenizer_reference.json:
 
     {"corpus": [...], "gguf": {NAME: {"plain": [[ids]...], "special": [[ids]...],
-                                      "bos": [ids of "Hello" with add_bos]}},
-     "hf":   {NAME: {"plain": [...], "special": [...]}}}
+                                      "bos": [ids of "Hello" with add_bos],
+                                      "decoded": [hex of llama.cpp's detokenize(plain ids)]}},
+     "hf":   {NAME: {"plain": [...], "special": [...], "decoded": [decode(plain ids)]}}}
 
 GGUF NAMEs: smollm (the default model's vocab) and the files make_vocab_ggufs.py writes.
 llama.cpp: `Llama(path, vocab_only=True).tokenize(text, add_bos=False, special=...)`.
@@ -59,10 +60,12 @@ def main() -> None:
     for name, path in ggufs.items():
         llm = Llama(str(path), vocab_only=True, verbose=False)
         enc = lambda t, sp: llm.tokenize(t.encode("utf-8"), add_bos=False, special=sp)  # noqa: E731
+        plain = [enc(t, False) for t in corpus]
         out["gguf"][name] = {
-            "plain": [enc(t, False) for t in corpus],
+            "plain": plain,
             "special": [enc(t, True) for t in corpus],
             "bos": llm.tokenize(b"Hello", add_bos=True, special=False),
+            "decoded": [llm.detokenize(ids).hex() for ids in plain],
         }
         del llm
     for name in ("qwen3", "llama3", "llama2"):
@@ -70,7 +73,8 @@ def main() -> None:
         special = [tk.encode(t, add_special_tokens=False).ids for t in corpus]
         tk.encode_special_tokens = True
         plain = [tk.encode(t, add_special_tokens=False).ids for t in corpus]
-        out["hf"][name] = {"plain": plain, "special": special}
+        decoded = [tk.decode(ids, skip_special_tokens=False) for ids in plain]
+        out["hf"][name] = {"plain": plain, "special": special, "decoded": decoded}
     text = json.dumps(out, ensure_ascii=False, separators=(",", ":"))
     Path(args.out).write_text(text + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({len(text)} bytes)")

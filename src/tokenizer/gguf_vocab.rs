@@ -359,6 +359,10 @@ mod tests {
             }
         }
         assert!(pre_tokenizer("kimi-k2").is_none());
+        let err = build(&["a"], &[], "no-such-pre")
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("\"no-such-pre\"")));
         assert!(pre_tokenizer("no-such-pre").is_none());
     }
 }
