@@ -1,7 +1,8 @@
 //! Tokenizers against their references, case by case over the committed corpus
 //! (tests/fixtures/tokenizer_corpus.json):
 //! - GGUF vocabularies (the default model's smollm BPE; Qwen3 and Llama 3 tokenizer.json
-//!   converted to byte-level BPE GGUF; Llama 2's converted to SentencePiece GGUF, with
+//!   converted to byte-level BPE GGUF, the Qwen3 one also under 26 other pre-tokenizer
+//!   names, one per llama.cpp regex group; Llama 2's converted to SentencePiece GGUF, with
 //!   convert_hf_to_gguf's scores and with SentencePiece-order scores) against llama.cpp;
 //! - the three tokenizer.json files through `Tokenizer::from_hf_dir` against the Python
 //!   `tokenizers` package.
@@ -9,7 +10,8 @@
 //! Expected ids: tests/fixtures/tokenizer_reference.json, written by
 //! scripts/models/tokenizer_reference.py. The converted GGUF files are not committed:
 //! scripts/models/make_vocab_ggufs.py writes them (cached); this test runs it and fails
-//! with its error if it cannot. Runs in about 10 s (debug profile, opt-level 2).
+//! with its error if it cannot (first run: ~160 MB of files, cached). Runs in about
+//! 20 s (test profile = dev, opt-level 2).
 
 mod common;
 
@@ -153,13 +155,25 @@ fn gguf_vocabularies_match_llama_cpp() {
     let corpus = corpus(&r);
     let dir = run_script(&["scripts/models/make_vocab_ggufs.py"]);
     let mut bad = Vec::new();
-    for (name, path) in [
-        ("smollm", common::default_model()),
-        ("qwen3", dir.join("qwen3.gguf")),
-        ("llama3", dir.join("llama3.gguf")),
-        ("llama2-spm", dir.join("llama2-spm.gguf")),
-        ("llama2-spm-order", dir.join("llama2-spm-order.gguf")),
-    ] {
+    let mut vocabs = vec![
+        ("smollm".to_string(), common::default_model()),
+        ("qwen3".into(), dir.join("qwen3.gguf")),
+        ("llama3".into(), dir.join("llama3.gguf")),
+        ("llama2-spm".into(), dir.join("llama2-spm.gguf")),
+        ("llama2-spm-order".into(), dir.join("llama2-spm-order.gguf")),
+    ];
+    // The Qwen3 vocab under one pre-tokenizer name of each llama.cpp regex group.
+    for name in r["gguf"].as_object().expect("gguf").keys() {
+        if name.starts_with("qwen3-pre-") {
+            vocabs.push((name.clone(), dir.join(format!("{name}.gguf"))));
+        }
+    }
+    assert!(
+        vocabs.len() > 20,
+        "pre-tokenizer variants missing from the fixture"
+    );
+    for (name, path) in vocabs {
+        let name = name.as_str();
         let gguf = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let tok = Tokenizer::from_gguf(&gguf).unwrap_or_else(|e| panic!("{name}: {e}"));
         let exp = &r["gguf"][name];

@@ -6,6 +6,9 @@ real Hugging Face tokenizer files (scripts/fetch_tokenizers.sh) with gguf_vocab.
     llama2-spm.gguf      Llama 2 tokenizer.json as a SentencePiece `llama` vocab, as
                          convert_hf_to_gguf.py writes it (LlamaHfVocab: every score -1000)
     llama2-spm-order.gguf  the same with SentencePiece-style scores (-id)
+    qwen3-pre-NAME.gguf  the Qwen3 vocabulary under each other pre-tokenizer name in
+                         PRE_VARIANTS (one per regex group of llama.cpp), to check every
+                         group's regexes, ignore_merges and BOS defaults
 
 Each file holds the `tokenizer.ggml.*` metadata and the few `llama.*` hyperparameters a
 vocab-only load in llama.cpp reads; no tensors. Files are cached under
@@ -29,6 +32,15 @@ sys.path.insert(0, str(HERE))
 import gguf_vocab  # noqa: E402
 
 ROOT = HERE.parent.parent
+
+# One `tokenizer.ggml.pre` name per regex group of llama.cpp's llm_tokenizer_bpe that rill
+# supports (smollm, qwen2 and llama-bpe have files of their own above).
+PRE_VARIANTS = [
+    "default", "gpt-2", "deepseek-llm", "deepseek-coder", "deepseek-v3", "spark2_5", "youtu",
+    "falcon", "jais-2", "qwen35", "poro-chat", "chatglm-bpe", "viking", "tekken", "chameleon",
+    "gpt-4o", "granite-embed-multi-97m", "tiny_aya", "bailingmoe", "seed-coder", "ufakzeka",
+    "grok-2", "laguna", "exaone-moe", "minicpm5", "dbrx",
+]
 
 
 def tokenizers_dir() -> Path:
@@ -72,6 +84,10 @@ def main() -> None:
             lambda w: gguf_vocab.add_hf_spm_vocab(w, d / "llama2", scores="order")
         ),
     }
+    for pre in PRE_VARIANTS:
+        names[f"qwen3-pre-{pre}.gguf"] = lambda d, pre=pre: (
+            lambda w: gguf_vocab.add_hf_vocab(w, d / "qwen3", pre=pre)
+        )
     fresh = stamp_file.exists() and stamp_file.read_text() == stamp
     if not (fresh and all((cache / n).is_file() for n in names)):
         d = tokenizers_dir()

@@ -8,7 +8,8 @@ real tokenizer.json files), and writes tests/fixtures/tokenizer_reference.json:
                                       "decoded": [hex of llama.cpp's detokenize(plain ids)]}},
      "hf":   {NAME: {"plain": [...], "special": [...], "decoded": [decode(plain ids)]}}}
 
-GGUF NAMEs: smollm (the default model's vocab) and the files make_vocab_ggufs.py writes.
+GGUF NAMEs: smollm (the default model's vocab) and the files make_vocab_ggufs.py writes
+(qwen3-pre-NAME: the Qwen3 vocab under another pre-tokenizer name).
 llama.cpp: `Llama(path, vocab_only=True).tokenize(text, add_bos=False, special=...)`.
 `tokenizers`: `encode(text, add_special_tokens=False)`; "plain" sets
 `encode_special_tokens = True` (special added tokens stay text, as llama.cpp's
@@ -56,6 +57,11 @@ def main() -> None:
         "llama2-spm": vocab_dir / "llama2-spm.gguf",
         "llama2-spm-order": vocab_dir / "llama2-spm-order.gguf",
     }
+    sys.path.insert(0, str(ROOT / "scripts/models"))
+    from make_vocab_ggufs import PRE_VARIANTS
+
+    for pre in PRE_VARIANTS:
+        ggufs[f"qwen3-pre-{pre}"] = vocab_dir / f"qwen3-pre-{pre}.gguf"
     out: dict = {"corpus": corpus, "gguf": {}, "hf": {}}
     for name, path in ggufs.items():
         llm = Llama(str(path), vocab_only=True, verbose=False)
