@@ -178,6 +178,24 @@ fn gguf_vocabularies_match_llama_cpp() {
         let tok = Tokenizer::from_gguf(&gguf).unwrap_or_else(|e| panic!("{name}: {e}"));
         let exp = &r["gguf"][name];
         bad.extend(compare(&format!("gguf {name}"), &tok, exp, &corpus));
+        // Special ids and flags as llama.cpp reads them.
+        let meta = &exp["meta"];
+        let opt = |v: &Value| v.as_u64().map(|i| i as u32);
+        let mut eog = tok.eog_ids.clone();
+        eog.sort_unstable();
+        let got = (tok.bos_id, tok.eos_id, tok.add_bos, tok.add_eos, eog);
+        let want = (
+            opt(&meta["bos"]),
+            opt(&meta["eos"]),
+            meta["add_bos"].as_bool().expect("add_bos"),
+            meta["add_eos"].as_bool().expect("add_eos"),
+            ids(&meta["eog"]),
+        );
+        if got != want {
+            bad.push(format!(
+                "gguf {name} (bos, eos, add_bos, add_eos, eog)\n   want {want:?}\n   got  {got:?}"
+            ));
+        }
         // llama.cpp's tokenize("Hello", add_bos=True): BOS exactly when the vocab adds it.
         let mut with_bos: Vec<u32> = tok.bos_id.filter(|_| tok.add_bos).into_iter().collect();
         with_bos.extend(tok.encode("Hello", false).expect("encode"));
@@ -212,4 +230,35 @@ fn tokenizer_json_matches_hf_tokenizers() {
         bad.len(),
         bad.join("\n")
     );
+}
+
+/// tokenizer_config.json read as transformers reads it (values from the files: see
+/// shared/MODELS.md and the configs themselves).
+#[test]
+fn tokenizer_config_special_tokens() {
+    let dir = run_script(&["bash", "scripts/fetch_tokenizers.sh"]);
+    let load = |n: &str| Tokenizer::from_hf_dir(&dir.join(n)).expect("tokenizer");
+    let info = |t: &Tokenizer| (t.vocab_size(), t.bos_id, t.eos_id, t.add_bos, t.add_eos);
+    // Qwen3: no BOS, eos_token "<|im_end|>", add_bos_token false.
+    let q = load("qwen3");
+    assert_eq!(info(&q), (151669, None, Some(151645), false, false));
+    assert!(q.eog_ids.contains(&151643) && q.eog_ids.contains(&151645));
+    assert_eq!(q.token_text(151667), Some("<think>"));
+    // <think> is a non-special added token: it matches even without parse_special and
+    // decodes to its text; <|im_start|> is a control token and decodes to nothing.
+    assert_eq!(q.encode("<think>", false).unwrap(), vec![151667]);
+    assert_eq!(q.token_bytes(151667), b"<think>");
+    assert!(q.token_bytes(151644).is_empty());
+    // Llama 2: add_bos_token true, byte-fallback pieces decode to bytes and spaces.
+    let l2 = load("llama2");
+    assert_eq!(info(&l2), (32000, Some(1), Some(2), true, false));
+    assert_eq!(l2.token_bytes(3 + 0x41), b"A");
+    // Llama 3 (this copy): no add_bos_token key and a plain ByteLevel post-processor (no
+    // template adding BOS), so transformers adds none either.
+    let l3 = load("llama3");
+    assert_eq!(
+        info(&l3),
+        (128256, Some(128000), Some(128001), false, false)
+    );
+    assert!(l3.eog_ids.contains(&128009), "<|eot_id|> ends generation");
 }

@@ -5,7 +5,8 @@ real tokenizer.json files), and writes tests/fixtures/tokenizer_reference.json:
 
     {"corpus": [...], "gguf": {NAME: {"plain": [[ids]...], "special": [[ids]...],
                                       "bos": [ids of "Hello" with add_bos],
-                                      "decoded": [hex of llama.cpp's detokenize(plain ids)]}},
+                                      "decoded": [hex of llama.cpp's detokenize(plain ids)],
+                                      "meta": {bos, eos, add_bos, add_eos, eog ids}}},
      "hf":   {NAME: {"plain": [...], "special": [...], "decoded": [decode(plain ids)]}}}
 
 GGUF NAMEs: smollm (the default model's vocab) and the files make_vocab_ggufs.py writes
@@ -27,6 +28,22 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def vocab_meta(llm) -> dict:
+    """BOS/EOS ids (None when unset), add_bos/add_eos and every end-of-generation id."""
+    import llama_cpp
+
+    v = llm._model.vocab
+    n = llama_cpp.llama_vocab_n_tokens(v)
+    opt = lambda i: None if i < 0 else i  # noqa: E731
+    return {
+        "bos": opt(llama_cpp.llama_vocab_bos(v)),
+        "eos": opt(llama_cpp.llama_vocab_eos(v)),
+        "add_bos": bool(llama_cpp.llama_vocab_get_add_bos(v)),
+        "add_eos": bool(llama_cpp.llama_vocab_get_add_eos(v)),
+        "eog": [i for i in range(n) if llama_cpp.llama_vocab_is_eog(v, i)],
+    }
 
 
 def main() -> None:
@@ -72,6 +89,7 @@ def main() -> None:
             "special": [enc(t, True) for t in corpus],
             "bos": llm.tokenize(b"Hello", add_bos=True, special=False),
             "decoded": [llm.detokenize(ids).hex() for ids in plain],
+            "meta": vocab_meta(llm),
         }
         del llm
     for name in ("qwen3", "llama3", "llama2"):

@@ -13,6 +13,70 @@ use super::{eog_ids, spm, Model, Tokenizer, EOG_TEXTS};
 use crate::error::{Error, Result};
 use crate::model::gguf::GgufFile;
 
+/// llama.cpp's fill-in-the-middle tokens: the key naming each, the texts it looks for
+/// when the key is absent, and whether the token ends generation.
+const FIM: &[(&str, &[&str], bool)] = &[
+    (
+        "tokenizer.ggml.fim_pre_token_id",
+        &[
+            "<|fim_prefix|>",
+            "<fim-prefix>",
+            "<fim_prefix>",
+            "<｜fim▁begin｜>",
+            "<PRE>",
+            "▁<PRE>",
+            "<|code_prefix|>",
+            "<|prefix|>",
+        ],
+        false,
+    ),
+    (
+        "tokenizer.ggml.fim_suf_token_id",
+        &[
+            "<|fim_suffix|>",
+            "<fim-suffix>",
+            "<fim_suffix>",
+            "<｜fim▁hole｜>",
+            "<SUF>",
+            "▁<SUF>",
+            "<|code_suffix|>",
+            "<|suffix|>",
+        ],
+        false,
+    ),
+    (
+        "tokenizer.ggml.fim_mid_token_id",
+        &[
+            "<|fim_middle|>",
+            "<fim-middle>",
+            "<fim_middle>",
+            "<｜fim▁end｜>",
+            "<MID>",
+            "▁<MID>",
+            "<|code_middle|>",
+            "<|middle|>",
+        ],
+        false,
+    ),
+    (
+        "tokenizer.ggml.fim_pad_token_id",
+        &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
+        true,
+    ),
+    (
+        "tokenizer.ggml.fim_rep_token_id",
+        &[
+            "<|fim_repo|>",
+            "<|repo_name|>",
+            "<fim-repo>",
+            "<REPO>",
+            "<reponame>",
+        ],
+        true,
+    ),
+    ("tokenizer.ggml.fim_sep_token_id", &["<|file_sep|>"], true),
+];
+
 impl Tokenizer {
     /// Builds the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
@@ -89,14 +153,30 @@ impl Tokenizer {
         };
         let eos_id = in_vocab(id("tokenizer.ggml.eos_token_id").unwrap_or(def_eos));
         let owned: Vec<String> = tokens.iter().map(|s| s.to_string()).collect();
-        let eog = eog_ids(
-            &owned,
-            &[
-                eos_id,
-                id("tokenizer.ggml.eot_token_id"),
-                id("tokenizer.ggml.eom_token_id"),
-            ],
-        );
+        // FIM tokens: from their keys, else the first token with one of llama.cpp's
+        // texts; all become control tokens, the pad/repo/sep ones also end generation.
+        let fim: Vec<(Option<u32>, bool)> = FIM
+            .iter()
+            .map(|(key, texts, ends)| {
+                let found = id(key).or_else(|| {
+                    owned
+                        .iter()
+                        .position(|t| texts.contains(&t.as_str()))
+                        .map(|i| i as u32)
+                });
+                (found.and_then(in_vocab), *ends)
+            })
+            .collect();
+        let mut always: Vec<Option<u32>> = fim.iter().filter(|f| f.1).map(|f| f.0).collect();
+        always.extend([
+            eos_id,
+            id("tokenizer.ggml.eot_token_id"),
+            id("tokenizer.ggml.eom_token_id"),
+        ]);
+        let eog = eog_ids(&owned, &always);
+        for i in fim.iter().filter_map(|f| f.0) {
+            types[i as usize] = TOKEN_CONTROL;
+        }
         // llama.cpp's attribute fix-ups: EOG texts become control tokens (except the two
         // it demotes), gpt-oss's channel markers user-defined.
         for (i, t) in owned.iter().enumerate() {

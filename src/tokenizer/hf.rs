@@ -155,3 +155,27 @@ impl Tokenizer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bos_from_the_post_processor_template() {
+        let tj = json!({"post_processor": {"type": "Sequence", "processors": [
+            {"type": "ByteLevel"},
+            {"type": "TemplateProcessing", "single": [
+                {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}}]}]}});
+        assert!(template_has(&tj, "<|begin_of_text|>", true));
+        assert!(!template_has(&tj, "<|begin_of_text|>", false));
+        assert!(!template_has(
+            &json!({"post_processor": {"type": "ByteLevel"}}),
+            "<s>",
+            true
+        ));
+        assert_eq!(token_content(Some(&json!({"content": "<s>"}))), Some("<s>"));
+        assert_eq!(token_content(Some(&json!(""))), None);
+    }
+}
