@@ -9,7 +9,9 @@
 //! Escaping: user-supplied strings pass through [`escape`] before the chat template sees
 //! them. It inserts [`SENTINEL`] (U+FDD0, a Unicode noncharacter) after the first char of
 //! every control-token look-alike, so no control token matches there, and doubles any
-//! sentinel the user wrote. [`unescape`] undoes both on each plain fragment.
+//! sentinel the user wrote. [`unescape`] undoes both on each plain fragment. A control
+//! token of a single char cannot be broken this way (none of the supported vocabularies
+//! has one); a template that rewrites user text char by char could break the marks.
 
 use std::borrow::Cow;
 
