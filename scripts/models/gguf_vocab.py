@@ -9,10 +9,18 @@ needing transformers.
 Byte-level BPE vocabularies (Qwen2/3, Llama 3, GPT-2) become `tokenizer.ggml.model =
 gpt2` with the tokens in id order, their types (added special tokens CONTROL, other added
 tokens USER_DEFINED) and the merges; `pre` names llama.cpp's pre-tokenizer.
+
+Byte-fallback BPE vocabularies (Llama 2's tokenizer.json) become a SentencePiece
+`tokenizer.ggml.model = llama` vocabulary with `add_hf_spm_vocab`, mirroring gguf-py's
+`LlamaHfVocab` as convert_hf_to_gguf.py's `_set_vocab_llama_hf` uses it (tokens in id
+order, BYTE for `<0xXX>`, CONTROL for the tokenizer's special tokens, score -1000 for
+all) without needing transformers. `scores="order"` gives SentencePiece-style scores
+instead (0 for control/byte tokens, -id for the others), as a tokenizer.model would.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import gguf
@@ -79,6 +87,80 @@ def add_hf_vocab(w: gguf.GGUFWriter, tokenizer_dir: Path, pre: str) -> int:
         if i is not None:
             add(i)
     w.add_add_bos_token(bool(cfg.get("add_bos_token", False)))
+    tmpl = cfg.get("chat_template")
+    if isinstance(tmpl, str):
+        w.add_chat_template(tmpl)
+    return len(tokens)
+
+
+SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def _token_content(v) -> str | None:
+    if isinstance(v, dict):
+        v = v.get("content")
+    return v if isinstance(v, str) and v else None
+
+
+def add_hf_spm_vocab(w: gguf.GGUFWriter, tokenizer_dir: Path, scores: str = "hf") -> int:
+    """Adds a byte-fallback BPE tokenizer.json as a SentencePiece (`llama`) vocabulary,
+    as `LlamaHfVocab` + `SpecialVocab` would; returns the vocab size."""
+    tok, cfg = load(tokenizer_dir)
+    model = tok["model"]
+    if model["type"] != "BPE" or not model.get("byte_fallback"):
+        raise ValueError(f"{tokenizer_dir}: not a byte-fallback BPE tokenizer.json")
+    base: dict[str, int] = dict(model["vocab"])
+    n_base = len(base)
+    full = dict(base)
+    for a in tok.get("added_tokens", []):
+        full[a["content"]] = a["id"]
+    # transformers' all_special_tokens: the named special tokens + additional ones
+    names = [_token_content(cfg.get(k)) for k in SPECIAL_KEYS]
+    names += [_token_content(t) for t in cfg.get("additional_special_tokens", [])]
+    special_ids = {full[n] for n in names if n is not None and n in full}
+    reverse = {i: t for t, i in full.items()}
+    tokens: list[str] = []
+    score_list: list[float] = []
+    types: list[int] = []
+    for i in range(n_base):
+        text = reverse[i]
+        if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", text):
+            ty = gguf.TokenType.BYTE
+        elif i in special_ids:
+            ty = CONTROL
+        else:
+            ty = NORMAL
+        tokens.append(text)
+        types.append(int(ty))
+        if scores == "order":
+            score_list.append(-float(i) if ty == NORMAL else 0.0)
+        else:
+            score_list.append(-1000.0)
+    for a in sorted(tok.get("added_tokens", []), key=lambda a: a["id"]):
+        if a["id"] < n_base:
+            continue
+        if a["id"] != len(tokens):
+            raise ValueError(f"{tokenizer_dir}: added token ids are not contiguous at {a['id']}")
+        tokens.append(a["content"])
+        types.append(int(CONTROL if a["id"] in special_ids else USER_DEFINED))
+        score_list.append(-1000.0 if scores != "order" else 0.0)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(score_list)
+    w.add_token_types(types)
+    for key, add in (
+        ("bos_token", w.add_bos_token_id),
+        ("eos_token", w.add_eos_token_id),
+        ("unk_token", w.add_unk_token_id),
+        ("pad_token", w.add_pad_token_id),
+    ):
+        i = special_id(tok, cfg, key)
+        if i is not None:
+            add(i)
+    for key, add in (("add_bos_token", w.add_add_bos_token), ("add_eos_token", w.add_add_eos_token)):
+        if isinstance(cfg.get(key), bool):
+            add(cfg[key])
     tmpl = cfg.get("chat_template")
     if isinstance(tmpl, str):
         w.add_chat_template(tmpl)

@@ -270,13 +270,20 @@ impl Engine {
             reasoning_effort: req.reasoning_effort.as_deref(),
             ..Default::default()
         };
-        let text = self.template.render(&req.messages, &opts)?;
-        let mut ids = Vec::new();
-        if self.shared.tokenizer.add_bos {
-            ids.extend(self.shared.tokenizer.bos_id);
+        let tok = &self.shared.tokenizer;
+        // User-supplied strings must not become control tokens: escape them for the
+        // template; encode_prompt then splits only at the template's own control tokens.
+        let mut messages = req.messages.clone();
+        for m in &mut messages {
+            m.content = tok.escape_specials(&m.content).into_owned();
         }
-        ids.extend(self.shared.tokenizer.encode(&text, true)?);
-        Ok((text, ids))
+        let text = self.template.render(&messages, &opts)?;
+        let mut ids = Vec::new();
+        if tok.add_bos {
+            ids.extend(tok.bos_id);
+        }
+        ids.extend(tok.encode_prompt(&text)?);
+        Ok((tok.unescape_specials(&text).into_owned(), ids))
     }
 
     /// Validates `request_json`, queues it and returns its id. Its events go to `sink`.

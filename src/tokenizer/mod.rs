@@ -1,145 +1,192 @@
-//! Tokenization: a `tokenizers` BPE built from the GGUF vocabulary (see `gguf_vocab`),
-//! a byte table for decoding token ids back to UTF-8 (see `detok`), and the special token
-//! ids the engine needs (BOS, the end-of-generation set).
+//! Tokenization, three ways behind one [`Tokenizer`]:
+//! - GGUF byte-level BPE (`tokenizer.ggml.model = gpt2`): a `tokenizers` BPE with
+//!   llama.cpp's pre-tokenizer regexes (`gguf_vocab`), text split at special tokens as
+//!   llama.cpp splits it (`special`);
+//! - GGUF SentencePiece (`llama`): llama.cpp's SPM algorithm in Rust (`spm`);
+//! - a Hugging Face `tokenizer.json` through the `tokenizers` crate (`hf`).
+//!
+//! It also holds the byte table for decoding ids back to UTF-8 (`detok` streams it) and
+//! the special ids the engine needs (BOS, EOS, the end-of-generation set), and keeps user
+//! text from injecting control tokens: [`Tokenizer::escape_specials`] on every
+//! user-supplied string before the chat template, [`Tokenizer::encode_prompt`] on the
+//! rendered prompt.
+//!
+//! Public operations: `from_gguf`, `from_hf_dir`, `encode`, `encode_prompt`,
+//! `escape_specials`, `token_bytes`, `token_text`, `decode`, `vocab_size`.
 
 pub mod detok;
+mod from_gguf;
 pub mod gguf_vocab;
+mod hf;
+pub mod special;
+pub mod spm;
+
+use std::borrow::Cow;
 
 use crate::error::{Error, Result};
-use crate::model::gguf::GgufFile;
-use gguf_vocab::{TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_USER_DEFINED};
+use special::{Frag, Specials};
 
-/// Strings llama.cpp also treats as end-of-generation when they are control tokens.
+/// Token texts llama.cpp (0c1e57098, `llama_vocab::impl::load`) treats as
+/// end-of-generation; it also makes them control tokens.
 const EOG_TEXTS: &[&str] = &[
     "<|eot_id|>",
     "<|im_end|>",
     "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
     "<end_of_turn>",
     "<|endoftext|>",
-    "<EOT>",
-    "<|end_of_text|>",
+    "</s>",
     "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
 ];
+
+/// How text between special tokens becomes ids.
+enum Model {
+    /// GGUF byte-level BPE: the `tokenizers` model holds no added tokens.
+    Bpe(Box<tokenizers::Tokenizer>),
+    /// GGUF SentencePiece; `add_space_prefix` as `tokenizer.ggml.add_space_prefix`.
+    Spm {
+        spm: Box<spm::Spm>,
+        add_space_prefix: bool,
+    },
+    /// tokenizer.json: `special` matches special added tokens, `plain` leaves them text.
+    Hf {
+        special: Box<tokenizers::Tokenizer>,
+        plain: Box<tokenizers::Tokenizer>,
+    },
+}
 
 /// A model's tokenizer.
 pub struct Tokenizer {
-    hf_special: tokenizers::Tokenizer,
-    hf_plain: tokenizers::Tokenizer,
+    model: Model,
+    /// Special tokens for partitioning text (all of them for GGUF; for tokenizer.json the
+    /// control ones, which `encode_prompt` splits at).
+    specials: Specials,
     /// The UTF-8 bytes each token stands for; empty for control tokens.
     token_bytes: Vec<Vec<u8>>,
     tokens: Vec<String>,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
     pub add_bos: bool,
+    /// Whether llama.cpp would append EOS to a tokenized prompt (`add_eos_token`).
+    pub add_eos: bool,
     /// Tokens that end generation (EOS, EOT and the control tokens llama.cpp treats so).
     pub eog_ids: Vec<u32>,
 }
 
 impl Tokenizer {
-    /// Builds the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata.
-    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
-        let model = gguf.req_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(Error::model(
-                &gguf.path,
-                format!(
-                    "tokenizer model {model:?} is not supported yet (byte-level BPE \"gpt2\" is)"
-                ),
-            ));
-        }
-        let pre = gguf
-            .get("tokenizer.ggml.pre")
-            .and_then(|v| v.as_str())
-            .unwrap_or("gpt2");
-        let tokens = gguf.str_array("tokenizer.ggml.tokens")?;
-        let types: Vec<i64> = match gguf
-            .get("tokenizer.ggml.token_type")
-            .and_then(|v| v.as_array())
-        {
-            Some(a) => a
-                .iter()
-                .map(|v| {
-                    let bad =
-                        || Error::model(&gguf.path, "tokenizer.ggml.token_type holds a non-number");
-                    v.as_f64().map(|t| t as i64).ok_or_else(bad)
-                })
-                .collect::<Result<_>>()?,
-            None => vec![TOKEN_NORMAL; tokens.len()],
-        };
-        if types.len() != tokens.len() {
-            return Err(Error::model(
-                &gguf.path,
-                "tokenizer.ggml.token_type length differs from tokens",
-            ));
-        }
-        let merges = gguf.str_array("tokenizer.ggml.merges")?;
-        let built = gguf_vocab::build(&tokens, &types, &merges, pre)
-            .map_err(|e| Error::model(&gguf.path, e.to_string()))?;
-        let dec = gguf_vocab::byte_decoder();
-        let token_bytes = tokens
-            .iter()
-            .zip(&types)
-            .map(|(t, &ty)| match ty {
-                TOKEN_CONTROL => Vec::new(),
-                TOKEN_USER_DEFINED => t.as_bytes().to_vec(),
-                _ => t
-                    .chars()
-                    .flat_map(|c| match dec.get(&c) {
-                        Some(&b) => vec![b],
-                        None => c.to_string().into_bytes(),
-                    })
-                    .collect(),
-            })
-            .collect();
-        let id = |k: &str| {
-            gguf.get(k)
-                .and_then(|v| v.as_u64())
-                .map(|v| v as u32)
-                .filter(|&v| (v as usize) < tokens.len())
-        };
-        let bos_id = id("tokenizer.ggml.bos_token_id");
-        let eos_id = id("tokenizer.ggml.eos_token_id");
-        let mut eog_ids: Vec<u32> = [
-            eos_id,
-            id("tokenizer.ggml.eot_token_id"),
-            id("tokenizer.ggml.eom_token_id"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        for (i, (t, &ty)) in tokens.iter().zip(&types).enumerate() {
-            if ty == TOKEN_CONTROL && EOG_TEXTS.contains(t) && !eog_ids.contains(&(i as u32)) {
-                eog_ids.push(i as u32);
-            }
-        }
-        Ok(Tokenizer {
-            hf_special: built.with_special,
-            hf_plain: built.plain,
-            token_bytes,
-            tokens: tokens.iter().map(|s| s.to_string()).collect(),
-            bos_id,
-            eos_id,
-            add_bos: gguf
-                .get("tokenizer.ggml.add_bos_token")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
-            eog_ids,
-        })
-    }
-
     /// Token ids of `text`. With `parse_special`, control tokens written in the text
     /// (as a chat template writes them) become their ids; without it they stay text.
-    /// No BOS is added here.
+    /// User-defined tokens always match (as in llama.cpp). No BOS is added here.
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
-        let tk = if parse_special {
-            &self.hf_special
-        } else {
-            &self.hf_plain
-        };
-        let enc = tk
-            .encode_fast(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        match &self.model {
+            Model::Hf { special, plain } => {
+                let tk = if parse_special { special } else { plain };
+                hf_encode(tk, text)
+            }
+            _ => self.encode_frags(&self.specials.partition(text, parse_special)),
+        }
+    }
+
+    /// Ids of a rendered chat prompt whose user-supplied strings went through
+    /// [`Tokenizer::escape_specials`]: split at the control tokens the template wrote
+    /// (the user's look-alikes are broken by the escape), each piece between them
+    /// tokenized as plain text with the escape marks removed. No BOS is added here.
+    pub fn encode_prompt(&self, rendered: &str) -> Result<Vec<u32>> {
+        match &self.model {
+            Model::Hf { plain, .. } => {
+                let mut ids = Vec::new();
+                for f in self.specials.partition_control(rendered) {
+                    match f {
+                        Frag::Token(id) => ids.push(id),
+                        Frag::Text(t) => ids.extend(hf_encode(plain, &special::unescape(t))?),
+                    }
+                }
+                Ok(ids)
+            }
+            _ => {
+                let pieces: Vec<(Frag, Option<String>)> = self
+                    .specials
+                    .partition(rendered, true)
+                    .into_iter()
+                    .map(|f| match f {
+                        Frag::Text(t) => match special::unescape(t) {
+                            Cow::Borrowed(_) => (f, None),
+                            Cow::Owned(s) => (f, Some(s)),
+                        },
+                        tok => (tok, None),
+                    })
+                    .collect();
+                let mut frags = Vec::with_capacity(pieces.len());
+                for (f, owned) in &pieces {
+                    match (f, owned) {
+                        (_, Some(s)) => frags.extend(self.specials.partition(s, false)),
+                        (f, None) => frags.push(f.clone()),
+                    }
+                }
+                self.encode_frags(&frags)
+            }
+        }
+    }
+
+    /// `text` with every control-token look-alike broken by an invisible mark (and marks
+    /// already there escaped), for any user-supplied string before template rendering;
+    /// [`Tokenizer::encode_prompt`] then tokenizes it as the plain text it was.
+    pub fn escape_specials<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        special::escape(text, self.specials.control_texts())
+    }
+
+    /// `text` with the marks of [`Tokenizer::escape_specials`] removed (for display).
+    pub fn unescape_specials<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        special::unescape(text)
+    }
+
+    /// llama.cpp's `tokenize` over partitioned fragments (GGUF vocabularies).
+    fn encode_frags(&self, frags: &[Frag]) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        // SentencePiece: a text fragment after a special token (or at the start) gets a
+        // space prefix, as llama.cpp's `is_prev_special` does.
+        let mut prev_special = true;
+        for f in frags {
+            match *f {
+                Frag::Token(id) => {
+                    ids.push(id);
+                    prev_special = true;
+                }
+                Frag::Text(t) => {
+                    match &self.model {
+                        Model::Bpe(tk) => ids.extend(hf_encode(tk, t)?),
+                        Model::Spm {
+                            spm,
+                            add_space_prefix,
+                        } => {
+                            let mut text = String::with_capacity(t.len() + 3);
+                            if *add_space_prefix && prev_special {
+                                text.push(' ');
+                            }
+                            text.push_str(t);
+                            spm.tokenize(&spm::escape_whitespace(&text), &mut ids)?;
+                        }
+                        Model::Hf { plain, .. } => ids.extend(hf_encode(plain, t)?),
+                    }
+                    prev_special = false;
+                }
+            }
+        }
+        Ok(ids)
     }
 
     /// The UTF-8 bytes of one token (empty for control tokens and unknown ids).
@@ -167,4 +214,42 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()
     }
+}
+
+fn hf_encode(tk: &tokenizers::Tokenizer, text: &str) -> Result<Vec<u32>> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let enc = tk
+        .encode_fast(text, false)
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+    Ok(enc.get_ids().to_vec())
+}
+
+/// The end-of-generation ids: `always` (EOS, EOT, EOM), then every token whose text is
+/// one of llama.cpp's EOG texts, minus llama.cpp's two exceptions (`<|end|>` when
+/// `<|return|>`/`<|call|>` or `<|calls|>`/`<|flush|>` exist; `</s>` next to
+/// `<|tool_response>` or `<|plamo:eos|>`).
+fn eog_ids(tokens: &[String], always: &[Option<u32>]) -> Vec<u32> {
+    let mut eog: Vec<u32> = Vec::new();
+    let mut push = |i: u32| {
+        if (i as usize) < tokens.len() && !eog.contains(&i) {
+            eog.push(i);
+        }
+    };
+    always.iter().flatten().for_each(|&i| push(i));
+    for (i, t) in tokens.iter().enumerate() {
+        if EOG_TEXTS.contains(&t.as_str()) {
+            push(i as u32);
+        }
+    }
+    let has = |s: &str| eog.iter().any(|&i| tokens[i as usize] == s);
+    let drop_end = (has("<|return|>") && has("<|call|>") && has("<|end|>"))
+        || (has("<|calls|>") && has("<|flush|>") && has("<|end|>"));
+    let drop_s = has("</s>") && (has("<|tool_response>") || has("<|plamo:eos|>"));
+    eog.retain(|&i| {
+        let t = tokens[i as usize].as_str();
+        !((drop_end && t == "<|end|>") || (drop_s && t == "</s>"))
+    });
+    eog
 }
