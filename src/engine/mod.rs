@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::backend::cpu::kv::PagedKv;
 use crate::backend::cpu::pool::ThreadPool;
-use crate::chat_template::{ChatTemplate, RenderOptions};
+use crate::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
 use crate::config::{EngineConfig, GenerationDefaults};
 use crate::error::{Error, Result};
 use crate::model::gguf::GgufFile;
@@ -275,14 +275,17 @@ impl Engine {
         // template; encode_prompt then splits only at the template's own control tokens.
         let mut messages = req.messages.clone();
         for m in &mut messages {
-            m.content = tok.escape_specials(&m.content).into_owned();
+            escape_message(tok, m);
         }
         let text = self.template.render(&messages, &opts)?;
         let mut ids = Vec::new();
-        if tok.add_bos {
+        let body = tok.encode_prompt(&text)?;
+        // A template that writes `{{ bos_token }}` itself (Llama 3) already starts with
+        // BOS; adding another would change the prompt (llama.cpp warns about it).
+        if tok.add_bos && tok.bos_id.is_some() && body.first().copied() != tok.bos_id {
             ids.extend(tok.bos_id);
         }
-        ids.extend(tok.encode_prompt(&text)?);
+        ids.extend(body);
         Ok((tok.unescape_specials(&text).into_owned(), ids))
     }
 
@@ -438,5 +441,34 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Escapes every user-supplied string of `m` (content, reasoning, tool-call arguments and
+/// names) so that control-token look-alikes in them stay text (see `Tokenizer::escape_specials`).
+fn escape_message(tok: &Tokenizer, m: &mut ChatMessage) {
+    let esc = |s: &mut String| {
+        if let std::borrow::Cow::Owned(e) = tok.escape_specials(s) {
+            *s = e;
+        }
+    };
+    for s in [&mut m.content, &mut m.reasoning_content, &mut m.name]
+        .into_iter()
+        .flatten()
+    {
+        esc(s);
+    }
+    for call in &mut m.tool_calls {
+        esc(&mut call.function.name);
+        escape_json_strings(&mut call.function.arguments, &esc);
+    }
+}
+
+fn escape_json_strings(v: &mut serde_json::Value, esc: &impl Fn(&mut String)) {
+    match v {
+        serde_json::Value::String(s) => esc(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| escape_json_strings(x, esc)),
+        serde_json::Value::Object(o) => o.values_mut().for_each(|x| escape_json_strings(x, esc)),
+        _ => {}
     }
 }
