@@ -36,7 +36,7 @@ order (each scaled output matrix: the N(0,1) matrix, then its row scales).
 
 Output layout (DIR = .../tiny-models/v1):
 
-    DIR/manifest.json                 everything below, machine-readable (see end of file)
+    DIR/manifest.json                 everything below, machine-readable (keys listed below)
     DIR/<arch>/hf/                    config.json, generation_config.json, model.safetensors
                                       (all f32, HF tensor names), tokenizer.json,
                                       tokenizer_config.json (Qwen3's, chat template inside)
@@ -69,6 +69,20 @@ Output layout (DIR = .../tiny-models/v1):
 
 TYPES = F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K Q4_K_M, where Q2_K
 is ftype MOSTLY_Q2_K, Q3_K is MOSTLY_Q3_K_S, Q4_K is MOSTLY_Q4_K_S, Q5_K is MOSTLY_Q5_K_S.
+
+manifest.json: {"version", "generator", "llama_cpp": {settings}, "types": {T: llama ftype},
+"vocab_size", "tokens": {"n", "full_positions"}, "seconds", "archs": {arch: {
+    "config": the HF config.json (f32), "seed", "tensors": {HF name: {"shape", "dtype"}},
+    "hf" / "hf-sharded" / "hf-bf16": {"dir", "dtype", "files", "bytes"},
+    "gguf": {T: {"file", "ftype", "bytes", "type_counts": {ggml type: n},
+                 "tensor_types": {gguf tensor name: ggml type name (gguf-py's, e.g. Q4_K)}}},
+    "reference": {T or "F32-kvf32": {"json", "logits", "kv_cache", "median_margin",
+                 "margin_quantiles": {"0","0.01","0.05","0.5"}, and for T != F32:
+                 "top1_agree_with_F32", "max_rel_err_vs_F32" (max |diff| / max |F32 logit|)}},
+    "llama_cpp_ids_match": llama.cpp's own tokenization of the text == ids,
+    "numpy_vs_llama_cpp_F32": {"max_rel_err", "top1_equal", "positions"},
+    "logit_std_median", "seconds", "cpu_seconds": {step: CPU seconds}}}}
+All paths in the manifest are relative to DIR.
 
 llama.cpp reference settings: Llama(path, n_ctx=512, n_batch=512, n_threads=2, seed=0,
 logits_all=True, flash_attn=False, KV cache F16 (default) unless noted), llm.eval(ids),
@@ -538,6 +552,7 @@ def numpy_forward(arch: str, w: dict[str, np.ndarray], ids: list[int], rows: lis
 
 def build_arch(arch: str, root: Path, tok_dir: Path, ids: list[int], types: list[str], full: list[int]) -> dict:
     t0 = time.time()
+    c_start = time.process_time()
     d = root / arch
     (d / "gguf").mkdir(parents=True)
     ref = d / "reference"
@@ -549,12 +564,17 @@ def build_arch(arch: str, root: Path, tok_dir: Path, ids: list[int], types: list
     log(f"[{arch}] HF dirs written ({time.time() - t0:.1f}s)")
 
     f32 = d / "gguf" / "F32.gguf"
+    cpu: dict[str, float] = {"weights+hf": time.process_time() - c_start}
+    c0 = time.process_time()
     write_f32_gguf(arch, w, f32, tok_dir)
+    cpu["write F32.gguf"] = time.process_time() - c0
     m["gguf"] = {}
     for ty in types:
         path = d / "gguf" / f"{ty}.gguf"
+        c0 = time.process_time()
         if TYPES[ty] is not None:
             quantize(f32, path, TYPES[ty])
+        cpu[f"quantize {ty}"] = time.process_time() - c0
         tt = tensor_types(path)
         counts: dict[str, int] = {}
         for v in tt.values():
@@ -567,11 +587,16 @@ def build_arch(arch: str, root: Path, tok_dir: Path, ids: list[int], types: list
     f32_logits = None
     for ty in types + ["F32-kvf32"]:
         file = "F32" if ty == "F32-kvf32" else ty
+        c0 = time.process_time()
         logits, toks = llama_logits(d / "gguf" / f"{file}.gguf", ids, kv_f32=(ty == "F32-kvf32"))
+        cpu[f"eval {ty}"] = time.process_time() - c0
+        c0 = time.process_time()
         s = write_reference(ref, ty, f"{arch}/gguf/{file}.gguf", logits, full)
+        cpu[f"summarize {ty}"] = time.process_time() - c0
         entry = {"json": f"{arch}/reference/{ty}.json", "logits": f"{arch}/reference/{ty}.logits.f32",
                  "kv_cache": "F32" if ty == "F32-kvf32" else "F16",
-                 "median_margin": float(np.median(s["margin"]))}
+                 "median_margin": float(np.median(s["margin"])),
+                 "margin_quantiles": {q: float(np.quantile(s["margin"], float(q))) for q in ("0", "0.01", "0.05", "0.5")}}
         if ty == "F32":
             f32_logits = logits
             m["llama_cpp_ids_match"] = toks == ids
@@ -583,6 +608,7 @@ def build_arch(arch: str, root: Path, tok_dir: Path, ids: list[int], types: list
 
     # Own forward pass on the HF weights vs llama.cpp's F32 reference.
     if f32_logits is not None:
+        c0 = time.process_time()
         mine = numpy_forward(arch, w, ids, full)
         theirs = f32_logits[full]
         err = float(np.abs(mine - theirs).max() / np.abs(theirs).max())
@@ -595,7 +621,9 @@ def build_arch(arch: str, root: Path, tok_dir: Path, ids: list[int], types: list
         mg = np.array(m["reference"]["F32"]["median_margin"])
         m["logit_std_median"] = float(np.median(sd))
         log(f"[{arch}] median top1-top2 margin {float(mg):.3f}, median logit std {np.median(sd):.3f}")
+        cpu["numpy forward"] = time.process_time() - c0
     m["seconds"] = round(time.time() - t0, 1)
+    m["cpu_seconds"] = {k: round(v, 2) for k, v in cpu.items()}
     return m
 
 
