@@ -5,7 +5,7 @@ llama.cpp's logits on them.
     python3 scripts/models/tiny_models.py --tokenizer DIR/qwen3 [--out DIR]
 
 Normally run through scripts/tiny_models.sh, which caches the result under
-${RILL_CACHE:-~/.cache/rill}/tiny-models/v1/ and prints that directory. The script builds
+${RILL_CACHE:-~/.cache/rill}/tiny-models/v2/ and prints that directory. The script builds
 everything in a sibling temporary directory and renames it into place at the end, so an
 interrupted run never leaves a half-written cache. Same seeds, same numpy -> same weights
 (the weights do not depend on llama.cpp; the quantized files and the reference logits come
@@ -32,9 +32,12 @@ embeddings N(0,1); the output matrix (lm_head for llama, the tied embeddings for
 qwen2/qwen3) has N(0,1) rows each scaled by exp(0.5 N(0,1)) (heavy-tailed row norms give
 larger top1-top2 margins); RMSNorm weights (incl. q_norm/k_norm) 1 + 0.1 N(0,1); qwen2
 biases 0.5 N(0,1). Seed per arch: numpy default_rng(SEEDS[arch]), tensors drawn in HF
-order (each scaled output matrix: the N(0,1) matrix, then its row scales).
+order (each scaled output matrix: the N(0,1) matrix, then its row scales). Every weight is
+then rounded to the nearest bf16 value (kept as f32), so the f32 files, hf-bf16/ and
+BF16.gguf hold exactly the same numbers (F16.gguf too, except values below f16's normal
+range); BF16/F16 files differ from F32 only in how the engine computes.
 
-Output layout (DIR = .../tiny-models/v1):
+Output layout (DIR = .../tiny-models/v2):
 
     DIR/manifest.json                 everything below, machine-readable (keys listed below)
     DIR/<arch>/hf/                    config.json, generation_config.json, model.safetensors
@@ -81,6 +84,7 @@ manifest.json: {"version", "generator", "llama_cpp": {settings}, "types": {T: ll
                  "top1_agree_with_F32", "max_rel_err_vs_F32" (max |diff| / max |F32 logit|)}},
     "llama_cpp_ids_match": llama.cpp's own tokenization of the text == ids,
     "numpy_vs_llama_cpp_F32": {"max_rel_err", "top1_equal", "positions"},
+    "bf16_gguf_equals_hf_bf16": BF16.gguf's token_embd bits == hf-bf16's (checked, must be true),
     "logit_std_median", "seconds", "cpu_seconds": {step: CPU seconds}}}}
 All paths in the manifest are relative to DIR.
 
@@ -105,7 +109,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-VERSION = "v1"
+VERSION = "v2"
 SEEDS = {"llama": 1001, "qwen2": 1002, "qwen3": 1003}
 VOCAB = 151669
 HIDDEN = 256
@@ -222,7 +226,12 @@ def make_weights(arch: str) -> dict[str, np.ndarray]:
     w["model.norm.weight"] = norm(HIDDEN)
     if not a["tied"]:
         w["lm_head.weight"] = output_rows(VOCAB)
-    return w
+    # bf16-representable values: F32.gguf, BF16.gguf, hf/ and hf-bf16/ hold the same numbers
+    return {n: from_bf16_bits(to_bf16_bits(t)) for n, t in w.items()}
+
+
+def from_bf16_bits(b: np.ndarray) -> np.ndarray:
+    return (b.astype(np.uint32) << 16).view(np.float32)
 
 
 def to_bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -432,7 +441,9 @@ def write_f32_gguf(arch: str, w: dict[str, np.ndarray], path: Path, tok_dir: Pat
 
 def quantize(src: Path, dst: Path, ftype_name: str) -> None:
     import llama_cpp
+    from llama_cpp import _logger
 
+    _logger.set_verbose(False)  # llama.cpp's per-tensor INFO lines; errors still print
     p = llama_cpp.llama_model_quantize_default_params()
     p.nthread = 2
     p.ftype = getattr(llama_cpp, ftype_name)
@@ -582,6 +593,16 @@ def build_arch(arch: str, root: Path, tok_dir: Path, ids: list[int], types: list
         m["gguf"][ty] = {"file": f"{arch}/gguf/{ty}.gguf", "ftype": TYPES[ty] or "LLAMA_FTYPE_ALL_F32",
                          "bytes": path.stat().st_size, "type_counts": counts, "tensor_types": tt}
     log(f"[{arch}] GGUF written ({time.time() - t0:.1f}s)")
+    if "BF16" in types:  # llama.cpp's f32 -> bf16 must give back our bf16 values bit for bit
+        import gguf
+
+        r = gguf.GGUFReader(str(d / "gguf" / "BF16.gguf"))
+        t = next(t for t in r.tensors if t.name == "token_embd.weight")
+        same = np.array_equal(np.asarray(t.data).view(np.uint16).reshape(-1),
+                              to_bf16_bits(w["model.embed_tokens.weight"]).reshape(-1))
+        m["bf16_gguf_equals_hf_bf16"] = same
+        if not same:
+            raise SystemExit(f"{arch}: BF16.gguf token_embd differs from the bf16 weights")
 
     m["reference"] = {}
     f32_logits = None
