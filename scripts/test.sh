@@ -2,7 +2,9 @@
 # The test command (README, .ci/run): installs what a fresh machine lacks, fetches the
 # default model (cached), and runs every test:
 #   1. cargo fmt --check and clippy -D warnings
-#   2. Rust unit and integration tests (engine, llama.cpp fidelity, header drift)
+#   2. Rust unit and integration tests (engine, llama.cpp fidelity, header drift; the
+#      tiny llama/qwen2/qwen3 models in every GGUF type and as safetensors against
+#      llama.cpp; tokenizers and chat templates against llama.cpp, tokenizers and jinja2)
 #   3. the C API test in C (tests/c), its streams validated with OpenAI's types
 #   4. rill-cli end to end: --jsonl stream validated, bad arguments exit non-zero
 #   5. every language binding's own suite (bindings/*/test.sh), the Go HTTP server
@@ -15,11 +17,16 @@ target=${CARGO_TARGET_DIR:-target}
 step() { printf '\n== %s\n' "$*"; }
 
 step "python test dependencies"
-python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt \
+  -r tests/requirements-models.txt
 
 step "default model"
 model=$(./scripts/fetch_model.sh)
 export RILL_MODEL="$model"
+
+step "model test data (real tokenizers, tiny llama/qwen2/qwen3 models and llama.cpp references; cached)"
+./scripts/fetch_tokenizers.sh
+./scripts/tiny_models.sh
 
 step "format and lint"
 cargo fmt --all -- --check
