@@ -200,6 +200,9 @@ impl ModelConfig {
                 return Err(cfg.err("hidden_act", &format!("{act:?} is not supported (silu is)")));
             }
         }
+        if cfg.opt_bool("mlp_bias")? == Some(true) {
+            return Err(cfg.err("mlp_bias", "MLP biases are not supported"));
+        }
         if cfg.opt_bool("use_sliding_window")? == Some(true) {
             return Err(cfg.err(
                 "use_sliding_window",

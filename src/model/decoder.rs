@@ -112,8 +112,9 @@ impl Decoder {
         self.forward_rows(pool, kv, batch, &rows)
     }
 
-    /// The step, with logits for the flat token rows `rows`, row after row.
-    fn forward_rows(
+    /// The step, with logits for the flat token rows `rows`, row after row
+    /// (`rows.len() * vocab_size`).
+    pub fn forward_rows(
         &self,
         pool: &ThreadPool,
         kv: &mut PagedKv,

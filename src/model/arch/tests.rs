@@ -91,6 +91,9 @@ fn refuses_unsupported_architectures_and_features_by_name() {
     v["hidden_act"] = json!("gelu");
     assert!(err(&v).contains("hidden_act"));
     let mut v = qwen3();
+    v["mlp_bias"] = json!(true);
+    assert!(err(&v).contains("mlp_bias"));
+    let mut v = qwen3();
     v["use_sliding_window"] = json!(true);
     assert!(err(&v).contains("use_sliding_window"));
     let mut v = qwen3();
