@@ -304,6 +304,10 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         let model = exe.to_str().unwrap();
         assert!(err("not json").contains("not valid JSON"));
+        // A directory must hold a config.json (a Hugging Face checkpoint).
+        let dir = exe.parent().unwrap().to_str().unwrap();
+        let e = err(&format!(r#"{{"model": "{dir}"}}"#));
+        assert!(e.contains("`model`") && e.contains("config.json"), "{e}");
         assert!(err("[]").contains("JSON object"));
         assert!(err("{}").contains("`model`"));
         assert!(err(r#"{"model": "/nonexistent/x.gguf"}"#).contains("/nonexistent/x.gguf"));

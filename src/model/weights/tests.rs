@@ -143,3 +143,134 @@ fn refuses_an_unsupported_architecture_by_name() {
     std::fs::write(d.join("config.json"), c.to_string()).unwrap();
     assert!(load_err(&d).contains("\"gemma3\""));
 }
+
+/// A GGUF v3 image: string/u32 metadata, F32 tensors of the given ggml-order dims.
+fn gguf_image(meta: &[(String, Meta)], tensors: &[(String, Vec<usize>)]) -> Vec<u8> {
+    fn s(b: &mut Vec<u8>, v: &str) {
+        b.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        b.extend_from_slice(v.as_bytes());
+    }
+    let mut b = b"GGUF".to_vec();
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    b.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+    for (k, v) in meta {
+        s(&mut b, k);
+        match v {
+            Meta::Str(x) => {
+                b.extend_from_slice(&8u32.to_le_bytes());
+                s(&mut b, x);
+            }
+            Meta::U32(x) => {
+                b.extend_from_slice(&4u32.to_le_bytes());
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+    let mut off = 0u64;
+    for (name, dims) in tensors {
+        s(&mut b, name);
+        b.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for &d in dims {
+            b.extend_from_slice(&(d as u64).to_le_bytes());
+        }
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&off.to_le_bytes());
+        off += 4 * dims.iter().product::<usize>() as u64;
+    }
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    b.resize(b.len() + off as usize, 0);
+    b
+}
+
+enum Meta {
+    Str(&'static str),
+    U32(u32),
+}
+
+/// The tensors of a one-layer Qwen3 GGUF (ggml order: `[cols, rows]`).
+fn qwen3_gguf_tensors() -> Vec<(String, Vec<usize>)> {
+    let b = |s: &str| format!("blk.0.{s}.weight");
+    vec![
+        ("token_embd.weight".into(), vec![DIM, VOCAB]),
+        ("output_norm.weight".into(), vec![DIM]),
+        (b("attn_norm"), vec![DIM]),
+        (b("attn_q"), vec![DIM, 2 * HD]),
+        (b("attn_k"), vec![DIM, HD]),
+        (b("attn_v"), vec![DIM, HD]),
+        (b("attn_q_norm"), vec![HD]),
+        (b("attn_k_norm"), vec![HD]),
+        (b("attn_output"), vec![2 * HD, DIM]),
+        (b("ffn_norm"), vec![DIM]),
+        (b("ffn_gate"), vec![DIM, FFN]),
+        (b("ffn_up"), vec![DIM, FFN]),
+        (b("ffn_down"), vec![FFN, DIM]),
+    ]
+}
+
+fn gguf_load(
+    name: &str,
+    arch: &'static str,
+    tensors: &[(String, Vec<usize>)],
+) -> crate::Result<crate::model::LoadedModel> {
+    let a = |k: &str| format!("{arch}.{k}");
+    let meta = [
+        ("general.architecture".to_owned(), Meta::Str(arch)),
+        (a("block_count"), Meta::U32(1)),
+        (a("embedding_length"), Meta::U32(DIM as u32)),
+        (a("feed_forward_length"), Meta::U32(FFN as u32)),
+        (a("attention.head_count"), Meta::U32(2)),
+        (a("attention.head_count_kv"), Meta::U32(1)),
+        (a("attention.key_length"), Meta::U32(HD as u32)),
+    ];
+    let p = std::env::temp_dir().join(format!("rill-weights-{name}-{}.gguf", std::process::id()));
+    std::fs::write(&p, gguf_image(&meta, tensors)).unwrap();
+    let r = load(&p);
+    std::fs::remove_file(&p).unwrap();
+    r
+}
+
+#[test]
+fn loads_a_qwen3_gguf_and_refuses_its_faults_by_name() {
+    let m = gguf_load("q3", "qwen3", &qwen3_gguf_tensors()).unwrap();
+    let c = &m.model.config;
+    assert!(c.rope_neox && c.tied_output && c.head_dim == HD && c.q_dim() == 2 * HD);
+    let logits = super::super::decoder::tests::run_prompt(&m.model, &[3, 1]);
+    assert!(logits.iter().all(|v| v.is_finite()));
+
+    let mut t = qwen3_gguf_tensors();
+    t.retain(|(n, _)| n != "blk.0.attn_k_norm.weight");
+    let e = gguf_load("q3-missing", "qwen3", &t)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("missing tensor blk.0.attn_k_norm.weight") && e.contains(".gguf"),
+        "{e}"
+    );
+
+    let mut t = qwen3_gguf_tensors();
+    t[4].1 = vec![DIM, 2 * HD];
+    let e = gguf_load("q3-shape", "qwen3", &t)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("tensor blk.0.attn_k.weight") && e.contains("expected [64, 32]"),
+        "{e}"
+    );
+
+    let e = gguf_load("gemma", "gemma3", &qwen3_gguf_tensors())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("unsupported architecture \"gemma3\""), "{e}");
+    // Qwen2 requires its Q/K/V biases.
+    let e = gguf_load("q2", "qwen2", &qwen3_gguf_tensors())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("missing tensor blk.0.attn_q.bias"), "{e}");
+}
