@@ -178,7 +178,7 @@ fn gguf_image(meta: &[(String, Meta)], tensors: &[(String, Vec<usize>)]) -> Vec<
         b.extend_from_slice(&off.to_le_bytes());
         off += 4 * dims.iter().product::<usize>() as u64;
     }
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.resize(b.len() + off as usize, 0);
