@@ -101,7 +101,8 @@ impl GenerationDefaults {
 /// load time (`None` means "use the model's value").
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Path to a `.gguf` model file.
+    /// A `.gguf` model file or a Hugging Face checkpoint directory (`config.json` +
+    /// safetensors).
     pub model: PathBuf,
     /// Backend; `"auto"` resolves to the CPU in builds without CUDA.
     pub device: Device,
@@ -174,15 +175,22 @@ impl EngineConfig {
             Some(Value::String(s)) if !s.is_empty() => PathBuf::from(s),
             Some(Value::String(_)) => return Err(Error::config("model", "must not be empty")),
             Some(other) => return Err(wrong_type("model", "a string path", other)),
-            None => return Err(Error::config("model", "is required (path to a .gguf file)")),
+            None => {
+                return Err(Error::config(
+                    "model",
+                    "is required (a .gguf file or a Hugging Face checkpoint directory)",
+                ))
+            }
         };
         match std::fs::metadata(&model) {
             Ok(m) if m.is_file() => {}
+            Ok(m) if m.is_dir() && model.join("config.json").is_file() => {}
             Ok(_) => {
                 return Err(Error::config(
                     "model",
                     format!(
-                        "{} is not a file (a .gguf file is expected)",
+                        "{} is neither a file (a .gguf model) nor a directory with a \
+                         config.json (a Hugging Face checkpoint)",
                         model.display()
                     ),
                 ))
@@ -296,6 +304,10 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         let model = exe.to_str().unwrap();
         assert!(err("not json").contains("not valid JSON"));
+        // A directory must hold a config.json (a Hugging Face checkpoint).
+        let dir = exe.parent().unwrap().to_str().unwrap();
+        let e = err(&format!(r#"{{"model": "{dir}"}}"#));
+        assert!(e.contains("`model`") && e.contains("config.json"), "{e}");
         assert!(err("[]").contains("JSON object"));
         assert!(err("{}").contains("`model`"));
         assert!(err(r#"{"model": "/nonexistent/x.gguf"}"#).contains("/nonexistent/x.gguf"));

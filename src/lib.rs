@@ -6,7 +6,7 @@
 //! Layout (see `README.md` and `shared/DESIGN.md`): `config` and `error`; `engine` (the
 //! engine and delivery threads); `scheduler` (continuous batching, chunked prefill,
 //! preemption); `kv_cache` (block pool, prefix caching); `runner` (the flat step batch);
-//! `model` (GGUF reader, Llama); `backend::cpu` (kernels, thread pool, paged KV memory);
+//! `model` (GGUF/safetensors readers, llama/qwen2/qwen3 decoder); `backend::cpu` (kernels, thread pool, paged KV memory);
 //! `tokenizer`; `chat_template`; `sampling`; `responses` (request parsing, events,
 //! invariant checker); `ffi`.
 

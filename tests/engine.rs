@@ -455,3 +455,14 @@ fn a_frequency_penalty_breaks_greedy_repetition() {
         assert_ne!(t, plain, "{extra}");
     }
 }
+
+#[test]
+fn stats_report_model_load_time_and_mapped_weight_bytes() {
+    let engine = common::engine(json!({}));
+    let s = engine.stats();
+    assert!(s["model_load_ms"].as_u64().is_some(), "{s}");
+    // The default model maps ~98 MB of weight matrices (tied Q8_0 embedding counted once).
+    let mapped = s["mapped_weight_bytes"].as_u64().unwrap();
+    assert!(mapped > 80_000_000 && mapped < 100_000_000, "{mapped}");
+    assert_eq!(s["architecture"], "llama");
+}

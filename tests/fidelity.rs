@@ -11,7 +11,7 @@ use rill::backend::cpu::kv::PagedKv;
 use rill::backend::cpu::pool::ThreadPool;
 use rill::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
 use rill::model::gguf::GgufFile;
-use rill::model::llama::Llama;
+use rill::model::Decoder;
 use rill::model::{SeqMeta, StepBatch};
 use rill::sampling::argmax;
 use rill::tokenizer::Tokenizer;
@@ -99,13 +99,13 @@ const BLOCK: usize = 16;
 const BLOCKS: usize = 64;
 
 /// A paged KV cache holding one sequence in blocks `0..BLOCKS`.
-fn seq_kv(model: &Llama) -> PagedKv {
+fn seq_kv(model: &Decoder) -> PagedKv {
     PagedKv::new(model.config.n_layers, model.config.kv_dim(), BLOCK, BLOCKS).unwrap()
 }
 
 /// Runs `tokens[pos..]` through the model and returns the last logits.
 fn step(
-    model: &Llama,
+    model: &Decoder,
     pool: &ThreadPool,
     kv: &mut PagedKv,
     tokens: &[u32],
@@ -138,7 +138,7 @@ fn step(
 /// - the first-step top-10 logits are within 1.5 of llama.cpp's.
 fn compare_with_llama_cpp(isa: Isa) {
     let gguf = GgufFile::open(&common::default_model()).unwrap();
-    let mut model = Llama::load(&gguf).unwrap();
+    let mut model = Decoder::from_gguf(&gguf).unwrap();
     model.set_isa(isa);
     let tok = Tokenizer::from_gguf(&gguf).unwrap();
     let pool = ThreadPool::new(2).unwrap();
@@ -257,7 +257,7 @@ fn greedy_decoding_matches_llama_cpp_with_portable_kernels() {
 #[test]
 fn every_isa_gives_the_portable_logits_bit_for_bit() {
     let gguf = GgufFile::open(&common::default_model()).unwrap();
-    let mut model = Llama::load(&gguf).unwrap();
+    let mut model = Decoder::from_gguf(&gguf).unwrap();
     let pool = ThreadPool::new(2).unwrap();
     let mut tokens: Vec<u32> = (0..40).map(|i| 100 + 37 * i).collect();
     tokens.extend([9, 900, 9000]);

@@ -14,7 +14,7 @@ use super::{Output, Shared};
 use crate::backend::cpu::kv::PagedKv;
 use crate::backend::cpu::pool::ThreadPool;
 use crate::kv_cache::KvCacheManager;
-use crate::model::llama::Llama;
+use crate::model::Decoder;
 use crate::responses::stream::{Finish, Usage};
 use crate::runner;
 use crate::sampling::{Sampler, SamplingParams};
@@ -68,7 +68,7 @@ pub struct KvLayout {
 
 /// Engine thread state.
 pub struct EngineCore {
-    model: Llama,
+    model: Decoder,
     pool: ThreadPool,
     kv: PagedKv,
     sched: Scheduler<SeqState>,
@@ -82,7 +82,7 @@ impl EngineCore {
     /// Allocates the KV memory; fails when it cannot.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        model: Llama,
+        model: Decoder,
         pool: ThreadPool,
         layout: KvLayout,
         max_num_seqs: usize,

@@ -22,9 +22,7 @@ use crate::backend::cpu::pool::ThreadPool;
 use crate::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
 use crate::config::{EngineConfig, GenerationDefaults};
 use crate::error::{Error, Result};
-use crate::model::gguf::GgufFile;
-use crate::model::llama::Llama;
-use crate::model::ModelConfig;
+use crate::model::{self, ModelConfig, ModelSource};
 use crate::responses::ids::unix_now;
 use crate::responses::request::{parse, ParsedRequest};
 use crate::responses::stream::{Finish, ResponseMeta, ResponseStream, Usage};
@@ -129,9 +127,23 @@ impl Engine {
     /// Loads the model named by `config` and starts the engine's threads.
     pub fn new(config: EngineConfig) -> Result<Engine> {
         let t0 = Instant::now();
-        let gguf = GgufFile::open(&config.model)?;
-        let model = Llama::load(&gguf)?;
-        let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf)?);
+        let loaded = model::load(&config.model)?;
+        let (load_ms, mapped_bytes) = (loaded.load_time.as_millis() as u64, loaded.mapped_bytes);
+        let model = loaded.model;
+        let gguf = match &loaded.source {
+            ModelSource::Gguf(g) => g,
+            // TODO(issue 4, lead): wire Hugging Face directories here once the tokenizer
+            // (`Tokenizer::from_hf_dir`) and chat template (`hf_template_source`) land;
+            // `loaded.source` carries the directory and its generation config.
+            ModelSource::Hf { dir, .. } => {
+                return Err(Error::model(
+                    dir,
+                    "the model loads, but the engine cannot serve a Hugging Face directory \
+                     yet (its tokenizer.json and chat template are not wired); use a .gguf file",
+                ))
+            }
+        };
+        let tokenizer = Arc::new(Tokenizer::from_gguf(gguf)?);
         let mc = model.config.clone();
         if tokenizer.vocab_size() > mc.vocab_size {
             return Err(Error::model(
@@ -204,6 +216,8 @@ impl Engine {
                 "prefix_caching": layout.prefix_caching,
             },
             "load_ms": t0.elapsed().as_millis() as u64,
+            "model_load_ms": load_ms,
+            "mapped_weight_bytes": mapped_bytes,
         });
         let shared = Arc::new(Shared {
             tokenizer: Arc::clone(&tokenizer),

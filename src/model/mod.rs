@@ -1,33 +1,76 @@
 //! Models: hyperparameters and weights read from model files, and the forward pass of
-//! each architecture. Models see the backend and their config, never the engine.
+//! the decoder architectures (llama, qwen2, qwen3). Models see the backend and their
+//! config, never the engine. Files: `gguf`/`ggml` (GGUF reader), `safetensors` + `hf`
+//! (Hugging Face directories), `arch` (hyperparameters per architecture), `weights`
+//! (tensor loading by llama.cpp names from either source), `decoder` (the forward pass).
+//! Public operations: [`load`] (a `.gguf` file or a checkpoint directory ->
+//! [`LoadedModel`]), [`StepBatch`], [`ModelConfig`].
 
+pub mod arch;
+pub mod decoder;
 pub mod ggml;
 pub mod gguf;
-pub mod llama;
+pub mod hf;
+pub mod safetensors;
+pub mod weights;
 
-/// Hyperparameters of a decoder-only transformer.
-#[derive(Clone, Debug)]
-pub struct ModelConfig {
-    pub arch: String,
-    pub name: String,
-    pub n_layers: usize,
-    pub dim: usize,
-    pub ffn_dim: usize,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-    pub vocab_size: usize,
-    pub context_length: usize,
-    pub rms_eps: f32,
-    pub rope_base: f32,
-    pub rope_freq_scale: f32,
-    pub n_rot: usize,
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use arch::{Arch, ModelConfig};
+pub use decoder::Decoder;
+pub use hf::GenerationConfig;
+
+use crate::error::{Error, Result};
+use gguf::GgufFile;
+use hf::HfWeights;
+use weights::Source;
+
+/// Where a loaded model came from: what the engine needs besides the weights (the
+/// tokenizer and chat template live in the GGUF metadata, or in the directory).
+pub enum ModelSource {
+    Gguf(GgufFile),
+    Hf {
+        dir: PathBuf,
+        /// `generation_config.json` (default when absent).
+        generation: GenerationConfig,
+    },
 }
 
-impl ModelConfig {
-    pub fn kv_dim(&self) -> usize {
-        self.n_kv_heads * self.head_dim
-    }
+/// A model ready to run, with its source and load statistics.
+pub struct LoadedModel {
+    pub model: Decoder,
+    pub source: ModelSource,
+    /// Wall time of parsing, mapping and checking (weights are paged in lazily).
+    pub load_time: Duration,
+    /// Bytes of weight matrices used in place from memory maps.
+    pub mapped_bytes: usize,
+}
+
+/// Loads a model: a `.gguf` file, or a Hugging Face directory (`config.json` +
+/// safetensors). An architecture other than llama, qwen2, qwen3 is refused by name.
+pub fn load(path: &Path) -> Result<LoadedModel> {
+    let t0 = Instant::now();
+    let (model, source) = if path.is_dir() {
+        let config_path = path.join("config.json");
+        let json = hf::read_json(&config_path)?
+            .ok_or_else(|| Error::model(path, "a model directory needs a config.json"))?;
+        let config = ModelConfig::from_hf_config(&config_path, &json)?;
+        let weights = HfWeights::open(path)?;
+        let model = Decoder::load(config, Source::Hf(&weights))?;
+        let generation = GenerationConfig::read(path)?;
+        let dir = path.to_owned();
+        (model, ModelSource::Hf { dir, generation })
+    } else {
+        let gguf = GgufFile::open(path)?;
+        (Decoder::from_gguf(&gguf)?, ModelSource::Gguf(gguf))
+    };
+    Ok(LoadedModel {
+        mapped_bytes: model.mapped_bytes(),
+        model,
+        source,
+        load_time: t0.elapsed(),
+    })
 }
 
 /// One sequence's part of a step: `num_tokens` flat tokens from `token_start`, K/V

@@ -13,34 +13,50 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// The rotary embedding of one model: per pair frequency scale and the rotated width.
+/// The rotary embedding of one model: the rotated width, base, linear scale, optional
+/// per-pair frequency factors (Llama 3 scaling: llama.cpp's `rope_freqs.weight`) and the
+/// pair layout.
 #[derive(Clone, Debug)]
 pub struct Rope {
     pub n_rot: usize,
     pub freq_base: f32,
     /// 1 / linear scaling factor.
     pub freq_scale: f32,
+    /// Per-pair divisors of the angle (`n_rot / 2` of them), as ggml's `freq_factors`.
+    pub freq_factors: Option<Vec<f32>>,
+    /// NeoX layout: rotate `(x[i], x[i + n_rot/2])` (llama.cpp's `LLAMA_ROPE_TYPE_NEOX`,
+    /// transformers' `rotate_half`) instead of adjacent pairs `(x[2i], x[2i+1])`.
+    pub neox: bool,
 }
 
 impl Rope {
     /// Rotates every row of `xs` (heads of `head_dim`; Q and K of one token) in place for
-    /// position `pos`, computing the angles once: the "normal" ggml layout that rotates
-    /// adjacent pairs `(x[2i], x[2i+1])`, as the llama GGUF converter's permuted Q/K
-    /// weights expect.
+    /// position `pos`, computing the angles once as ggml's `rope_cache_init` does (angle
+    /// advanced by repeated multiplication, divided by the pair's frequency factor, times
+    /// the linear scale). The "normal" layout rotates adjacent pairs `(x[2i], x[2i+1])`,
+    /// as the llama GGUF converter's permuted Q/K weights expect; the NeoX layout rotates
+    /// `(x[i], x[i + n_rot/2])`.
     pub fn apply(&self, xs: [&mut [f32]; 2], head_dim: usize, pos: usize) {
         let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
+        let half = self.n_rot / 2;
         let mut cs = [(0f32, 0f32); 256];
         let mut theta = pos as f32;
-        for c in cs.iter_mut().take(self.n_rot / 2) {
-            let t = self.freq_scale * theta;
+        for (i, c) in cs.iter_mut().take(half).enumerate() {
+            let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+            let t = self.freq_scale * (theta / ff);
             *c = (t.cos(), t.sin());
             theta *= theta_scale;
         }
         for head in xs.into_iter().flat_map(|x| x.chunks_exact_mut(head_dim)) {
-            for (i, &(cos, sin)) in cs.iter().take(self.n_rot / 2).enumerate() {
-                let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a * cos - b * sin;
-                head[2 * i + 1] = a * sin + b * cos;
+            for (i, &(cos, sin)) in cs.iter().take(half).enumerate() {
+                let (ia, ib) = if self.neox {
+                    (i, i + half)
+                } else {
+                    (2 * i, 2 * i + 1)
+                };
+                let (a, b) = (head[ia], head[ib]);
+                head[ia] = a * cos - b * sin;
+                head[ib] = a * sin + b * cos;
             }
         }
     }
@@ -79,6 +95,8 @@ mod tests {
             n_rot: 4,
             freq_base: 10000.0,
             freq_scale: 1.0,
+            freq_factors: None,
+            neox: false,
         };
         let mut x = [1.0f32, 0.0, 1.0, 0.0];
         let mut k = x;
@@ -90,5 +108,21 @@ mod tests {
         let mut y = [0.3f32, -0.7, 0.2, 0.9];
         rope.apply([&mut y, &mut []], 4, 0);
         assert_eq!(y, [0.3, -0.7, 0.2, 0.9]);
+    }
+
+    #[test]
+    fn neox_rope_rotates_halves_and_freq_factors_divide_the_angle() {
+        let rope = Rope {
+            n_rot: 4,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            freq_factors: Some(vec![1.0, 2.0]),
+            neox: true,
+        };
+        let mut x = [1.0f32, 1.0, 0.0, 0.0];
+        rope.apply([&mut x, &mut []], 4, 1);
+        // Pair (0, 2) turns by 1 radian; pair (1, 3) by (1/100) / 2 radian.
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
+        assert!((x[1] - 0.005f32.cos()).abs() < 1e-6 && (x[3] - 0.005f32.sin()).abs() < 1e-6);
     }
 }

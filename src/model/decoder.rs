@@ -1,216 +1,60 @@
-//! The Llama architecture (Llama 2/3, SmolLM2) on the CPU backend: weights borrowed from a
-//! GGUF memory map, and a batched forward pass over several sequences at once (every
-//! linear layer runs over all tokens of the step; attention runs per sequence and head
-//! over that sequence's KV cache). Follows llama.cpp's `llm_build_llama` graph: RMSNorm,
-//! Q/K/V projections, RoPE (normal layout), GQA attention with f16 K/V, output projection,
-//! residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm and the (tied) output matrix.
+//! The decoder-only transformer shared by every architecture rill runs (Llama 2/3,
+//! SmolLM2, Qwen2/2.5, Qwen3) on the CPU backend: weights borrowed from a memory map
+//! (loaded by `weights`), and a batched forward pass over several sequences at once
+//! (every linear layer runs over all tokens of the step; attention runs per sequence and
+//! head over that sequence's KV cache). Follows llama.cpp's graphs (`src/models/llama.cpp`,
+//! `qwen2.cpp`, `qwen3.cpp`): RMSNorm, Q/K/V projections (+ bias, Qwen2), per-head Q/K
+//! RMSNorm (Qwen3), RoPE (normal or NeoX layout, optional frequency factors), GQA
+//! attention with f16 K/V, output projection, residual, RMSNorm, SwiGLU MLP, residual;
+//! final RMSNorm and the (tied or separate) output matrix. The arithmetic of the Llama
+//! path is unchanged from the single-architecture version, so the default model's logits
+//! keep matching llama.cpp and stay bit-identical across ISAs (`tests/fidelity.rs`).
+//! Public operations: [`Decoder`] (`load`/`from_gguf` in `weights`, `forward`,
+//! `weight_bytes`, `mapped_bytes`, `isa_name`, `set_isa`).
 
 use std::cell::RefCell;
 
 use half::f16;
 
-use super::gguf::{GgufFile, TensorInfo};
-use super::{ModelConfig, StepBatch};
+use super::arch::ModelConfig;
+use super::StepBatch;
 use crate::backend::cpu::dot::{axpy_f16, dot_f16_f16, Isa};
 use crate::backend::cpu::kv::PagedKv;
-use crate::backend::cpu::matmul::{matmul_many, matmul_swiglu, Activations, Linear, WeightBytes};
+use crate::backend::cpu::matmul::{matmul_many, matmul_swiglu, Activations, Linear};
 use crate::backend::cpu::ops::{add_assign, rms_norm, Rope};
 use crate::backend::cpu::pool::{SharedMut, ThreadPool};
 use crate::backend::cpu::quant::{dequantize_row, Q8Block};
-use crate::error::{Error, Result};
 
-struct Layer {
-    attn_norm: Vec<f32>,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
-    wo: Linear,
-    ffn_norm: Vec<f32>,
-    w_gate: Linear,
-    w_up: Linear,
-    w_down: Linear,
+pub(super) struct Layer {
+    pub(super) attn_norm: Vec<f32>,
+    pub(super) wq: Linear,
+    pub(super) wk: Linear,
+    pub(super) wv: Linear,
+    pub(super) bq: Option<Vec<f32>>,
+    pub(super) bk: Option<Vec<f32>>,
+    pub(super) bv: Option<Vec<f32>>,
+    /// Per-head RMSNorm weights of Q and K (`head_dim` each).
+    pub(super) q_norm: Option<Vec<f32>>,
+    pub(super) k_norm: Option<Vec<f32>>,
+    pub(super) wo: Linear,
+    pub(super) ffn_norm: Vec<f32>,
+    pub(super) w_gate: Linear,
+    pub(super) w_up: Linear,
+    pub(super) w_down: Linear,
 }
 
-/// A loaded Llama-family model.
-pub struct Llama {
+/// A loaded decoder model of any supported architecture.
+pub struct Decoder {
     pub config: ModelConfig,
-    tok_embd: Linear,
-    layers: Vec<Layer>,
-    out_norm: Vec<f32>,
-    output: Linear,
-    rope: Rope,
-    isa: Isa,
+    pub(super) tok_embd: Linear,
+    pub(super) layers: Vec<Layer>,
+    pub(super) out_norm: Vec<f32>,
+    pub(super) output: Linear,
+    pub(super) rope: Rope,
+    pub(super) isa: Isa,
 }
 
-impl Llama {
-    /// Reads hyperparameters and maps weights from `gguf`.
-    pub fn load(gguf: &GgufFile) -> Result<Self> {
-        let path = &gguf.path;
-        let arch = gguf.req_str("general.architecture")?.to_owned();
-        if arch != "llama" {
-            return Err(Error::model(
-                path,
-                format!("unsupported architecture {arch:?} (this build runs \"llama\")"),
-            ));
-        }
-        let key = |k: &str| format!("{arch}.{k}");
-        let n_layers = gguf.req_u64(&key("block_count"))? as usize;
-        let dim = gguf.req_u64(&key("embedding_length"))? as usize;
-        let ffn_dim = gguf.req_u64(&key("feed_forward_length"))? as usize;
-        let n_heads = gguf.req_u64(&key("attention.head_count"))? as usize;
-        let n_kv_heads = gguf
-            .get(&key("attention.head_count_kv"))
-            .and_then(|v| v.as_u64())
-            .unwrap_or(n_heads as u64) as usize;
-        if n_heads == 0
-            || n_kv_heads == 0
-            || !n_heads.is_multiple_of(n_kv_heads)
-            || !dim.is_multiple_of(n_heads)
-        {
-            return Err(Error::model(
-                path,
-                format!("bad head counts: {n_heads} heads, {n_kv_heads} KV heads, dim {dim}"),
-            ));
-        }
-        let head_dim = gguf
-            .get(&key("attention.key_length"))
-            .and_then(|v| v.as_u64())
-            .map(|v| v as usize)
-            .unwrap_or(dim / n_heads);
-        let n_rot = gguf
-            .get(&key("rope.dimension_count"))
-            .and_then(|v| v.as_u64())
-            .map(|v| v as usize)
-            .unwrap_or(head_dim);
-        if !head_dim.is_multiple_of(32)
-            || !n_rot.is_multiple_of(2)
-            || n_rot > head_dim
-            || n_rot > 512
-        {
-            return Err(Error::model(
-                path,
-                format!("unsupported head_dim {head_dim} / rope dims {n_rot}"),
-            ));
-        }
-        let rope_freq_scale = match gguf.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
-            None | Some("none") => 1.0,
-            Some("linear") => {
-                let f = gguf
-                    .get(&key("rope.scaling.factor"))
-                    .and_then(|v| v.as_f64())
-                    .unwrap_or(1.0) as f32;
-                if f > 0.0 {
-                    1.0 / f
-                } else {
-                    1.0
-                }
-            }
-            Some(other) => {
-                return Err(Error::model(
-                    path,
-                    format!("rope scaling {other:?} is not supported yet"),
-                ));
-            }
-        };
-        let tok_info = gguf.tensor("token_embd.weight")?;
-        let vocab_size = match tok_info.dims[..] {
-            [_, v] if v > 0 => v as usize,
-            _ => {
-                let msg = format!(
-                    "token_embd.weight: shape {:?} is not [dim, vocab]",
-                    tok_info.dims
-                );
-                return Err(Error::model(path, msg));
-            }
-        };
-        let config = ModelConfig {
-            name: gguf
-                .get("general.name")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-                .unwrap_or_else(|| {
-                    path.file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                }),
-            arch: arch.clone(),
-            n_layers,
-            dim,
-            ffn_dim,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-            vocab_size,
-            context_length: gguf
-                .get(&key("context_length"))
-                .and_then(|v| v.as_u64())
-                .unwrap_or(2048) as usize,
-            rms_eps: gguf
-                .get(&key("attention.layer_norm_rms_epsilon"))
-                .and_then(|v| v.as_f64())
-                .unwrap_or(1e-5) as f32,
-            rope_base: gguf
-                .get(&key("rope.freq_base"))
-                .and_then(|v| v.as_f64())
-                .unwrap_or(10000.0) as f32,
-            rope_freq_scale,
-            n_rot,
-        };
-        let q_dim = n_heads * head_dim;
-        let kv_dim = config.kv_dim();
-        let linear = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
-            let t = gguf.tensor(name)?;
-            check_shape(gguf, t, &[cols, rows])?;
-            Ok(Linear {
-                ty: t.ty,
-                rows,
-                cols,
-                bytes: mapped(gguf, t),
-            })
-        };
-        let vector = |name: &str, n: usize| -> Result<Vec<f32>> {
-            let t = gguf.tensor(name)?;
-            check_shape(gguf, t, &[n])?;
-            let mut v = vec![0f32; n];
-            dequantize_row(t.ty, gguf.tensor_bytes(t), &mut v);
-            Ok(v)
-        };
-        let mut layers = Vec::with_capacity(n_layers);
-        for i in 0..n_layers {
-            let p = |s: &str| format!("blk.{i}.{s}.weight");
-            layers.push(Layer {
-                attn_norm: vector(&p("attn_norm"), dim)?,
-                wq: linear(&p("attn_q"), q_dim, dim)?,
-                wk: linear(&p("attn_k"), kv_dim, dim)?,
-                wv: linear(&p("attn_v"), kv_dim, dim)?,
-                wo: linear(&p("attn_output"), dim, q_dim)?,
-                ffn_norm: vector(&p("ffn_norm"), dim)?,
-                w_gate: linear(&p("ffn_gate"), ffn_dim, dim)?,
-                w_up: linear(&p("ffn_up"), ffn_dim, dim)?,
-                w_down: linear(&p("ffn_down"), dim, ffn_dim)?,
-            });
-        }
-        let tok_embd = linear("token_embd.weight", vocab_size, dim)?;
-        let output = if gguf.tensors.contains_key("output.weight") {
-            linear("output.weight", vocab_size, dim)?
-        } else {
-            linear("token_embd.weight", vocab_size, dim)?
-        };
-        Ok(Llama {
-            rope: Rope {
-                n_rot,
-                freq_base: config.rope_base,
-                freq_scale: config.rope_freq_scale,
-            },
-            out_norm: vector("output_norm.weight", dim)?,
-            config,
-            tok_embd,
-            layers,
-            output,
-            isa: Isa::from_env()?,
-        })
-    }
-
+impl Decoder {
     /// The kernel set in use ("avx512", "avx2", "neon" or "portable"; `RILL_ISA` forces one).
     pub fn isa_name(&self) -> &'static str {
         self.isa.name()
@@ -237,12 +81,48 @@ impl Llama {
         per_layer + self.output.n_bytes()
     }
 
+    /// Bytes of weight matrices borrowed from memory maps (the embedding counted once when
+    /// the output is tied to it).
+    pub fn mapped_bytes(&self) -> usize {
+        let tied = self.config.tied_output;
+        self.weight_bytes() + if tied { 0 } else { self.tok_embd.n_bytes() }
+    }
+
     /// Runs one step over `batch`, writing each token's K/V at its slot, and returns the
     /// logits (`vocab_size` each) of the last token of every sequence with `want_logits`,
     /// in batch order.
     pub fn forward(&self, pool: &ThreadPool, kv: &mut PagedKv, batch: &StepBatch) -> Vec<Vec<f32>> {
+        let rows: Vec<usize> = batch
+            .seqs
+            .iter()
+            .filter(|sq| sq.want_logits && sq.num_tokens > 0)
+            .map(|sq| sq.token_start + sq.num_tokens - 1)
+            .collect();
+        let logits = self.forward_rows(pool, kv, batch, &rows);
+        logits
+            .chunks_exact(self.config.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect()
+    }
+
+    /// Like `forward`, but returns the logits of every token of the step, row after row
+    /// (`n_tokens * vocab_size`; teacher-forced evaluation in one prefill).
+    pub fn forward_all(&self, pool: &ThreadPool, kv: &mut PagedKv, batch: &StepBatch) -> Vec<f32> {
+        let rows: Vec<usize> = (0..batch.token_ids.len()).collect();
+        self.forward_rows(pool, kv, batch, &rows)
+    }
+
+    /// The step, with logits for the flat token rows `rows`, row after row
+    /// (`rows.len() * vocab_size`).
+    pub fn forward_rows(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut PagedKv,
+        batch: &StepBatch,
+        rows: &[usize],
+    ) -> Vec<f32> {
         let c = &self.config;
-        let (dim, q_dim, kv_dim) = (c.dim, c.n_heads * c.head_dim, c.kv_dim());
+        let (dim, q_dim, kv_dim) = (c.dim, c.q_dim(), c.kv_dim());
         let n_tok = batch.token_ids.len();
         let mut x = vec![0f32; n_tok * dim];
         for (t, &id) in batch.token_ids.iter().enumerate() {
@@ -276,6 +156,21 @@ impl Llama {
                     ],
                 );
             }
+            for (b, out) in [
+                (&layer.bq, &mut q),
+                (&layer.bk, &mut k),
+                (&layer.bv, &mut v),
+            ] {
+                if let Some(b) = b {
+                    out.chunks_exact_mut(b.len())
+                        .for_each(|row| add_assign(row, b));
+                }
+            }
+            for (w, out) in [(&layer.q_norm, &mut q), (&layer.k_norm, &mut k)] {
+                if let Some(w) = w {
+                    norm_heads(pool, out, w, c.rms_eps);
+                }
+            }
             for (t, &pos) in batch.positions.iter().enumerate() {
                 let qk = [
                     &mut q[t * q_dim..(t + 1) * q_dim],
@@ -307,13 +202,8 @@ impl Llama {
             add_assign(&mut x, &proj);
         }
         // Final norm and logits only for the rows that need them.
-        let mut last_rows = Vec::new();
-        for sq in batch
-            .seqs
-            .iter()
-            .filter(|sq| sq.want_logits && sq.num_tokens > 0)
-        {
-            let t = sq.token_start + sq.num_tokens - 1;
+        let mut last_rows = Vec::with_capacity(rows.len() * dim);
+        for &t in rows {
             last_rows.extend_from_slice(&x[t * dim..(t + 1) * dim]);
         }
         if last_rows.is_empty() {
@@ -333,9 +223,6 @@ impl Llama {
         let a = Activations::quantize(pool, &normed, dim, &mut qscratch);
         matmul_many(pool, self.isa, &a, &mut [(&self.output, &mut logits)]);
         logits
-            .chunks_exact(c.vocab_size)
-            .map(<[f32]>::to_vec)
-            .collect()
     }
 
     /// Causal GQA attention of every token of the step against its sequence's cache,
@@ -425,36 +312,58 @@ fn norm_rows(pool: &ThreadPool, x: &[f32], w: &[f32], eps: f32, out: &mut [f32],
     });
 }
 
+/// RMS-normalizes every head (`w.len()` values) of `x` in place with weights `w`
+/// (Qwen3's per-head Q/K norm, llama.cpp's `build_norm` over the head dimension).
+fn norm_heads(pool: &ThreadPool, x: &mut [f32], w: &[f32], eps: f32) {
+    let hd = w.len();
+    let n = x.len() / hd;
+    let p = SharedMut(x.as_mut_ptr());
+    pool.run(n, &|h| {
+        // SAFETY: task h reads and writes only head h of `x`.
+        let head = unsafe { std::slice::from_raw_parts_mut(p.ptr().add(h * hd), hd) };
+        let mut tmp = [0f32; 512];
+        let tmp = &mut tmp[..hd];
+        rms_norm(head, w, eps, tmp);
+        head.copy_from_slice(tmp);
+    });
+}
+
 fn to_f16(src: &[f32], dst: &mut [u16]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = f16::from_f32(s).to_bits();
     }
 }
 
-fn mapped(gguf: &GgufFile, t: &TensorInfo) -> WeightBytes {
-    WeightBytes::Mapped {
-        map: gguf.mapping(),
-        start: t.start,
-        len: t.len,
-    }
-}
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::model::SeqMeta;
 
-fn check_shape(gguf: &GgufFile, t: &TensorInfo, want: &[usize]) -> Result<()> {
-    let got: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-    if got != want {
-        return Err(Error::model(
-            &gguf.path,
-            format!("tensor {}: shape {:?}, expected {:?}", t.name, got, want),
-        ));
+    /// Runs `ids` as one prefill of a fresh sequence and returns the last logits.
+    pub(in crate::model) fn run_prompt(model: &Decoder, ids: &[u32]) -> Vec<f32> {
+        let (block, blocks) = (16, ids.len().div_ceil(16));
+        let mut kv = PagedKv::new(model.config.n_layers, model.config.kv_dim(), block, blocks)
+            .expect("kv cache");
+        let pool = ThreadPool::new(1).expect("pool");
+        let n = ids.len();
+        let batch = StepBatch {
+            token_ids: ids.to_vec(),
+            positions: (0..n).collect(),
+            slot_mapping: (0..n).collect(),
+            token_seq: vec![0; n],
+            seqs: vec![SeqMeta {
+                token_start: 0,
+                num_tokens: n,
+                blocks: 0..blocks,
+                want_logits: true,
+            }],
+            block_tables: (0..blocks as u32).collect(),
+            block_size: block,
+        };
+        let all = model.forward_all(&pool, &mut kv, &batch);
+        let last = model.forward(&pool, &mut kv, &batch).remove(0);
+        // The last row of the all-rows pass is the bits of the last-row pass.
+        assert_eq!(&all[(n - 1) * model.config.vocab_size..], &last[..]);
+        last
     }
-    if !t.ty.is_supported() {
-        return Err(Error::model(
-            &gguf.path,
-            format!(
-                "tensor {}: type {:?} is not supported yet (F32, F16, Q4_1, Q8_0 are)",
-                t.name, t.ty
-            ),
-        ));
-    }
-    Ok(())
 }
