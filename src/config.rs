@@ -39,12 +39,19 @@ const GENERATION_KEYS: &[&str] = &[
     "top_p",
     "top_k",
     "min_p",
+    "repetition_penalty",
     "max_output_tokens",
 ];
 
 impl GenerationDefaults {
     fn from_value(v: Option<&Value>) -> Result<Self> {
-        let mut d = GenerationDefaults::default();
+        GenerationDefaults::default().overlay(v)
+    }
+
+    /// These defaults with the keys a host set in its `generation_config` replacing them
+    /// (the engine starts from the model's `generation_config.json`; the host wins).
+    pub fn overlay(self, v: Option<&Value>) -> Result<Self> {
+        let mut d = self;
         let map = match v {
             None | Some(Value::Null) => return Ok(d),
             Some(Value::Object(m)) => m,
@@ -82,17 +89,23 @@ impl GenerationDefaults {
         if let Some(x) = num("min_p", 0.0, 1.0)? {
             d.sampling.min_p = x as f32;
         }
-        d.sampling.top_k = get_uint(map, "top_k", 0, 1_000_000)
-            .map_err(|_| Error::config("generation_config.top_k", "must be an integer >= 0"))?
-            .unwrap_or(0) as usize;
-        d.max_output_tokens = get_uint(map, "max_output_tokens", 1, 1 << 24)
-            .map_err(|_| {
-                Error::config(
-                    "generation_config.max_output_tokens",
-                    "must be a positive integer",
-                )
-            })?
-            .map(|v| v as usize);
+        if let Some(x) = num("repetition_penalty", f64::MIN_POSITIVE, 100.0)? {
+            d.sampling.repetition_penalty = x as f32;
+        }
+        let top_k = get_uint(map, "top_k", 0, 1_000_000)
+            .map_err(|_| Error::config("generation_config.top_k", "must be an integer >= 0"))?;
+        if let Some(k) = top_k {
+            d.sampling.top_k = k as usize;
+        }
+        let max_out = get_uint(map, "max_output_tokens", 1, 1 << 24).map_err(|_| {
+            Error::config(
+                "generation_config.max_output_tokens",
+                "must be a positive integer",
+            )
+        })?;
+        if let Some(n) = max_out {
+            d.max_output_tokens = Some(n as usize);
+        }
         Ok(d)
     }
 }
@@ -116,8 +129,12 @@ pub struct EngineConfig {
     pub max_num_batched_tokens: usize,
     /// Seed for requests that do not give their own.
     pub seed: u64,
-    /// Sampling defaults for requests that omit a field.
+    /// Sampling defaults for requests that omit a field (the host's `generation_config`
+    /// over OpenAI's defaults).
     pub generation: GenerationDefaults,
+    /// The host's `generation_config` object as given (validated), laid over the model's
+    /// own `generation_config.json` at create.
+    pub generation_overrides: Option<Value>,
     /// Tokens per KV block.
     pub block_size: usize,
     /// How much memory the KV cache gets.
@@ -257,6 +274,7 @@ impl EngineConfig {
                 .unwrap_or(512) as usize,
             seed: get_uint(map, "seed", 0, u64::MAX)?.unwrap_or(0),
             generation: GenerationDefaults::from_value(map.get("generation_config"))?,
+            generation_overrides: map.get("generation_config").cloned(),
         })
     }
 }

@@ -20,6 +20,8 @@
 //! already generated directory instead of running the script.
 //! Run: `cargo test --test models` (the dev profile is optimized).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -369,4 +371,94 @@ fn every_arch_in_the_manifest_is_tested() {
         ["llama", "qwen2", "qwen3"],
         "a new arch needs its tests here"
     );
+}
+
+/// An engine on `model` (a GGUF file or an HF directory).
+fn tiny_engine(model: &Path, extra: Value) -> rill::Engine {
+    let mut c =
+        serde_json::json!({"model": model, "num_threads": 2, "seed": 1, "max_model_len": 512});
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    let cfg = rill::EngineConfig::from_json(&c.to_string()).unwrap();
+    rill::Engine::new(cfg).unwrap_or_else(|e| panic!("{}: {e}", model.display()))
+}
+
+/// Greedy output text and the terminal response of one request.
+fn greedy(engine: &rill::Engine, body: Value) -> (String, Value) {
+    let (_, rx) = common::submit(engine, &body.to_string()).unwrap();
+    let events = common::collect(&rx);
+    let last = events.last().unwrap()["response"].clone();
+    (common::text_of(&events), last)
+}
+
+/// The engine serves an HF directory end to end (tokenizer.json, the chat template from
+/// tokenizer_config.json, generation_config.json defaults and EOS ids) and gives the
+/// same prompt tokens and greedy text as the F32 GGUF of the same weights, whose
+/// tokenizer and template came from the GGUF metadata instead.
+#[test]
+fn qwen3_hf_dir_serves_like_its_gguf() {
+    let arch = tiny_dir().join("qwen3");
+    let hf = tiny_engine(&arch.join("hf"), Value::Null);
+    let gguf = tiny_engine(&arch.join("gguf/F32.gguf"), Value::Null);
+    let body = serde_json::json!({
+        "input": "Write a haiku about <|im_start|> tokens.",
+        "instructions": "You are terse.",
+        "temperature": 0,
+        "max_output_tokens": 12,
+    });
+    let (hf_text, hf_resp) = greedy(&hf, body.clone());
+    let (gg_text, gg_resp) = greedy(&gguf, body);
+    assert_eq!(
+        hf_resp["usage"]["input_tokens"],
+        gg_resp["usage"]["input_tokens"]
+    );
+    assert_eq!(hf_resp["usage"]["output_tokens"], 12);
+    assert!(!hf_text.is_empty());
+    assert_eq!(hf_text, gg_text, "HF dir and F32.gguf disagree");
+    // The user's "<|im_start|>" stays text: both render the same ids, and the prompt holds
+    // exactly the template's control tokens.
+    let parsed = rill::responses::request::parse(
+        r#"{"input": "a <|im_start|> b"}"#,
+        &rill::config::GenerationDefaults::default(),
+    )
+    .unwrap();
+    let (_, ids) = hf.render_prompt(&parsed).unwrap();
+    let (_, gg_ids) = gguf.render_prompt(&parsed).unwrap();
+    assert_eq!(ids, gg_ids);
+    assert_eq!(ids.iter().filter(|&&t| t == 151644).count(), 2, "{ids:?}");
+    // generation_config.json's defaults apply to requests that omit the field; a host's
+    // generation_config wins over them.
+    let (_, r) = greedy(
+        &hf,
+        serde_json::json!({"input": "hi", "max_output_tokens": 1}),
+    );
+    assert!(
+        (r["temperature"].as_f64().unwrap() - 0.6).abs() < 1e-6,
+        "{r}"
+    );
+    assert!((r["top_p"].as_f64().unwrap() - 0.95).abs() < 1e-6, "{r}");
+    let host = tiny_engine(
+        &arch.join("hf"),
+        serde_json::json!({"generation_config": {"temperature": 0.3}}),
+    );
+    let (_, r) = greedy(
+        &host,
+        serde_json::json!({"input": "hi", "max_output_tokens": 1}),
+    );
+    assert!(
+        (r["temperature"].as_f64().unwrap() - 0.3).abs() < 1e-6,
+        "{r}"
+    );
+    assert!((r["top_p"].as_f64().unwrap() - 0.95).abs() < 1e-6, "{r}");
+    // Both EOS ids of generation_config.json end generation.
+    for id in [151645, 151643] {
+        assert!(
+            hf.tokenizer().eog_ids.contains(&id),
+            "{id} is not an EOG id"
+        );
+    }
+    let stats = hf.stats();
+    assert_eq!(stats["architecture"], "qwen3", "{stats}");
+    assert_eq!(stats["model"], "hf", "{stats}");
 }

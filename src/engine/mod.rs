@@ -19,10 +19,10 @@ use serde_json::json;
 
 use crate::backend::cpu::kv::PagedKv;
 use crate::backend::cpu::pool::ThreadPool;
-use crate::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
+use crate::chat_template::{self, ChatMessage, ChatTemplate, RenderOptions};
 use crate::config::{EngineConfig, GenerationDefaults};
 use crate::error::{Error, Result};
-use crate::model::{self, ModelConfig, ModelSource};
+use crate::model::{self, GenerationConfig, ModelConfig, ModelSource};
 use crate::responses::ids::unix_now;
 use crate::responses::request::{parse, ParsedRequest};
 use crate::responses::stream::{Finish, ResponseMeta, ResponseStream, Usage};
@@ -130,25 +130,40 @@ impl Engine {
         let loaded = model::load(&config.model)?;
         let (load_ms, mapped_bytes) = (loaded.load_time.as_millis() as u64, loaded.mapped_bytes);
         let model = loaded.model;
-        let gguf = match &loaded.source {
-            ModelSource::Gguf(g) => g,
-            // TODO(issue 4, lead): wire Hugging Face directories here once the tokenizer
-            // (`Tokenizer::from_hf_dir`) and chat template (`hf_template_source`) land;
-            // `loaded.source` carries the directory and its generation config.
-            ModelSource::Hf { dir, .. } => {
-                return Err(Error::model(
-                    dir,
-                    "the model loads, but the engine cannot serve a Hugging Face directory \
-                     yet (its tokenizer.json and chat template are not wired); use a .gguf file",
-                ))
+        let (tokenizer, template_source, model_generation) = match &loaded.source {
+            ModelSource::Gguf(g) => {
+                let source = g
+                    .get("tokenizer.chat_template")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned);
+                (
+                    Tokenizer::from_gguf(g)?,
+                    source,
+                    GenerationDefaults::default(),
+                )
+            }
+            ModelSource::Hf { dir, generation } => {
+                let mut tk = Tokenizer::from_hf_dir(dir)?;
+                for &id in &generation.eos_token_ids {
+                    if (id as usize) < tk.vocab_size() && !tk.eog_ids.contains(&id) {
+                        tk.eog_ids.push(id);
+                    }
+                }
+                let source = chat_template::hf_template_source(dir)?;
+                (tk, source, generation_defaults(generation))
             }
         };
-        let tokenizer = Arc::new(Tokenizer::from_gguf(gguf)?);
+        let generation = model_generation.overlay(config.generation_overrides.as_ref())?;
+        let tokenizer = Arc::new(tokenizer);
         let mc = model.config.clone();
         if tokenizer.vocab_size() > mc.vocab_size {
             return Err(Error::model(
                 &config.model,
-                "the tokenizer has more tokens than the output layer",
+                format!(
+                    "the tokenizer has {} tokens but the output layer only {} rows",
+                    tokenizer.vocab_size(),
+                    mc.vocab_size
+                ),
             ));
         }
         let tok_text = |id: Option<u32>| {
@@ -156,12 +171,8 @@ impl Engine {
                 .unwrap_or("")
                 .to_owned()
         };
-        let source = gguf
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.as_str())
-            .unwrap_or(CHATML);
         let template = ChatTemplate::new(
-            source,
+            template_source.as_deref().unwrap_or(CHATML),
             &tok_text(tokenizer.bos_id),
             &tok_text(tokenizer.eos_id),
         )?;
@@ -178,11 +189,15 @@ impl Engine {
             Some(n) => n,
             None => mc.context_length,
         };
-        let stem = config
-            .model
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        // A file is named by its stem, a checkpoint directory by its whole name
+        // ("Qwen2.5-0.5B", whose "stem" would be "Qwen2").
+        let stem = if config.model.is_dir() {
+            config.model.file_name()
+        } else {
+            config.model.file_stem()
+        }
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
         let model_names = vec![stem, mc.name.clone()];
         let pool = ThreadPool::new(config.num_threads)
             .map_err(|e| Error::Internal(format!("cannot start CPU worker threads: {e}")))?;
@@ -257,7 +272,7 @@ impl Engine {
             model_names,
             max_model_len,
             seed: config.seed,
-            generation: config.generation.clone(),
+            generation,
             next_id: AtomicU64::new(1),
             commands: Some(cmd_tx),
             outputs: Some(out_tx),
@@ -485,4 +500,32 @@ fn escape_json_strings(v: &mut serde_json::Value, esc: &impl Fn(&mut String)) {
         serde_json::Value::Object(o) => o.values_mut().for_each(|x| escape_json_strings(x, esc)),
         _ => {}
     }
+}
+
+/// Request defaults from a checkpoint's `generation_config.json` (vLLM's
+/// `--generation-config auto`): temperature, top_p, top_k, min_p, repetition_penalty and
+/// max_new_tokens; `do_sample: false` means greedy, as in transformers.
+fn generation_defaults(g: &GenerationConfig) -> GenerationDefaults {
+    let mut d = GenerationDefaults::default();
+    let s = &mut d.sampling;
+    if let Some(t) = g.temperature.filter(|t| (0.0..=2.0).contains(t)) {
+        s.temperature = t;
+    }
+    if g.do_sample == Some(false) {
+        s.temperature = 0.0;
+    }
+    if let Some(p) = g.top_p.filter(|p| *p > 0.0 && *p <= 1.0) {
+        s.top_p = p;
+    }
+    if let Some(k) = g.top_k {
+        s.top_k = k as usize;
+    }
+    if let Some(p) = g.min_p.filter(|p| (0.0..=1.0).contains(p)) {
+        s.min_p = p;
+    }
+    if let Some(r) = g.repetition_penalty.filter(|r| *r > 0.0) {
+        s.repetition_penalty = r;
+    }
+    d.max_output_tokens = g.max_new_tokens.filter(|&n| n > 0);
+    d
 }
