@@ -451,10 +451,26 @@ fn check_shape(gguf: &GgufFile, t: &TensorInfo, want: &[usize]) -> Result<()> {
         return Err(Error::model(
             &gguf.path,
             format!(
-                "tensor {}: type {:?} is not supported yet (F32, F16, Q4_1, Q8_0 are)",
-                t.name, t.ty
+                "tensor {}: type {:?} is not supported ({} are)",
+                t.name,
+                t.ty,
+                crate::model::ggml::GgmlType::SUPPORTED_NAMES
             ),
         ));
+    }
+    if let Some(&row) = want.first() {
+        if !row.is_multiple_of(t.ty.block_size()) {
+            return Err(Error::model(
+                &gguf.path,
+                format!(
+                    "tensor {}: rows of {} elements are not whole {:?} blocks of {}",
+                    t.name,
+                    row,
+                    t.ty,
+                    t.ty.block_size()
+                ),
+            ));
+        }
     }
     Ok(())
 }

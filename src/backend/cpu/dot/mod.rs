@@ -13,7 +13,8 @@
 //!
 //! Public operations: [`Isa`] (detection, `RILL_ISA`), [`gemm`] (a block of weight rows
 //! times a block of activation rows), [`dot`] (one pair), [`dot_f16_f16`], [`axpy_f16`],
-//! [`dot_f32`], [`dot_f16`].
+//! and the canonical Q4_1 / Q8_0 pair dots (`dot_q4_1_portable`, `dot_q8_0_portable`).
+//! The other weight types have portable dots only (`quant`), run the same on every ISA.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -374,19 +375,6 @@ pub fn dot_q8_0_portable(w: &[u8], a: &[Q8Block]) -> f32 {
         sum += d * y.d * isum as f32;
     }
     sum
-}
-
-/// F32 row · f32 activations.
-pub fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
-    w.chunks_exact(4)
-        .zip(x)
-        .map(|(b, v)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v)
-        .sum()
-}
-
-/// F16 row · f32 activations.
-pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-    w.chunks_exact(2).zip(x).map(|(b, v)| read_f16(b) * v).sum()
 }
 
 /// Lanes of the canonical f16 dot.
