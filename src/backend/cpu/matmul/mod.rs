@@ -143,9 +143,9 @@ impl<'a> Activations<'a> {
         }
     }
 
-    /// Activation row `t` · weight row `row` of type `ty` with the portable code (every
-    /// type but the tiled Q4_1 / Q8_0). `prepare(ty)` must have run.
-    fn dot_row(&self, ty: GgmlType, row: &[u8], t: usize) -> f32 {
+    /// Activation row `t` · weight row `row` of type `ty`: the portable code of `quant`,
+    /// or the ISA's row dot for Q4_K / Q6_K (same bits). `prepare(ty)` must have run.
+    fn dot_row(&self, isa: Isa, ty: GgmlType, row: &[u8], t: usize) -> f32 {
         let cols = self.cols;
         let q8 = || &self.q[t * cols / QK..(t + 1) * cols / QK];
         let q8k = || match self.q8k.get() {
@@ -170,9 +170,9 @@ impl<'a> Activations<'a> {
             G::Q8_0 => super::dot::dot_q8_0_portable(row, q8()),
             G::Q2K => kquants::dot_q2_k(row, q8k()),
             G::Q3K => kquants::dot_q3_k(row, q8k()),
-            G::Q4K => kquants::dot_q4_k(row, q8k()),
+            G::Q4K => super::dot::dot_q4_k(isa, row, q8k()),
             G::Q5K => kquants::dot_q5_k(row, q8k()),
-            G::Q6K => kquants::dot_q6_k(row, q8k()),
+            G::Q6K => super::dot::dot_q6_k(isa, row, q8k()),
             G::Q8_1 | G::Q8K => {
                 unreachable!("matmul with unsupported type {ty:?} (refused at load)")
             }
@@ -349,7 +349,7 @@ unsafe fn compute_block(
     for r in rows.0..rows.1 {
         let row = w.row(r);
         for t in toks.0..toks.1 {
-            let v = x.dot_row(w.ty, row, t);
+            let v = x.dot_row(isa, w.ty, row, t);
             // SAFETY: per this function's contract.
             unsafe { *out.add(t * w.rows + r) = v };
         }

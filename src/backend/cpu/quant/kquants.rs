@@ -20,7 +20,7 @@ pub(crate) const Q6_K_BYTES: usize = 210;
 /// Scale and minimum `j` (0..8) of a Q4_K/Q5_K block: ggml's `get_scale_min_k4` over
 /// the 12 packed 6-bit values.
 #[inline]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
