@@ -458,19 +458,5 @@ fn check_shape(gguf: &GgufFile, t: &TensorInfo, want: &[usize]) -> Result<()> {
             ),
         ));
     }
-    if let Some(&row) = want.first() {
-        if !row.is_multiple_of(t.ty.block_size()) {
-            return Err(Error::model(
-                &gguf.path,
-                format!(
-                    "tensor {}: rows of {} elements are not whole {:?} blocks of {}",
-                    t.name,
-                    row,
-                    t.ty,
-                    t.ty.block_size()
-                ),
-            ));
-        }
-    }
     Ok(())
 }
