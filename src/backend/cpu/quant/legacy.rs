@@ -89,48 +89,63 @@ pub fn dequantize_q8_0(src: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Q4_0 row · Q8_0 activations (`ggml_vec_dot_q4_0_q8_0_generic`).
+/// The exact integer dot of 32 unpacked weights with 32 activations (a plain loop the
+/// compiler vectorizes; integer sums do not depend on the order).
+#[inline]
+fn idot(w: &[i8; QK], q: &[i8; QK]) -> i32 {
+    w.iter().zip(q).map(|(&a, &b)| a as i32 * b as i32).sum()
+}
+
+/// The 32 values of a Q4_0 block (nibbles at `qs`) minus `offset`, in element order.
+#[inline]
+fn unpack4(qs: &[u8], offset: i8) -> [i8; QK] {
+    let mut v = [0i8; QK];
+    for j in 0..QK / 2 {
+        v[j] = (qs[j] & 0x0f) as i8 - offset;
+        v[j + QK / 2] = (qs[j] >> 4) as i8 - offset;
+    }
+    v
+}
+
+/// The 32 values of a Q5 block (nibbles at `qs`, high bits `h`) minus `offset`.
+#[inline]
+fn unpack5(qs: &[u8], h: u32, offset: i8) -> [i8; QK] {
+    let mut v = [0i8; QK];
+    for j in 0..QK / 2 {
+        let (x0, x1) = q5_pair(qs, h, j);
+        v[j] = x0 as i8 - offset;
+        v[j + QK / 2] = x1 as i8 - offset;
+    }
+    v
+}
+
+/// Q4_0 row · Q8_0 activations (`ggml_vec_dot_q4_0_q8_0_generic`: `sumi * d_x * d_y`).
 pub fn dot_q4_0(w: &[u8], a: &[Q8Block]) -> f32 {
     let mut sumf = 0f32;
     for (b, y) in w.chunks_exact(Q4_0_BYTES).zip(a) {
-        let (mut s0, mut s1) = (0i32, 0i32);
-        for j in 0..QK / 2 {
-            s0 += ((b[2 + j] & 0x0f) as i32 - 8) * y.qs[j] as i32;
-            s1 += ((b[2 + j] >> 4) as i32 - 8) * y.qs[j + QK / 2] as i32;
-        }
-        sumf += (s0 + s1) as f32 * read_f16(b) * y.d;
+        let sumi = idot(&unpack4(&b[2..], 8), &y.qs);
+        sumf += sumi as f32 * read_f16(b) * y.d;
     }
     sumf
 }
 
-/// Q5_0 row · Q8_0 activations (`ggml_vec_dot_q5_0_q8_0_generic`).
+/// Q5_0 row · Q8_0 activations (`ggml_vec_dot_q5_0_q8_0_generic`: `(d_x * d_y) * sumi`).
 pub fn dot_q5_0(w: &[u8], a: &[Q8Block]) -> f32 {
     let mut sumf = 0f32;
     for (b, y) in w.chunks_exact(Q5_0_BYTES).zip(a) {
-        let h = qh(&b[2..]);
-        let (mut s0, mut s1) = (0i32, 0i32);
-        for j in 0..QK / 2 {
-            let (x0, x1) = q5_pair(&b[6..], h, j);
-            s0 += (x0 - 16) * y.qs[j] as i32;
-            s1 += (x1 - 16) * y.qs[j + QK / 2] as i32;
-        }
-        sumf += (read_f16(b) * y.d) * (s0 + s1) as f32;
+        let sumi = idot(&unpack5(&b[6..], qh(&b[2..]), 16), &y.qs);
+        sumf += (read_f16(b) * y.d) * sumi as f32;
     }
     sumf
 }
 
-/// Q5_1 row · Q8_1 activations (`ggml_vec_dot_q5_1_q8_1_generic`).
+/// Q5_1 row · Q8_1 activations (`ggml_vec_dot_q5_1_q8_1_generic`:
+/// `(d_x * d_y) * sumi + m_x * s_y`).
 pub fn dot_q5_1(w: &[u8], a: &[Q8Block]) -> f32 {
     let mut sumf = 0f32;
     for (b, y) in w.chunks_exact(Q5_1_BYTES).zip(a) {
-        let h = qh(&b[4..]);
-        let (mut s0, mut s1) = (0i32, 0i32);
-        for j in 0..QK / 2 {
-            let (x0, x1) = q5_pair(&b[8..], h, j);
-            s0 += x0 * y.qs[j] as i32;
-            s1 += x1 * y.qs[j + QK / 2] as i32;
-        }
-        sumf += (read_f16(b) * y.d) * (s0 + s1) as f32 + read_f16(&b[2..]) * y.s;
+        let sumi = idot(&unpack5(&b[8..], qh(&b[4..]), 0), &y.qs);
+        sumf += (read_f16(b) * y.d) * sumi as f32 + read_f16(&b[2..]) * y.s;
     }
     sumf
 }
