@@ -1,6 +1,8 @@
 //! ggml tensor types as GGUF files number them, with their block geometry. The reader
 //! knows every type so that it can bound-check any file; the CPU backend computes with
-//! the subset `GgmlType::is_supported` lists and refuses the rest by tensor name.
+//! the weight types `GgmlType::is_supported` lists (F32, F16, BF16, Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0, Q2_K..Q6_K) and refuses the rest (the activation-only Q8_1 / Q8_K) by
+//! tensor name.
 
 /// A ggml tensor type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +76,14 @@ impl GgmlType {
         }
     }
 
-    /// Whether the CPU backend computes with this type.
+    /// Whether the CPU backend computes with this type as a weight.
     pub fn is_supported(self) -> bool {
-        matches!(self, Self::F32 | Self::F16 | Self::Q4_1 | Self::Q8_0)
+        !matches!(self, Self::Q8_1 | Self::Q8K)
     }
+
+    /// The types the CPU backend computes with, for messages.
+    pub const SUPPORTED_NAMES: &'static str =
+        "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
 
     /// Bytes of one row of `n` elements.
     pub fn row_bytes(self, n: usize) -> usize {

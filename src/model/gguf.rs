@@ -570,6 +570,23 @@ mod tests {
     }
 
     #[test]
+    fn rows_that_are_not_whole_blocks_are_refused_naming_the_tensor() {
+        // The tensor type id of `tiny_file` (after header, one key/value, name, dims).
+        const TYPE_AT: usize = 24 + (8 + 20) + 4 + (8 + 5) + (8 + 1) + 4 + 8;
+        let mut b = tiny_file();
+        assert_eq!(b[TYPE_AT..TYPE_AT + 4], 0u32.to_le_bytes());
+        // Q4_K (256-element blocks) and Q4_0 (32) with 8-element rows.
+        for ty in [12u32, 2] {
+            b[TYPE_AT..TYPE_AT + 4].copy_from_slice(&ty.to_le_bytes());
+            let err = parse(&b).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                err.contains("tensor w") && err.contains("block size"),
+                "type {ty}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn absurd_counts_are_refused() {
         let mut b = tiny_file();
         b[8..16].copy_from_slice(&u64::MAX.to_le_bytes()); // tensor count

@@ -121,8 +121,9 @@ impl<'a> Source<'a> {
         v.check(&[cols, rows])?;
         if !v.ty.is_supported() {
             return Err(v.err(format!(
-                "type {:?} is not supported by the CPU matmul yet",
-                v.ty
+                "type {:?} is not supported ({} are)",
+                v.ty,
+                GgmlType::SUPPORTED_NAMES
             )));
         }
         Ok(Linear {
@@ -144,18 +145,10 @@ impl<'a> Source<'a> {
         };
         v.check(&[n])?;
         let mut out = vec![0f32; n];
-        match v.ty {
-            // bf16 is the high half of an f32.
-            GgmlType::BF16 => {
-                for (o, b) in out.iter_mut().zip(v.bytes().chunks_exact(2)) {
-                    *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
-                }
-            }
-            GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_1 => {
-                dequantize_row(v.ty, v.bytes(), &mut out)
-            }
-            other => return Err(v.err(format!("type {other:?} is not supported for a vector"))),
+        if !v.ty.is_supported() || !n.is_multiple_of(v.ty.block_size()) {
+            return Err(v.err(format!("type {:?} is not supported for a vector", v.ty)));
         }
+        dequantize_row(v.ty, v.bytes(), &mut out);
         Ok(Some(out))
     }
 

@@ -13,17 +13,23 @@
 //!
 //! Public operations: [`Isa`] (detection, `RILL_ISA`), [`gemm`] (a block of weight rows
 //! times a block of activation rows), [`dot`] (one pair), [`dot_f16_f16`], [`axpy_f16`],
-//! [`dot_f32`], [`dot_f16`].
+//! and the canonical Q4_1 / Q8_0 pair dots (`dot_q4_1_portable`, `dot_q8_0_portable`).
+//! The other weight types have portable dots (`quant`), run the same on every ISA, except
+//! Q4_K and Q6_K (the Q4_K_M mix), which have AVX2 row dots giving the portable bits
+//! ([`dot_q4_k`], [`dot_q6_k`]).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod kquants_avx2;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(test)]
 mod tests;
 
+use super::quant::q8k::Q8KBlock;
 use super::quant::{f16_to_f32, read_f16, Q8Block, QK};
 use crate::error::{Error, Result};
 
@@ -376,17 +382,25 @@ pub fn dot_q8_0_portable(w: &[u8], a: &[Q8Block]) -> f32 {
     sum
 }
 
-/// F32 row · f32 activations.
-pub fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
-    w.chunks_exact(4)
-        .zip(x)
-        .map(|(b, v)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v)
-        .sum()
+/// Q4_K row · Q8_K activations with the kernel set's code (AVX2 on AVX2 and AVX-512
+/// machines); the bits of the portable `quant::kquants::dot_q4_k` on every ISA.
+pub fn dot_q4_k(isa: Isa, w: &[u8], a: &[Q8KBlock]) -> f32 {
+    match isa {
+        // SAFETY: the variants exist only where AVX2 was detected.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => unsafe { kquants_avx2::dot_q4_k(w, a) },
+        _ => super::quant::kquants::dot_q4_k(w, a),
+    }
 }
 
-/// F16 row · f32 activations.
-pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-    w.chunks_exact(2).zip(x).map(|(b, v)| read_f16(b) * v).sum()
+/// Q6_K row · Q8_K activations, as [`dot_q4_k`].
+pub fn dot_q6_k(isa: Isa, w: &[u8], a: &[Q8KBlock]) -> f32 {
+    match isa {
+        // SAFETY: the variants exist only where AVX2 was detected.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => unsafe { kquants_avx2::dot_q6_k(w, a) },
+        _ => super::quant::kquants::dot_q6_k(w, a),
+    }
 }
 
 /// Lanes of the canonical f16 dot.

@@ -4,18 +4,24 @@
 //! pool dispatch) over the union of their rows, with the input quantized once. The work
 //! is split by weight-row chunks (and, for long prompts, activation chunks); inside a
 //! chunk the ISA kernels tile rows × activations (see `dot`), like llama.cpp's
-//! `ggml_compute_forward_mul_mat` blocking. Public operations: `Linear`, `Activations`
-//! (`quantize`), `matmul_many`, `matmul_swiglu` (gate/up products and the SwiGLU
-//! activation in one dispatch).
+//! `ggml_compute_forward_mul_mat` blocking. Every output is computed as llama.cpp's CPU
+//! backend computes it: the activation row in the weight type's `vec_dot_type` (Q8_0 /
+//! Q8_1 blocks, Q8_K, f16, bf16 or f32, see `quant::vec_dot_type`), then that type's dot
+//! (Q4_1 and Q8_0 through the per-ISA tile kernels of `dot`; the other types through
+//! the portable ports in `quant`, the same code on every ISA). Public operations:
+//! `Linear`, `Activations` (`quantize`), `matmul_many`, `matmul_swiglu` (gate/up
+//! products and the SwiGLU activation in one dispatch).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use memmap2::Mmap;
 
-use super::dot::{dot_f16, dot_f32, gemm, Isa, QRows, QType};
+use super::dot::{gemm, Isa, QRows, QType};
 use super::ops::silu_mul;
 use super::pool::{SharedMut, ThreadPool};
-use super::quant::{quantize_q8, Q8Block, QK};
+use super::quant::q8k::{quantize_q8_k, Q8KBlock, QK_K};
+use super::quant::{float, kquants, legacy};
+use super::quant::{quantize_q8, vec_dot_type, ActFormat, Q8Block, QK};
 use crate::model::ggml::GgmlType;
 
 /// Bytes of a weight tensor.
@@ -58,11 +64,16 @@ impl Linear {
     }
 }
 
-/// The input of a matmul: f32 rows, and their Q8 blocks when a quantized weight needs them.
+/// The input of a matmul: f32 rows, their Q8 blocks (made by `quantize`, for the Q8_0 /
+/// Q8_1 weight types), and the other activation formats, each made once on first use by
+/// a weight type that needs it (`prepare`, called by the matmuls before they dispatch).
 pub struct Activations<'a> {
     pub x: &'a [f32],
     pub q: &'a [Q8Block],
     pub cols: usize,
+    q8k: OnceLock<Vec<Q8KBlock>>,
+    f16: OnceLock<Vec<u16>>,
+    bf16: OnceLock<Vec<u16>>,
 }
 
 impl<'a> Activations<'a> {
@@ -86,11 +97,86 @@ impl<'a> Activations<'a> {
             x,
             q: scratch,
             cols,
+            q8k: OnceLock::new(),
+            f16: OnceLock::new(),
+            bf16: OnceLock::new(),
         }
     }
 
     fn n_rows(&self) -> usize {
         self.x.len() / self.cols
+    }
+
+    /// Makes the activation format weight type `ty` multiplies with, if not made yet.
+    fn prepare(&self, pool: &ThreadPool, ty: GgmlType) {
+        let (n, cols) = (self.n_rows(), self.cols);
+        match vec_dot_type(ty) {
+            Some(ActFormat::Q8K) => {
+                self.q8k.get_or_init(|| {
+                    let bpr = cols / QK_K;
+                    let mut v = vec![Q8KBlock::default(); n * bpr];
+                    let out = SharedMut(v.as_mut_ptr());
+                    pool.run(n, &|r| {
+                        // SAFETY: task r writes only blocks r*bpr..(r+1)*bpr of `v`.
+                        let dst =
+                            unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * bpr), bpr) };
+                        quantize_q8_k(&self.x[r * cols..(r + 1) * cols], dst);
+                    });
+                    v
+                });
+            }
+            Some(ActFormat::F16) => {
+                self.f16.get_or_init(|| {
+                    let mut v = vec![0u16; self.x.len()];
+                    float::to_f16_row(self.x, &mut v);
+                    v
+                });
+            }
+            Some(ActFormat::BF16) => {
+                self.bf16.get_or_init(|| {
+                    let mut v = vec![0u16; self.x.len()];
+                    float::to_bf16_row(self.x, &mut v);
+                    v
+                });
+            }
+            Some(ActFormat::F32 | ActFormat::Q8) | None => {}
+        }
+    }
+
+    /// Activation row `t` · weight row `row` of type `ty`: the portable code of `quant`,
+    /// or the ISA's row dot for Q4_K / Q6_K (same bits). `prepare(ty)` must have run.
+    fn dot_row(&self, isa: Isa, ty: GgmlType, row: &[u8], t: usize) -> f32 {
+        let cols = self.cols;
+        let q8 = || &self.q[t * cols / QK..(t + 1) * cols / QK];
+        let q8k = || match self.q8k.get() {
+            Some(v) => &v[t * cols / QK_K..(t + 1) * cols / QK_K],
+            None => unreachable!("Q8_K activations not prepared"),
+        };
+        fn half(l: &OnceLock<Vec<u16>>, t: usize, cols: usize) -> &[u16] {
+            match l.get() {
+                Some(v) => &v[t * cols..(t + 1) * cols],
+                None => unreachable!("f16/bf16 activations not prepared"),
+            }
+        }
+        use GgmlType as G;
+        match ty {
+            G::F32 => float::dot_f32(row, &self.x[t * cols..(t + 1) * cols]),
+            G::F16 => float::dot_f16(row, half(&self.f16, t, cols)),
+            G::BF16 => float::dot_bf16(row, half(&self.bf16, t, cols)),
+            G::Q4_0 => legacy::dot_q4_0(row, q8()),
+            G::Q4_1 => super::dot::dot_q4_1_portable(row, q8()),
+            G::Q5_0 => legacy::dot_q5_0(row, q8()),
+            G::Q5_1 => legacy::dot_q5_1(row, q8()),
+            G::Q8_0 => super::dot::dot_q8_0_portable(row, q8()),
+            G::Q2K => kquants::dot_q2_k(row, q8k()),
+            G::Q3K => kquants::dot_q3_k(row, q8k()),
+            G::Q4K => super::dot::dot_q4_k(isa, row, q8k()),
+            G::Q5K => kquants::dot_q5_k(row, q8k()),
+            G::Q6K => super::dot::dot_q6_k(isa, row, q8k()),
+            G::Q8_1 | G::Q8K => {
+                unreachable!("matmul with unsupported type {ty:?} (refused at load)")
+            }
+        }
     }
 }
 
@@ -155,6 +241,9 @@ pub fn matmul_many(
 ) {
     let n_tok = x.n_rows();
     let bpr = x.cols / QK;
+    for (w, _) in jobs.iter() {
+        x.prepare(pool, w.ty);
+    }
     let outs: Vec<(&Linear, SharedMut<f32>)> = jobs
         .iter_mut()
         .map(|(w, o)| {
@@ -200,6 +289,8 @@ pub fn matmul_swiglu(
         "swiglu: weight cols"
     );
     assert_eq!(w_up.rows, rows, "swiglu: gate and up rows");
+    x.prepare(pool, w_gate.ty);
+    x.prepare(pool, w_up.ty);
     assert!(
         gate.len() >= n_tok * rows && up.len() >= n_tok * rows,
         "swiglu: outputs"
@@ -258,12 +349,7 @@ unsafe fn compute_block(
     for r in rows.0..rows.1 {
         let row = w.row(r);
         for t in toks.0..toks.1 {
-            let xr = &x.x[t * x.cols..(t + 1) * x.cols];
-            let v = match w.ty {
-                GgmlType::F32 => dot_f32(row, xr),
-                GgmlType::F16 => dot_f16(row, xr),
-                other => unreachable!("matmul with unsupported type {other:?} (checked at load)"),
-            };
+            let v = x.dot_row(isa, w.ty, row, t);
             // SAFETY: per this function's contract.
             unsafe { *out.add(t * w.rows + r) = v };
         }
@@ -271,163 +357,4 @@ unsafe fn compute_block(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::quant::dequantize_row;
-    use super::*;
-    use half::f16;
-
-    fn rnd(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    }
-
-    /// `rows x cols` random weights quantized to `ty` (Q8_0 or Q4_1), as GGUF stores them.
-    fn weight(ty: GgmlType, rows: usize, cols: usize, seed: &mut u64) -> Linear {
-        let mut bytes = Vec::new();
-        for _ in 0..rows * cols / QK {
-            let v: Vec<f32> = (0..QK).map(|_| rnd(seed)).collect();
-            if ty == GgmlType::Q8_0 {
-                let mut q = [Q8Block::default()];
-                quantize_q8(&v, &mut q);
-                bytes.extend_from_slice(&f16::from_f32(q[0].d).to_bits().to_le_bytes());
-                bytes.extend(q[0].qs.iter().map(|&x| x as u8));
-            } else {
-                let (lo, hi) = v
-                    .iter()
-                    .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-                let d = f16::from_f32((hi - lo) / 15.0);
-                let m = f16::from_f32(lo);
-                bytes.extend_from_slice(&d.to_bits().to_le_bytes());
-                bytes.extend_from_slice(&m.to_bits().to_le_bytes());
-                let q = |x: f32| ((x - m.to_f32()) / d.to_f32()).round().clamp(0.0, 15.0) as u8;
-                bytes.extend((0..QK / 2).map(|j| q(v[j]) | (q(v[j + QK / 2]) << 4)));
-            }
-        }
-        Linear {
-            ty,
-            rows,
-            cols,
-            bytes: WeightBytes::Owned(bytes),
-        }
-    }
-
-    fn run(pool: &ThreadPool, isa: Isa, x: &[f32], cols: usize, ws: &[&Linear]) -> Vec<Vec<f32>> {
-        let n_tok = x.len() / cols;
-        let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n_tok * w.rows]).collect();
-        let mut scratch = Vec::new();
-        let act = Activations::quantize(pool, x, cols, &mut scratch);
-        let mut jobs: Vec<(&Linear, &mut [f32])> = ws
-            .iter()
-            .zip(outs.iter_mut())
-            .map(|(w, o)| (*w, o.as_mut_slice()))
-            .collect();
-        matmul_many(pool, isa, &act, &mut jobs);
-        outs
-    }
-
-    #[test]
-    fn matmul_matches_dequantized_reference_on_every_isa() {
-        let pool = ThreadPool::new(2).unwrap();
-        let (rows, cols, n_tok) = (37, 64, 3);
-        let mut seed = 7u64;
-        let x: Vec<f32> = (0..n_tok * cols).map(|_| rnd(&mut seed)).collect();
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_1] {
-            let w = weight(ty, rows, cols, &mut seed);
-            for isa in Isa::available() {
-                let out = run(&pool, isa, &x, cols, &[&w]).remove(0);
-                for t in 0..n_tok {
-                    for r in 0..rows {
-                        let mut row = vec![0f32; cols];
-                        dequantize_row(ty, w.row(r), &mut row);
-                        let want: f32 = row
-                            .iter()
-                            .zip(&x[t * cols..(t + 1) * cols])
-                            .map(|(a, b)| a * b)
-                            .sum();
-                        let got = out[t * rows + r];
-                        assert!(
-                            (got - want).abs() < 0.03,
-                            "{isa:?} {ty:?} ({t},{r}): {got} vs {want}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn a_row_alone_gives_the_bits_it_gives_inside_a_37_row_batch() {
-        let pool = ThreadPool::new(2).unwrap();
-        let (cols, n_tok) = (96, 37);
-        let mut seed = 11u64;
-        let x: Vec<f32> = (0..n_tok * cols).map(|_| rnd(&mut seed) * 4.0).collect();
-        // Two matrices in one dispatch, row counts that are not tile multiples.
-        let wa = weight(GgmlType::Q4_1, 53, cols, &mut seed);
-        let wb = weight(GgmlType::Q8_0, 21, cols, &mut seed);
-        let portable = run(&pool, Isa::Portable, &x, cols, &[&wa, &wb]);
-        for isa in Isa::available() {
-            let batch = run(&pool, isa, &x, cols, &[&wa, &wb]);
-            for (j, w) in [&wa, &wb].iter().enumerate() {
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&batch[j]),
-                    bits(&portable[j]),
-                    "{isa:?} vs portable, matrix {j}"
-                );
-                for t in 0..n_tok {
-                    let alone = run(&pool, isa, &x[t * cols..(t + 1) * cols], cols, &[&wa, &wb]);
-                    assert_eq!(
-                        bits(&alone[j]),
-                        bits(&batch[j][t * w.rows..(t + 1) * w.rows]),
-                        "{isa:?}: row {t} alone differs from row {t} of the batch, matrix {j}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn swiglu_gives_the_bits_of_matmul_then_silu_mul() {
-        let pool = ThreadPool::new(2).unwrap();
-        let (cols, rows) = (64, 45);
-        let mut seed = 3u64;
-        let wg = weight(GgmlType::Q4_1, rows, cols, &mut seed);
-        let wu = weight(GgmlType::Q8_0, rows, cols, &mut seed);
-        for n_tok in [1usize, 7] {
-            let x: Vec<f32> = (0..n_tok * cols).map(|_| rnd(&mut seed)).collect();
-            for isa in Isa::available() {
-                let mut want = run(&pool, isa, &x, cols, &[&wg, &wu]);
-                let up = want.pop().unwrap();
-                silu_mul(&mut want[0], &up);
-                let (mut g, mut u) = (vec![0f32; n_tok * rows], vec![0f32; n_tok * rows]);
-                let mut scratch = Vec::new();
-                let act = Activations::quantize(&pool, &x, cols, &mut scratch);
-                matmul_swiglu(&pool, isa, &act, (&wg, &mut g), (&wu, &mut u));
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&g), bits(&want[0]), "{isa:?}, {n_tok} rows");
-            }
-        }
-    }
-
-    #[test]
-    fn the_plan_partitions_every_output_once() {
-        for (threads, n_tok, act_bytes) in [(2, 1, 1152), (2, 37, 1152), (4, 700, 3072), (1, 5, 64)]
-        {
-            let jobs = [(576, 360), (192, 360), (49152, 612), (5, 20)];
-            let tasks = plan(threads, n_tok, act_bytes, &jobs);
-            let mut seen: Vec<Vec<u8>> = jobs.iter().map(|j| vec![0; j.0 * n_tok]).collect();
-            for t in &tasks {
-                assert!(t.rows.0 < t.rows.1 && t.toks.0 < t.toks.1, "{t:?}");
-                for r in t.rows.0..t.rows.1 {
-                    for k in t.toks.0..t.toks.1 {
-                        seen[t.job][k * jobs[t.job].0 + r] += 1;
-                    }
-                }
-            }
-            assert!(
-                seen.iter().flatten().all(|&c| c == 1),
-                "{threads} threads, {n_tok} tokens"
-            );
-        }
-    }
-}
+mod tests;

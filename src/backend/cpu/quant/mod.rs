@@ -1,9 +1,16 @@
-//! Block formats of the CPU backend: activation quantization (Q8 blocks of 32, as
-//! llama.cpp's `quantize_row_q8_0` / `quantize_row_q8_1`: scale rounded through f16,
-//! values rounded to nearest-even like its AVX2 path) and dequantization of weight rows
-//! (used for the embedding lookup and tests). Public operations: `quantize_q8` (vector
-//! code of the best ISA, bit-identical to `quantize_q8_portable`), `dequantize_row`,
-//! `f16_to_f32`, `read_f16`.
+//! Block formats of the CPU backend. Weight rows: every GGUF type rill computes with,
+//! dequantized exactly as ggml's reference code does (`legacy`: Q4_0..Q8_0, `kquants`:
+//! Q2_K..Q6_K, `float`: F32/F16/BF16). Activation rows: the format each weight type
+//! multiplies with (ggml's `vec_dot_type`): Q8 blocks of 32 (as llama.cpp's
+//! `quantize_row_q8_0` / `quantize_row_q8_1`: scale rounded through f16, values rounded
+//! to nearest-even like its AVX2 path), Q8_K blocks of 256 (`q8k`), f16 or bf16.
+//! Public operations: `quantize_q8` (vector code of the best ISA, bit-identical to
+//! `quantize_q8_portable`), `dequantize_row`, `vec_dot_type`, `f16_to_f32`, `read_f16`.
+
+pub mod float;
+pub mod kquants;
+pub mod legacy;
+pub mod q8k;
 
 use std::sync::OnceLock;
 
@@ -79,39 +86,56 @@ pub fn quantize_q8_portable(x: &[f32], out: &mut [Q8Block]) {
     }
 }
 
-/// Dequantizes one row of `n` elements of type `ty` from `src` into `out`.
+/// The activation format a weight type multiplies with (ggml's `vec_dot_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActFormat {
+    /// The f32 rows as they are (F32 weights).
+    F32,
+    /// f16 bits (F16 weights).
+    F16,
+    /// bf16 bits (BF16 weights).
+    BF16,
+    /// [`Q8Block`]s of 32: Q8_0 (`d`) for Q4_0/Q5_0/Q8_0, Q8_1 (`d`, `s`) for Q4_1/Q5_1.
+    Q8,
+    /// [`q8k::Q8KBlock`]s of 256 (every K-quant).
+    Q8K,
+}
+
+/// The activation format of weight type `ty`, `None` for types the backend does not
+/// compute with.
+pub fn vec_dot_type(ty: GgmlType) -> Option<ActFormat> {
+    use GgmlType as G;
+    Some(match ty {
+        G::F32 => ActFormat::F32,
+        G::F16 => ActFormat::F16,
+        G::BF16 => ActFormat::BF16,
+        G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 => ActFormat::Q8,
+        G::Q2K | G::Q3K | G::Q4K | G::Q5K | G::Q6K => ActFormat::Q8K,
+        G::Q8_1 | G::Q8K => return None,
+    })
+}
+
+/// Dequantizes one row of type `ty` from `src` (whole blocks) into `out`, exactly as
+/// ggml's `to_float` does. Reads at most `src.len()` bytes and writes at most
+/// `out.len()` floats; the caller passes matching whole rows. Types the backend does not
+/// compute with (refused at load) leave `out` untouched.
 pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
+    use GgmlType as G;
     match ty {
-        GgmlType::F32 => {
-            for (o, b) in out.iter_mut().zip(src.chunks_exact(4)) {
-                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        GgmlType::F16 => {
-            for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
-                *o = read_f16(b);
-            }
-        }
-        GgmlType::Q8_0 => {
-            for (o, b) in out.chunks_exact_mut(QK).zip(src.chunks_exact(34)) {
-                let d = read_f16(b);
-                for (v, &q) in o.iter_mut().zip(&b[2..]) {
-                    *v = d * (q as i8) as f32;
-                }
-            }
-        }
-        GgmlType::Q4_1 => {
-            for (o, b) in out.chunks_exact_mut(QK).zip(src.chunks_exact(20)) {
-                let (d, m) = (read_f16(b), read_f16(&b[2..]));
-                for j in 0..QK / 2 {
-                    o[j] = d * (b[4 + j] & 0x0f) as f32 + m;
-                    o[j + QK / 2] = d * (b[4 + j] >> 4) as f32 + m;
-                }
-            }
-        }
-        other => {
-            unreachable!("dequantize_row called with unsupported type {other:?} (checked at load)")
-        }
+        G::F32 => float::dequantize_f32(src, out),
+        G::F16 => float::dequantize_f16(src, out),
+        G::BF16 => float::dequantize_bf16(src, out),
+        G::Q4_0 => legacy::dequantize_q4_0(src, out),
+        G::Q4_1 => legacy::dequantize_q4_1(src, out),
+        G::Q5_0 => legacy::dequantize_q5_0(src, out),
+        G::Q5_1 => legacy::dequantize_q5_1(src, out),
+        G::Q8_0 => legacy::dequantize_q8_0(src, out),
+        G::Q2K => kquants::dequantize_q2_k(src, out),
+        G::Q3K => kquants::dequantize_q3_k(src, out),
+        G::Q4K => kquants::dequantize_q4_k(src, out),
+        G::Q5K => kquants::dequantize_q5_k(src, out),
+        G::Q6K => kquants::dequantize_q6_k(src, out),
+        G::Q8_1 | G::Q8K => {}
     }
 }
 
