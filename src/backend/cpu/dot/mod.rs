@@ -15,8 +15,8 @@
 //! times a block of activation rows), [`dot`] (one pair), [`dot_f16_f16`], [`axpy_f16`],
 //! and the canonical Q4_1 / Q8_0 pair dots (`dot_q4_1_portable`, `dot_q8_0_portable`).
 //! The other weight types have portable dots (`quant`), run the same on every ISA, except
-//! Q4_K and Q6_K (the Q4_K_M mix), which have AVX2 row dots giving the portable bits
-//! ([`dot_q4_k`], [`dot_q6_k`]).
+//! Q4_K, Q6_K and Q5_0 (the Q4_K_M mix), which have AVX2 row dots giving the portable
+//! bits ([`dot_q4_k`], [`dot_q6_k`], [`dot_q5_0`]).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -24,6 +24,8 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod kquants_avx2;
+#[cfg(target_arch = "x86_64")]
+mod legacy_avx2;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(test)]
@@ -400,6 +402,16 @@ pub fn dot_q6_k(isa: Isa, w: &[u8], a: &[Q8KBlock]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512 => unsafe { kquants_avx2::dot_q6_k(w, a) },
         _ => super::quant::kquants::dot_q6_k(w, a),
+    }
+}
+
+/// Q5_0 row · Q8_0 activations, as [`dot_q4_k`] (AVX2 on AVX2 and AVX-512 machines).
+pub fn dot_q5_0(isa: Isa, w: &[u8], a: &[Q8Block]) -> f32 {
+    match isa {
+        // SAFETY: the variants exist only where AVX2 was detected.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => unsafe { legacy_avx2::dot_q5_0(w, a) },
+        _ => super::quant::legacy::dot_q5_0(w, a),
     }
 }
 

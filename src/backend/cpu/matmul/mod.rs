@@ -144,7 +144,7 @@ impl<'a> Activations<'a> {
     }
 
     /// Activation row `t` · weight row `row` of type `ty`: the portable code of `quant`,
-    /// or the ISA's row dot for Q4_K / Q6_K (same bits). `prepare(ty)` must have run.
+    /// or the ISA's row dot for Q4_K / Q6_K / Q5_0 (same bits). `prepare(ty)` must have run.
     fn dot_row(&self, isa: Isa, ty: GgmlType, row: &[u8], t: usize) -> f32 {
         let cols = self.cols;
         let q8 = || &self.q[t * cols / QK..(t + 1) * cols / QK];
@@ -165,7 +165,7 @@ impl<'a> Activations<'a> {
             G::BF16 => float::dot_bf16(row, half(&self.bf16, t, cols)),
             G::Q4_0 => legacy::dot_q4_0(row, q8()),
             G::Q4_1 => super::dot::dot_q4_1_portable(row, q8()),
-            G::Q5_0 => legacy::dot_q5_0(row, q8()),
+            G::Q5_0 => super::dot::dot_q5_0(isa, row, q8()),
             G::Q5_1 => legacy::dot_q5_1(row, q8()),
             G::Q8_0 => super::dot::dot_q8_0_portable(row, q8()),
             G::Q2K => kquants::dot_q2_k(row, q8k()),
