@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generates the seeded tiny test models (llama, qwen2, qwen3: HF safetensors directories,
 # GGUF files in 14 tensor types) and llama.cpp's reference logits on them, once, under
-# ${RILL_CACHE:-~/.cache/rill}/tiny-models/v2/, and prints that directory. The layout is
+# ${RILL_CACHE:-~/.cache/rill}/tiny-models/v3/, and prints that directory. The layout is
 # documented at the top of scripts/models/tiny_models.py. Needs python3 with the packages
 # in tests/requirements-models.txt (llama-cpp-python, gguf, numpy, tokenizers).
 # Idempotent: a finished directory (manifest.json present) is reused; the generator builds
@@ -9,7 +9,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${RILL_CACHE:-$HOME/.cache/rill}
-version=v2  # keep in step with VERSION in scripts/models/tiny_models.py
+version=v3  # keep in step with VERSION in scripts/models/tiny_models.py
 out="$cache/tiny-models/$version"
 if [ -f "$out/manifest.json" ]; then echo "$out"; exit 0; fi
 tok=$("$here/scripts/fetch_tokenizers.sh")

@@ -6,7 +6,10 @@
 //! - GGUF F32 / F16: `max |rill - ref| / max |ref|`, both maxima over all entries of the
 //!   full logit rows llama.cpp stored (8 positions x vocab), must be <= 1e-3;
 //! - every other GGUF type (quantized, BF16): rill's argmax equals llama.cpp's top-1 on
-//!   >= 99% of all positions (no position excluded, near-ties included);
+//!   >= 99% of all positions (no position excluded, near-ties included), and its full
+//!   rows differ from llama.cpp's by at most `NOISE_FACTOR` times what llama.cpp's own
+//!   rows move when only its KV cache goes from f16 to f32 (the generator stores that
+//!   floor per file, and refuses models whose top-1 llama.cpp itself cannot hold);
 //! - HF f32 directories (single file and sharded): the same logits as rill on F32.gguf,
 //!   `max |hf - gguf| / max |gguf|` <= 1e-4 at the stored positions (they differ only in
 //!   summation order and RoPE factor rounding: HF Q/K rows are unpermuted and roped in the
@@ -31,6 +34,13 @@ use rill::backend::cpu::kv::PagedKv;
 use rill::backend::cpu::pool::ThreadPool;
 use rill::model::{self, Decoder, SeqMeta, StepBatch};
 use serde_json::Value;
+
+/// Quantized and BF16 files: rill's full logit rows may differ from llama.cpp's by at most
+/// this many times the amount llama.cpp's own rows move when only its KV cache precision
+/// changes. With activations rounded to 8 bits (Q8_0/Q8_K/bf16) any perturbation, a
+/// different summation order included, moves a random model's logits by ~1% of their
+/// range; a wrong block layout or scale moves them by far more.
+const NOISE_FACTOR: f32 = 3.0;
 
 /// The generated directory (runs the generator once per test binary).
 fn tiny_dir() -> &'static Path {
@@ -140,6 +150,9 @@ struct Reference {
     margin: Vec<f32>,
     full_positions: Vec<usize>,
     full: Vec<f32>,
+    /// How far llama.cpp's own full rows move when only its KV cache goes from f16 to f32
+    /// (`max |diff| / max |ref|`): the noise floor of this type.
+    kv_noise: f32,
 }
 
 fn reference(arch: &str, ty: &str) -> Reference {
@@ -163,6 +176,9 @@ fn reference(arch: &str, ty: &str) -> Reference {
             .map(|v| v.as_f64().expect("margin") as f32)
             .collect(),
         full_positions: nums("full_positions"),
+        kv_noise: j["kv_f32"]["rel_err_full"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{ty}.json: kv_f32.rel_err_full")) as f32,
         full: bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -276,8 +292,13 @@ fn gguf_vs_llama_cpp(arch: &str) {
             }
             let (agree, n) = top1_agreement(&logits, vocab, &r.top1);
             let pct = 100.0 * agree as f64 / n as f64;
-            let line = format!("{what}: top-1 agrees with llama.cpp at {agree}/{n} positions ({pct:.2}%, limit 99%); {stored}");
-            record(&mut failures, pct >= 99.0, line);
+            let limit = NOISE_FACTOR * r.kv_noise;
+            let line = format!(
+                "{what}: top-1 agrees with llama.cpp at {agree}/{n} positions ({pct:.2}%, limit 99%); \
+                 {stored} (limit {NOISE_FACTOR} x llama.cpp's own f16/f32-KV difference {:.2e} = {limit:.2e})",
+                r.kv_noise
+            );
+            record(&mut failures, pct >= 99.0 && err <= limit, line);
         }
     }
     assert!(

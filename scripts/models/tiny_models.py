@@ -5,7 +5,7 @@ llama.cpp's logits on them.
     python3 scripts/models/tiny_models.py --tokenizer DIR/qwen3 [--out DIR]
 
 Normally run through scripts/tiny_models.sh, which caches the result under
-${RILL_CACHE:-~/.cache/rill}/tiny-models/v2/ and prints that directory. The script builds
+${RILL_CACHE:-~/.cache/rill}/tiny-models/v3/ and prints that directory. The script builds
 everything in a sibling temporary directory and renames it into place at the end, so an
 interrupted run never leaves a half-written cache. Same seeds, same numpy -> same weights
 (the weights do not depend on llama.cpp; the quantized files and the reference logits come
@@ -26,18 +26,26 @@ Architectures (hidden 256, 2 layers, vocab 151669 = the Qwen3 tokenizer's, SiLU 
     (*) not in config.json: hidden_size / num_attention_heads.
 
 Weights: linear weights N(0, 1/fan_in) (std 1/sqrt(fan_in)), except o_proj and down_proj
-with std 2/sqrt(fan_in) (so the residual stream is not dominated by the input embedding:
-with tied embeddings and gain 1 the top-1 was the input token at every position);
-embeddings N(0,1); the output matrix (lm_head for llama, the tied embeddings for
-qwen2/qwen3) has N(0,1) rows each scaled by exp(0.5 N(0,1)) (heavy-tailed row norms give
-larger top1-top2 margins); RMSNorm weights (incl. q_norm/k_norm) 1 + 0.1 N(0,1); qwen2
-biases 0.5 N(0,1). Seed per arch: numpy default_rng(SEEDS[arch]), tensors drawn in HF
-order (each scaled output matrix: the N(0,1) matrix, then its row scales). Every weight is
-then rounded to the nearest bf16 value (kept as f32), so the f32 files, hf-bf16/ and
+with std out_gain/sqrt(fan_in), out_gain 2 (1.5 for qwen2, whose Q/K/V biases make it
+more fragile) (the attention and MLP outputs move the residual stream without
+burying the input embedding); embeddings N(0,1); RMSNorm weights (incl. q_norm/k_norm)
+1 + 0.1 N(0,1); qwen2 biases 0.5 N(0,1). The untied output (llama's lm_head) is the
+embedding matrix with its rows permuted (a seeded permutation), so its top-1 is a token
+other than the input (a model that used the tied embedding by mistake would fail) and the
+top1-top2 margins are wide. Why wide margins matter: with quantized activations (Q8_0,
+Q8_K, bf16) a random model's logits move by ~1 logit under any perturbation (llama.cpp's
+own logits move that much when only its KV cache goes from f16 to f32), so a model whose
+top-1 is decided by random near-ties (heavy-tailed output rows, tried in v2) cannot tell
+a bug from rounding: llama.cpp then disagrees with itself on 2-4% of positions. The
+generator checks this: every type's llama.cpp logits are computed with an f16 and an f32
+KV cache, their top-1 must agree at >= 99.5% of positions, and the relative difference at
+the full-row positions is stored as that type's noise floor (kv_f32 in <T>.json). Seed per
+arch: numpy default_rng(SEEDS[arch]), tensors drawn in HF order (the permutation last).
+Every weight is then rounded to the nearest bf16 value (kept as f32), so the f32 files, hf-bf16/ and
 BF16.gguf hold exactly the same numbers (F16.gguf too, except values below f16's normal
 range); BF16/F16 files differ from F32 only in how the engine computes.
 
-Output layout (DIR = .../tiny-models/v2):
+Output layout (DIR = .../tiny-models/v3):
 
     DIR/manifest.json                 everything below, machine-readable (keys listed below)
     DIR/<arch>/hf/                    config.json, generation_config.json, model.safetensors
@@ -66,9 +74,12 @@ Output layout (DIR = .../tiny-models/v2):
     DIR/<arch>/reference/<T>.logits.f32
                                       raw little-endian f32, shape [len(full_positions),
                                       n_vocab], row r = full logits at position full_positions[r]
-    DIR/<arch>/reference/F32-kvf32.json / .logits.f32
-                                      F32.gguf again with an F32 KV cache (the <T>.json files
-                                      use llama.cpp's default F16 KV cache, as rill does)
+                                      <T>.json also has "kv_f32": {"top1_agree",
+                                      "rel_err_full"}: llama.cpp with an F32 KV cache vs its
+                                      default F16 one (the references use F16, as rill does):
+                                      top-1 agreement over all positions, and
+                                      max |diff| / max |ref| over the full rows (the noise
+                                      floor of that type)
 
 TYPES = F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K Q4_K_M, where Q2_K
 is ftype MOSTLY_Q2_K, Q3_K is MOSTLY_Q3_K_S, Q4_K is MOSTLY_Q4_K_S, Q5_K is MOSTLY_Q5_K_S.
@@ -79,7 +90,7 @@ manifest.json: {"version", "generator", "llama_cpp": {settings}, "types": {T: ll
     "hf" / "hf-sharded" / "hf-bf16": {"dir", "dtype", "files", "bytes"},
     "gguf": {T: {"file", "ftype", "bytes", "type_counts": {ggml type: n},
                  "tensor_types": {gguf tensor name: ggml type name (gguf-py's, e.g. Q4_K)}}},
-    "reference": {T or "F32-kvf32": {"json", "logits", "kv_cache", "median_margin",
+    "reference": {T: {"json", "logits", "kv_cache", "kv_f32", "median_margin",
                  "margin_quantiles": {"0","0.01","0.05","0.5"}, and for T != F32:
                  "top1_agree_with_F32", "max_rel_err_vs_F32" (max |diff| / max |F32 logit|)}},
     "llama_cpp_ids_match": llama.cpp's own tokenization of the text == ids,
@@ -109,7 +120,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-VERSION = "v2"
+VERSION = "v3"
 SEEDS = {"llama": 1001, "qwen2": 1002, "qwen3": 1003}
 VOCAB = 151669
 HIDDEN = 256
@@ -122,19 +133,19 @@ ARCHS = {
     "llama": dict(
         hf_class="LlamaForCausalLM", model_type="llama", heads=4, kv_heads=1, head_dim=None,
         ffn=512, tied=False, bias=False, qk_norm=False, rope_theta=500000.0, eps=1e-5,
-        max_pos=2048,
+        max_pos=2048, out_gain=2.0,
         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                       "high_freq_factor": 4.0, "original_max_position_embeddings": 256},
     ),
     "qwen2": dict(
         hf_class="Qwen2ForCausalLM", model_type="qwen2", heads=4, kv_heads=2, head_dim=None,
         ffn=512, tied=True, bias=True, qk_norm=False, rope_theta=1000000.0, eps=1e-6,
-        max_pos=4096, rope_scaling=None,
+        max_pos=4096, rope_scaling=None, out_gain=1.5,
     ),
     "qwen3": dict(
         hf_class="Qwen3ForCausalLM", model_type="qwen3", heads=4, kv_heads=2, head_dim=128,
         ffn=768, tied=True, bias=False, qk_norm=True, rope_theta=1000000.0, eps=1e-6,
-        max_pos=4096, rope_scaling=None,
+        max_pos=4096, rope_scaling=None, out_gain=2.0,
     ),
 }
 
@@ -198,12 +209,7 @@ def make_weights(arch: str) -> dict[str, np.ndarray]:
     def norm(n):
         return (1.0 + normal((n,), 0.1)).astype(np.float32)
 
-    def output_rows(n):
-        # heavy-tailed row norms: fewer strong candidates, larger top1-top2 margins
-        m = normal((n, HIDDEN), 1.0)
-        return (m * np.exp(normal((n, 1), 0.5))).astype(np.float32)
-
-    emb = output_rows(VOCAB) if a["tied"] else normal((VOCAB, HIDDEN), 1.0)
+    emb = normal((VOCAB, HIDDEN), 1.0)
     w: dict[str, np.ndarray] = {"model.embed_tokens.weight": emb}
     for i in range(LAYERS):
         p = f"model.layers.{i}."
@@ -218,14 +224,14 @@ def make_weights(arch: str) -> dict[str, np.ndarray]:
         if a["qk_norm"]:
             w[p + "self_attn.q_norm.weight"] = norm(hd)
             w[p + "self_attn.k_norm.weight"] = norm(hd)
-        w[p + "self_attn.o_proj.weight"] = linear(HIDDEN, q_out, 2.0)
+        w[p + "self_attn.o_proj.weight"] = linear(HIDDEN, q_out, a["out_gain"])
         w[p + "post_attention_layernorm.weight"] = norm(HIDDEN)
         w[p + "mlp.gate_proj.weight"] = linear(a["ffn"], HIDDEN)
         w[p + "mlp.up_proj.weight"] = linear(a["ffn"], HIDDEN)
-        w[p + "mlp.down_proj.weight"] = linear(HIDDEN, a["ffn"], 2.0)
+        w[p + "mlp.down_proj.weight"] = linear(HIDDEN, a["ffn"], a["out_gain"])
     w["model.norm.weight"] = norm(HIDDEN)
     if not a["tied"]:
-        w["lm_head.weight"] = output_rows(VOCAB)
+        w["lm_head.weight"] = emb[rng.permutation(VOCAB)]
     # bf16-representable values: F32.gguf, BF16.gguf, hf/ and hf-bf16/ hold the same numbers
     return {n: from_bf16_bits(to_bf16_bits(t)) for n, t in w.items()}
 
@@ -492,11 +498,12 @@ def summarize(logits: np.ndarray) -> dict:
     }
 
 
-def write_reference(ref: Path, name: str, gguf_rel: str, logits: np.ndarray, full: list[int]) -> dict:
+def write_reference(ref: Path, name: str, gguf_rel: str, logits: np.ndarray, full: list[int],
+                    extra: dict) -> dict:
     s = summarize(logits)
     (ref / f"{name}.logits.f32").write_bytes(logits[full].astype("<f4").tobytes())
     doc = {"file": gguf_rel, "n_vocab": int(logits.shape[1]), "n_positions": int(logits.shape[0]),
-           "full_positions": full, "logits_file": f"{name}.logits.f32", **s}
+           "full_positions": full, "logits_file": f"{name}.logits.f32", **extra, **s}
     (ref / f"{name}.json").write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     return s
 
@@ -606,16 +613,23 @@ def build_arch(arch: str, root: Path, tok_dir: Path, ids: list[int], types: list
 
     m["reference"] = {}
     f32_logits = None
-    for ty in types + ["F32-kvf32"]:
-        file = "F32" if ty == "F32-kvf32" else ty
+    for ty in types:
         c0 = time.process_time()
-        logits, toks = llama_logits(d / "gguf" / f"{file}.gguf", ids, kv_f32=(ty == "F32-kvf32"))
+        logits, toks = llama_logits(d / "gguf" / f"{ty}.gguf", ids)
+        kv32, _ = llama_logits(d / "gguf" / f"{ty}.gguf", ids, kv_f32=True)
         cpu[f"eval {ty}"] = time.process_time() - c0
+        # The noise floor: how far llama.cpp's own logits move when only the KV cache
+        # precision changes (f16 -> f32).
+        kv = {"top1_agree": float(np.mean(kv32.argmax(1) == logits.argmax(1))),
+              "rel_err_full": float(np.abs(kv32[full] - logits[full]).max() / np.abs(logits[full]).max())}
+        if kv["top1_agree"] < 0.995:
+            raise SystemExit(f"{arch}/{ty}: llama.cpp's top-1 with an f16 vs an f32 KV cache agrees at only "
+                             f"{kv['top1_agree']:.2%} of positions: the model is too fragile to compare top-1")
         c0 = time.process_time()
-        s = write_reference(ref, ty, f"{arch}/gguf/{file}.gguf", logits, full)
+        s = write_reference(ref, ty, f"{arch}/gguf/{ty}.gguf", logits, full, {"kv_f32": kv})
         cpu[f"summarize {ty}"] = time.process_time() - c0
         entry = {"json": f"{arch}/reference/{ty}.json", "logits": f"{arch}/reference/{ty}.logits.f32",
-                 "kv_cache": "F32" if ty == "F32-kvf32" else "F16",
+                 "kv_cache": "F16", "kv_f32": kv,
                  "median_margin": float(np.median(s["margin"])),
                  "margin_quantiles": {q: float(np.quantile(s["margin"], float(q))) for q in ("0", "0.01", "0.05", "0.5")}}
         if ty == "F32":
@@ -625,6 +639,8 @@ def build_arch(arch: str, root: Path, tok_dir: Path, ids: list[int], types: list
             entry["top1_agree_with_F32"] = float(np.mean(np.argmax(logits, 1) == np.argmax(f32_logits, 1)))
             entry["max_rel_err_vs_F32"] = float(np.abs(logits - f32_logits).max() / np.abs(f32_logits).max())
         m["reference"][ty] = entry
+        log(f"[{arch}] {ty}: median margin {entry['median_margin']:.2f}, 1% quantile "
+            f"{entry['margin_quantiles']['0.01']:.2f}; kv f16/f32 top-1 {kv['top1_agree']:.2%}, rel {kv['rel_err_full']:.2e}")
     log(f"[{arch}] reference written ({time.time() - t0:.1f}s)")
 
     # Own forward pass on the HF weights vs llama.cpp's F32 reference.
@@ -678,7 +694,7 @@ def main() -> None:
             "generator": "scripts/models/tiny_models.py",
             "llama_cpp": {"llama_cpp_python": llama_cpp.__version__, "llama_cpp_commit": "0c1e57098",
                           "n_ctx": N_CTX, "n_threads": 2, "seed": 0, "flash_attn": False,
-                          "kv_cache": "F16 (F32 for the F32-kvf32 entries)"},
+                          "kv_cache": "F16 (and F32 for the kv_f32 noise floor)"},
             "types": {t: TYPES[t] or "LLAMA_FTYPE_ALL_F32" for t in types},
             "vocab_size": VOCAB,
             "tokens": {"n": len(ids), "full_positions": full},
