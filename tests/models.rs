@@ -483,3 +483,67 @@ fn qwen3_hf_dir_serves_like_its_gguf() {
     assert_eq!(stats["architecture"], "qwen3", "{stats}");
     assert_eq!(stats["model"], "hf", "{stats}");
 }
+
+/// A checkpoint whose output layer has fewer rows than its tokenizer has tokens is
+/// refused at create, naming both sizes (a tokenizer smaller than the output layer, as
+/// Qwen's padded vocabularies are, is fine).
+#[test]
+fn a_tokenizer_larger_than_the_output_layer_is_refused() {
+    let (dim, ffn, vocab) = (64usize, 64usize, 1000usize);
+    let d = std::env::temp_dir().join(format!("rill-vocab-mismatch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let config = serde_json::json!({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+        "hidden_size": dim, "intermediate_size": ffn, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+        "vocab_size": vocab, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+        "max_position_embeddings": 512, "tie_word_embeddings": true});
+    std::fs::write(d.join("config.json"), config.to_string()).unwrap();
+    let l = |s: &str| format!("model.layers.0.{s}");
+    let shapes: Vec<(String, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![vocab, dim]),
+        ("model.norm.weight".into(), vec![dim]),
+        (l("input_layernorm.weight"), vec![dim]),
+        (l("self_attn.q_proj.weight"), vec![64, dim]),
+        (l("self_attn.k_proj.weight"), vec![32, dim]),
+        (l("self_attn.v_proj.weight"), vec![32, dim]),
+        (l("self_attn.q_norm.weight"), vec![32]),
+        (l("self_attn.k_norm.weight"), vec![32]),
+        (l("self_attn.o_proj.weight"), vec![dim, 64]),
+        (l("post_attention_layernorm.weight"), vec![dim]),
+        (l("mlp.gate_proj.weight"), vec![ffn, dim]),
+        (l("mlp.up_proj.weight"), vec![ffn, dim]),
+        (l("mlp.down_proj.weight"), vec![dim, ffn]),
+    ];
+    let data: Vec<Vec<u8>> = shapes
+        .iter()
+        .map(|(_, s)| vec![0u8; 4 * s.iter().product::<usize>()])
+        .collect();
+    let refs: Vec<(&str, &str, &[usize], &[u8])> = shapes
+        .iter()
+        .zip(&data)
+        .map(|((n, s), b)| (n.as_str(), "F32", s.as_slice(), b.as_slice()))
+        .collect();
+    std::fs::write(
+        d.join("model.safetensors"),
+        rill::model::safetensors::serialize(&refs),
+    )
+    .unwrap();
+    let hf = tiny_dir().join("qwen3/hf");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(hf.join(f), d.join(f)).unwrap();
+    }
+    let cfg = rill::EngineConfig::from_json(
+        &serde_json::json!({"model": d, "num_threads": 1}).to_string(),
+    )
+    .unwrap();
+    let err = match rill::Engine::new(cfg) {
+        Ok(_) => panic!("an output layer of {vocab} rows served a 151669-token tokenizer"),
+        Err(e) => e.to_string(),
+    };
+    std::fs::remove_dir_all(&d).unwrap();
+    assert!(
+        err.contains("151669") && err.contains("1000") && err.contains("rill-vocab-mismatch"),
+        "{err}"
+    );
+}

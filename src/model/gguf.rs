@@ -580,7 +580,7 @@ mod tests {
             b[TYPE_AT..TYPE_AT + 4].copy_from_slice(&ty.to_le_bytes());
             let err = parse(&b).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(
-                err.contains("tensor w") && err.contains("block size"),
+                err.contains("tensor `w`") && err.contains("block size"),
                 "type {ty}: {err}"
             );
         }
