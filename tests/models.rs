@@ -6,7 +6,7 @@
 //! - GGUF F32 / F16: `max |rill - ref| / max |ref|`, both maxima over all entries of the
 //!   full logit rows llama.cpp stored (8 positions x vocab), must be <= 1e-3;
 //! - every other GGUF type (quantized, BF16): rill's argmax equals llama.cpp's top-1 on
-//!   >= 99% of all positions (no position excluded, near-ties included), and its full
+//!   at least 99% of all positions (no position excluded, near-ties included), and its full
 //!   rows differ from llama.cpp's by at most `NOISE_FACTOR` times what llama.cpp's own
 //!   rows move when only its KV cache goes from f16 to f32 (the generator stores that
 //!   floor per file, and refuses models whose top-1 llama.cpp itself cannot hold);
