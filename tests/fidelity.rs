@@ -12,7 +12,7 @@ use rill::backend::cpu::pool::ThreadPool;
 use rill::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
 use rill::model::gguf::GgufFile;
 use rill::model::Decoder;
-use rill::model::{SeqMeta, StepBatch};
+use rill::model::StepBatch;
 use rill::sampling::argmax;
 use rill::tokenizer::Tokenizer;
 use serde_json::Value;
@@ -111,21 +111,7 @@ fn step(
     tokens: &[u32],
     pos: usize,
 ) -> Vec<f32> {
-    let n = tokens.len() - pos;
-    let batch = StepBatch {
-        token_ids: tokens[pos..].to_vec(),
-        positions: (pos..tokens.len()).collect(),
-        slot_mapping: (pos..tokens.len()).collect(),
-        token_seq: vec![0; n],
-        seqs: vec![SeqMeta {
-            token_start: 0,
-            num_tokens: n,
-            blocks: 0..BLOCKS,
-            want_logits: true,
-        }],
-        block_tables: (0..BLOCKS as u32).collect(),
-        block_size: BLOCK,
-    };
+    let batch = StepBatch::one_sequence(&tokens[pos..], pos, BLOCKS, BLOCK);
     model.forward(pool, kv, &batch).remove(0)
 }
 

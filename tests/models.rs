@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use rill::backend::cpu::kv::PagedKv;
 use rill::backend::cpu::pool::ThreadPool;
-use rill::model::{self, Decoder, SeqMeta, StepBatch};
+use rill::model::{self, Decoder, StepBatch};
 use serde_json::Value;
 
 /// Quantized and BF16 files: rill's full logit rows may differ from llama.cpp's by at most
@@ -113,20 +113,7 @@ fn eval(model: &Decoder, ids: &[u32], rows: Option<&[usize]>) -> Vec<f32> {
     let c = &model.config;
     let mut kv = PagedKv::new(c.n_layers, c.kv_dim(), BLOCK, blocks).expect("kv cache");
     let pool = ThreadPool::new(2).expect("pool");
-    let batch = StepBatch {
-        token_ids: ids.to_vec(),
-        positions: (0..n).collect(),
-        slot_mapping: (0..n).collect(),
-        token_seq: vec![0; n],
-        seqs: vec![SeqMeta {
-            token_start: 0,
-            num_tokens: n,
-            blocks: 0..blocks,
-            want_logits: true,
-        }],
-        block_tables: (0..blocks as u32).collect(),
-        block_size: BLOCK,
-    };
+    let batch = StepBatch::one_sequence(ids, 0, blocks, BLOCK);
     match rows {
         Some(rows) => model.forward_rows(&pool, &mut kv, &batch, rows),
         None => model.forward_all(&pool, &mut kv, &batch),

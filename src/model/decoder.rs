@@ -337,7 +337,6 @@ fn to_f16(src: &[f32], dst: &mut [u16]) {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::model::SeqMeta;
 
     /// Runs `ids` as one prefill of a fresh sequence and returns the last logits.
     pub(in crate::model) fn run_prompt(model: &Decoder, ids: &[u32]) -> Vec<f32> {
@@ -346,20 +345,7 @@ pub(super) mod tests {
             .expect("kv cache");
         let pool = ThreadPool::new(1).expect("pool");
         let n = ids.len();
-        let batch = StepBatch {
-            token_ids: ids.to_vec(),
-            positions: (0..n).collect(),
-            slot_mapping: (0..n).collect(),
-            token_seq: vec![0; n],
-            seqs: vec![SeqMeta {
-                token_start: 0,
-                num_tokens: n,
-                blocks: 0..blocks,
-                want_logits: true,
-            }],
-            block_tables: (0..blocks as u32).collect(),
-            block_size: block,
-        };
+        let batch = StepBatch::one_sequence(ids, 0, blocks, block);
         let all = model.forward_all(&pool, &mut kv, &batch);
         let last = model.forward(&pool, &mut kv, &batch).remove(0);
         // The last row of the all-rows pass is the bits of the last-row pass.

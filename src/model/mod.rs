@@ -102,6 +102,33 @@ pub struct StepBatch {
 }
 
 impl StepBatch {
+    /// One sequence whose KV lives in blocks `0..num_blocks` (identity block table, slot =
+    /// position): `tokens` at positions `start_pos..`, logits wanted for the last one.
+    /// For tests and tools that run a model without the scheduler.
+    pub fn one_sequence(
+        tokens: &[u32],
+        start_pos: usize,
+        num_blocks: usize,
+        block_size: usize,
+    ) -> StepBatch {
+        let n = tokens.len();
+        let positions: Vec<usize> = (start_pos..start_pos + n).collect();
+        StepBatch {
+            token_ids: tokens.to_vec(),
+            slot_mapping: positions.clone(),
+            positions,
+            token_seq: vec![0; n],
+            seqs: vec![SeqMeta {
+                token_start: 0,
+                num_tokens: n,
+                blocks: 0..num_blocks,
+                want_logits: true,
+            }],
+            block_tables: (0..num_blocks as u32).collect(),
+            block_size,
+        }
+    }
+
     /// The block table of sequence `seq`.
     pub fn block_table(&self, seq: usize) -> &[u32] {
         &self.block_tables[self.seqs[seq].blocks.clone()]
