@@ -65,6 +65,20 @@ def special_id(tok: dict, cfg: dict, key: str) -> int | None:
     return tok["model"]["vocab"].get(v)
 
 
+def add_special_ids(w: gguf.GGUFWriter, tok: dict, cfg: dict, names: tuple[str, ...]) -> None:
+    """Writes `tokenizer.ggml.<name>_token_id` for each name whose token the config names."""
+    for name in names:
+        i = special_id(tok, cfg, f"{name}_token")
+        if i is not None:
+            getattr(w, f"add_{name}_token_id")(i)
+
+
+def add_chat_template(w: gguf.GGUFWriter, cfg: dict) -> None:
+    tmpl = cfg.get("chat_template")
+    if isinstance(tmpl, str):
+        w.add_chat_template(tmpl)
+
+
 def add_hf_vocab(w: gguf.GGUFWriter, tokenizer_dir: Path, pre: str) -> int:
     """Adds the vocabulary, special ids and chat template; returns the vocab size."""
     tok, cfg = load(tokenizer_dir)
@@ -78,18 +92,9 @@ def add_hf_vocab(w: gguf.GGUFWriter, tokenizer_dir: Path, pre: str) -> int:
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)
-    for key, add in (
-        ("bos_token", w.add_bos_token_id),
-        ("eos_token", w.add_eos_token_id),
-        ("pad_token", w.add_pad_token_id),
-    ):
-        i = special_id(tok, cfg, key)
-        if i is not None:
-            add(i)
+    add_special_ids(w, tok, cfg, ("bos", "eos", "pad"))
     w.add_add_bos_token(bool(cfg.get("add_bos_token", False)))
-    tmpl = cfg.get("chat_template")
-    if isinstance(tmpl, str):
-        w.add_chat_template(tmpl)
+    add_chat_template(w, cfg)
     return len(tokens)
 
 
@@ -149,19 +154,9 @@ def add_hf_spm_vocab(w: gguf.GGUFWriter, tokenizer_dir: Path, scores: str = "hf"
     w.add_token_list(tokens)
     w.add_token_scores(score_list)
     w.add_token_types(types)
-    for key, add in (
-        ("bos_token", w.add_bos_token_id),
-        ("eos_token", w.add_eos_token_id),
-        ("unk_token", w.add_unk_token_id),
-        ("pad_token", w.add_pad_token_id),
-    ):
-        i = special_id(tok, cfg, key)
-        if i is not None:
-            add(i)
+    add_special_ids(w, tok, cfg, ("bos", "eos", "unk", "pad"))
     for key, add in (("add_bos_token", w.add_add_bos_token), ("add_eos_token", w.add_add_eos_token)):
         if isinstance(cfg.get(key), bool):
             add(cfg[key])
-    tmpl = cfg.get("chat_template")
-    if isinstance(tmpl, str):
-        w.add_chat_template(tmpl)
+    add_chat_template(w, cfg)
     return len(tokens)

@@ -250,44 +250,34 @@ fn a_row_alone_gives_the_bits_it_gives_inside_a_37_row_batch() {
 #[test]
 fn swiglu_gives_the_bits_of_matmul_then_silu_mul() {
     let pool = ThreadPool::new(2).unwrap();
-    let (cols, rows) = (64, 45);
+    // (gate type, up type, cols, rows, token counts): the tiled Q4_1/Q8_0 kernels and the
+    // row dots of the K-quants.
+    let cases = [
+        (GgmlType::Q4_1, GgmlType::Q8_0, 64, 45, &[1usize, 7][..]),
+        (GgmlType::Q4K, GgmlType::Q6K, 256, 29, &[5][..]),
+    ];
     let mut seed = 3u64;
-    let wg = weight(GgmlType::Q4_1, rows, cols, &mut seed);
-    let wu = weight(GgmlType::Q8_0, rows, cols, &mut seed);
-    for n_tok in [1usize, 7] {
-        let x: Vec<f32> = (0..n_tok * cols).map(|_| rnd(&mut seed)).collect();
-        for isa in Isa::available() {
-            let mut want = run(&pool, isa, &x, cols, &[&wg, &wu]);
-            let up = want.pop().unwrap();
-            silu_mul(&mut want[0], &up);
-            let (mut g, mut u) = (vec![0f32; n_tok * rows], vec![0f32; n_tok * rows]);
-            let mut scratch = Vec::new();
-            let act = Activations::quantize(&pool, &x, cols, &mut scratch);
-            matmul_swiglu(&pool, isa, &act, (&wg, &mut g), (&wu, &mut u));
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&g), bits(&want[0]), "{isa:?}, {n_tok} rows");
+    for (gty, uty, cols, rows, n_toks) in cases {
+        let wg = any_weight(gty, rows, cols, &mut seed);
+        let wu = any_weight(uty, rows, cols, &mut seed);
+        for &n_tok in n_toks {
+            let x: Vec<f32> = (0..n_tok * cols).map(|_| rnd(&mut seed)).collect();
+            for isa in Isa::available() {
+                let mut want = run(&pool, isa, &x, cols, &[&wg, &wu]);
+                let up = want.pop().unwrap();
+                silu_mul(&mut want[0], &up);
+                let (mut g, mut u) = (vec![0f32; n_tok * rows], vec![0f32; n_tok * rows]);
+                let mut scratch = Vec::new();
+                let act = Activations::quantize(&pool, &x, cols, &mut scratch);
+                matmul_swiglu(&pool, isa, &act, (&wg, &mut g), (&wu, &mut u));
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&g),
+                    bits(&want[0]),
+                    "{gty:?}/{uty:?} {isa:?}, {n_tok} rows"
+                );
+            }
         }
-    }
-}
-
-#[test]
-fn swiglu_over_k_quants_gives_the_bits_of_matmul_then_silu_mul() {
-    let pool = ThreadPool::new(2).unwrap();
-    let (cols, rows, n_tok) = (256, 29, 5);
-    let mut seed = 31u64;
-    let wg = any_weight(GgmlType::Q4K, rows, cols, &mut seed);
-    let wu = any_weight(GgmlType::Q6K, rows, cols, &mut seed);
-    let x: Vec<f32> = (0..n_tok * cols).map(|_| rnd(&mut seed)).collect();
-    for isa in Isa::available() {
-        let mut want = run(&pool, isa, &x, cols, &[&wg, &wu]);
-        let up = want.pop().unwrap();
-        silu_mul(&mut want[0], &up);
-        let (mut g, mut u) = (vec![0f32; n_tok * rows], vec![0f32; n_tok * rows]);
-        let mut scratch = Vec::new();
-        let act = Activations::quantize(&pool, &x, cols, &mut scratch);
-        matmul_swiglu(&pool, isa, &act, (&wg, &mut g), (&wu, &mut u));
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&g), bits(&want[0]), "{isa:?}");
     }
 }
 
