@@ -141,6 +141,36 @@ pub struct EngineConfig {
     pub kv_cache: KvCacheSize,
     /// Reuse the KV of shared prompt prefixes across requests.
     pub enable_prefix_caching: bool,
+    /// Which reasoning parser splits `<think>` blocks off: `"auto"` (chosen from the
+    /// tokenizer and template), `"none"`, or `"think"` (`<think>` … `</think>`, Qwen3 and
+    /// DeepSeek-R1 style).
+    pub reasoning_parser: ParserChoice,
+    /// Which tool-call parser reads calls: `"auto"`, `"none"` or `"hermes"`
+    /// (`<tool_call>{json}</tool_call>`, Qwen2.5/Qwen3).
+    pub tool_call_parser: ParserChoice,
+}
+
+/// An output-parser setting: detect, off, or on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParserChoice {
+    #[default]
+    Auto,
+    Off,
+    On,
+}
+
+fn parser_choice(map: &Map<String, Value>, key: &str, on: &str) -> Result<ParserChoice> {
+    match map.get(key) {
+        None => Ok(ParserChoice::Auto),
+        Some(Value::String(s)) if s == "auto" => Ok(ParserChoice::Auto),
+        Some(Value::String(s)) if s == "none" => Ok(ParserChoice::Off),
+        Some(Value::String(s)) if s == on => Ok(ParserChoice::On),
+        Some(Value::String(s)) => Err(Error::config(
+            key,
+            format!("unknown parser {s:?} (auto, none, {on})"),
+        )),
+        Some(other) => Err(wrong_type(key, "a string", other)),
+    }
 }
 
 /// The KV cache budget: explicit bytes, or a fraction of the memory available at create.
@@ -166,6 +196,8 @@ const KEYS: &[&str] = &[
     "kv_cache_bytes",
     "kv_cache_memory_fraction",
     "enable_prefix_caching",
+    "reasoning_parser",
+    "tool_call_parser",
 ];
 
 impl EngineConfig {
@@ -261,6 +293,8 @@ impl EngineConfig {
             Some(other) => return Err(wrong_type("enable_prefix_caching", "a boolean", other)),
         };
         Ok(EngineConfig {
+            reasoning_parser: parser_choice(map, "reasoning_parser", "think")?,
+            tool_call_parser: parser_choice(map, "tool_call_parser", "hermes")?,
             block_size: get_uint(map, "block_size", 1, 1024)?.unwrap_or(16) as usize,
             kv_cache,
             enable_prefix_caching,

@@ -2,13 +2,17 @@
 //! UTF-8-safe text deltas and Responses events, and hands each event to the request's
 //! callback or to the poll queue. Host callbacks run here, never on the compute thread.
 //!
-//! Text goes token bytes -> `Utf8Stream` (whole characters) -> `StopFilter` (stop strings,
-//! vLLM's `check_stop_strings`) -> `text_delta`, one segment per token so each delta
-//! carries the logprob entries of exactly the tokens whose text it holds. When a stop
-//! string matches, `Command::Stop` tells the engine thread to free the request; later
-//! tokens are dropped, and the engine's finish (which carries the prefix-cache usage)
-//! closes the response as completed, counting the output tokens up to the match. Each
-//! request gets exactly one terminal event.
+//! Text goes token bytes -> `Utf8Stream` (whole characters) -> `OutputParser` (reasoning,
+//! answer text and tool calls, by marker token id) -> answer text through `StopFilter`
+//! (stop strings, vLLM's `check_stop_strings`, matched on the answer text) ->
+//! `text_delta`, one segment per token so each delta carries the logprob entries of
+//! exactly the tokens whose text it holds; reasoning and call pieces go straight to the
+//! stream (pending answer text is flushed before them: a stop string cannot span a
+//! marker). When a stop string matches, or the first call ends with
+//! `parallel_tool_calls: false`, `Command::Stop` tells the engine thread to free the
+//! request; later tokens are dropped, and the engine's finish (which carries the
+//! prefix-cache usage) closes the response as completed, counting the output tokens up
+//! to that point. Each request gets exactly one terminal event.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -20,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::core::{panic_message, Command};
 use super::{Output, Shared, Sink};
+use crate::responses::output_parser::{OutputParser, Piece};
 use crate::responses::stream::{Finish, LogprobEntry, ResponseStream, TopLogprob, Usage};
 use crate::sampling::stop::{Released, StopFilter};
 use crate::sampling::TokenLogprobs;
@@ -38,8 +43,11 @@ pub fn on_delivery_thread() -> bool {
 struct Active {
     stream: ResponseStream,
     utf8: Utf8Stream,
-    /// Output text not emitted yet, one segment per token, tagged with its logprobs.
+    /// Reasoning / answer / call splitter.
+    parser: Box<OutputParser<Option<TokenLogprobs>>>,
+    /// Answer text not emitted yet, one segment per token, tagged with its logprobs.
     text: StopFilter<Option<TokenLogprobs>>,
+    stop_after_call: bool,
     sink: Sink,
     output_tokens: usize,
     /// Output tokens when a stop string matched; the request ends as completed with this
@@ -91,23 +99,31 @@ fn handle(shared: &Shared, st: &mut State, msg: Output) {
     match msg {
         Output::Start {
             id,
-            mut stream,
-            mut sink,
+            stream,
+            sink,
             stop,
+            parser,
+            initial,
+            stop_after_call,
         } => {
-            let evs = stream.start();
-            emit(shared, id, &mut sink, evs);
-            st.active.insert(
-                id,
-                Active {
-                    stream,
-                    utf8: Utf8Stream::default(),
-                    text: StopFilter::new(stop),
-                    sink,
-                    output_tokens: 0,
-                    stopped_at: None,
-                },
-            );
+            let mut a = Active {
+                stream: *stream,
+                utf8: Utf8Stream::default(),
+                parser,
+                text: StopFilter::new(stop),
+                stop_after_call,
+                sink,
+                output_tokens: 0,
+                stopped_at: None,
+            };
+            let mut evs = a.stream.start();
+            let stop = route(&shared.tokenizer, &mut a, initial, &mut evs);
+            emit(shared, id, &mut a.sink, evs);
+            if stop {
+                a.stopped_at = Some(0);
+                let _ = st.commands.send(Command::Stop(id));
+            }
+            st.active.insert(id, a);
         }
         Output::Token {
             id,
@@ -122,11 +138,15 @@ fn handle(shared: &Shared, st: &mut State, msg: Output) {
             }
             a.output_tokens += 1;
             let piece = a.utf8.push(shared.tokenizer.token_bytes(token));
-            a.text.push(logprobs, &piece);
-            // A token whose last character is incomplete keeps its segment open.
-            let released = a.text.release(a.utf8.has_pending());
-            let stopped = released.stopped;
-            let evs = delta(&shared.tokenizer, &mut a.stream, released);
+            let pieces = a.parser.push(token, &piece, logprobs);
+            let mut evs = Vec::new();
+            let mut stopped = route(&shared.tokenizer, a, pieces, &mut evs);
+            if !stopped {
+                // A token whose last character is incomplete keeps its segment open.
+                let released = a.text.release(a.utf8.has_pending());
+                stopped = released.stopped;
+                evs.extend(delta(&shared.tokenizer, &mut a.stream, released));
+            }
             emit(shared, id, &mut a.sink, evs);
             if stopped {
                 a.stopped_at = Some(a.output_tokens);
@@ -149,12 +169,19 @@ fn handle(shared: &Shared, st: &mut State, msg: Output) {
                 usage.output_tokens = n;
             } else {
                 let tail = a.utf8.finish();
-                if !tail.is_empty() && !a.text.append_to_last(&tail) {
-                    a.text.push(None, &tail);
+                let mut pieces = if tail.is_empty() {
+                    Vec::new()
+                } else {
+                    a.parser.push_text(&tail)
+                };
+                pieces.extend(a.parser.finish());
+                let tok = &shared.tokenizer;
+                if !route(tok, &mut a, pieces, &mut evs) {
+                    let released = a.text.finish();
+                    evs.extend(delta(tok, &mut a.stream, released));
                 }
-                let released = a.text.finish();
-                evs = delta(&shared.tokenizer, &mut a.stream, released);
             }
+            usage.reasoning_tokens = a.parser.reasoning_tokens();
             evs.extend(a.stream.finish(&finish, usage));
             let s = &shared.stats;
             match finish {
@@ -167,6 +194,51 @@ fn handle(shared: &Shared, st: &mut State, msg: Output) {
             emit(shared, id, &mut a.sink, evs);
         }
     }
+}
+
+/// Sends parsed pieces on: answer text into the stop filter (released by the caller),
+/// everything else to the stream after the pending answer text. Returns whether the
+/// response must stop here (a stop string matched, or the first call ended with
+/// `parallel_tool_calls: false`).
+fn route(
+    tok: &Tokenizer,
+    a: &mut Active,
+    pieces: Vec<Piece<Option<TokenLogprobs>>>,
+    evs: &mut Vec<serde_json::Value>,
+) -> bool {
+    for p in pieces {
+        let p = match p {
+            Piece::Text { tag, text } => {
+                // The lossy end of a character joins the token it belongs to.
+                if tag.is_some() || !a.text.append_to_last(&text) {
+                    a.text.push(tag, &text);
+                }
+                continue;
+            }
+            other => other,
+        };
+        let released = a.text.finish();
+        let stopped = released.stopped;
+        evs.extend(delta(tok, &mut a.stream, released));
+        if stopped {
+            return true;
+        }
+        let s = &mut a.stream;
+        match p {
+            Piece::Reasoning(t) => evs.extend(s.reasoning_delta(&t)),
+            Piece::ReasoningEnd => evs.extend(s.reasoning_end()),
+            Piece::CallStart { name } => evs.extend(s.call_start(&name)),
+            Piece::CallArgs(t) => evs.extend(s.call_args(&t)),
+            Piece::CallEnd { complete, .. } => {
+                evs.extend(s.call_end(complete));
+                if complete && a.stop_after_call {
+                    return true;
+                }
+            }
+            Piece::Text { .. } => {}
+        }
+    }
+    false
 }
 
 /// The text delta event of released segments, each with logprobs becoming one entry.

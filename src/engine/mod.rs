@@ -7,6 +7,7 @@ pub mod core;
 pub mod delivery;
 pub mod kv_budget;
 pub mod poll_queue;
+pub mod prompt;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,12 +20,13 @@ use serde_json::json;
 
 use crate::backend::cpu::kv::PagedKv;
 use crate::backend::cpu::pool::ThreadPool;
-use crate::chat_template::{self, ChatMessage, ChatTemplate, RenderOptions};
+use crate::chat_template::{self, ChatTemplate};
 use crate::config::{EngineConfig, GenerationDefaults};
 use crate::error::{Error, Result};
 use crate::model::{self, GenerationConfig, ModelConfig, ModelSource};
 use crate::responses::ids::unix_now;
-use crate::responses::request::{parse, ParsedRequest};
+use crate::responses::output_parser::{OutputParser, ParserConfig, Piece};
+use crate::responses::request::parse;
 use crate::responses::stream::{Finish, ResponseMeta, ResponseStream, Usage};
 use crate::sampling::rng::splitmix64;
 use crate::sampling::stop::StopStrings;
@@ -48,10 +50,16 @@ pub enum Sink {
 pub enum Output {
     Start {
         id: u64,
-        stream: ResponseStream,
+        stream: Box<ResponseStream>,
         sink: Sink,
-        /// The request's stop strings, matched on the output text by the delivery thread.
+        /// The request's stop strings, matched on the answer text by the delivery thread.
         stop: StopStrings,
+        /// Splits the output into reasoning, answer text and calls.
+        parser: Box<OutputParser<Option<TokenLogprobs>>>,
+        /// What the prompt's tail already implies (a forced call's start).
+        initial: Vec<Piece<Option<TokenLogprobs>>>,
+        /// End the response after its first complete call (`parallel_tool_calls: false`).
+        stop_after_call: bool,
     },
     /// One generated token (never an end-of-generation token that ends the request).
     Token {
@@ -107,6 +115,8 @@ pub struct Shared {
 pub struct Engine {
     shared: Arc<Shared>,
     template: ChatTemplate,
+    /// The reasoning and tool-call markers of this model.
+    parsers: ParserConfig,
     model_config: ModelConfig,
     model_names: Vec<String>,
     max_model_len: usize,
@@ -171,11 +181,18 @@ impl Engine {
                 .unwrap_or("")
                 .to_owned()
         };
+        let template_text = template_source.as_deref().unwrap_or(CHATML);
         let template = ChatTemplate::new(
-            template_source.as_deref().unwrap_or(CHATML),
+            template_text,
             &tok_text(tokenizer.bos_id),
             &tok_text(tokenizer.eos_id),
         )?;
+        let parsers = prompt::detect_parsers(
+            &tokenizer,
+            template_text,
+            config.reasoning_parser,
+            config.tool_call_parser,
+        );
         let max_model_len = match config.max_model_len {
             Some(n) if n > mc.context_length => {
                 return Err(Error::config(
@@ -232,6 +249,8 @@ impl Engine {
             },
             "load_ms": t0.elapsed().as_millis() as u64,
             "model_load_ms": load_ms,
+            "reasoning_parser": if parsers.reasoning.is_some() { "think" } else { "none" },
+            "tool_call_parser": if parsers.tool_calls.is_some() { "hermes" } else { "none" },
             "mapped_weight_bytes": mapped_bytes,
         });
         let shared = Arc::new(Shared {
@@ -268,6 +287,7 @@ impl Engine {
         Ok(Engine {
             shared,
             template,
+            parsers,
             model_config: mc,
             model_names,
             max_model_len,
@@ -292,32 +312,6 @@ impl Engine {
         &self.shared.tokenizer
     }
 
-    /// The prompt text and token ids a request renders to (the first steps of submit).
-    pub fn render_prompt(&self, req: &ParsedRequest) -> Result<(String, Vec<u32>)> {
-        let opts = RenderOptions {
-            add_generation_prompt: true,
-            reasoning_effort: req.reasoning_effort.as_deref(),
-            ..Default::default()
-        };
-        let tok = &self.shared.tokenizer;
-        // User-supplied strings must not become control tokens: escape them for the
-        // template; encode_prompt then splits only at the template's own control tokens.
-        let mut messages = req.messages.clone();
-        for m in &mut messages {
-            escape_message(tok, m);
-        }
-        let text = self.template.render(&messages, &opts)?;
-        let mut ids = Vec::new();
-        let body = tok.encode_prompt(&text)?;
-        // A template that writes `{{ bos_token }}` itself (Llama 3) already starts with
-        // BOS; adding another would change the prompt (llama.cpp warns about it).
-        if tok.add_bos && tok.bos_id.is_some() && body.first().copied() != tok.bos_id {
-            ids.extend(tok.bos_id);
-        }
-        ids.extend(body);
-        Ok((tok.unescape_specials(&text).into_owned(), ids))
-    }
-
     /// Validates `request_json`, queues it and returns its id. Its events go to `sink`.
     /// Nothing is queued when this fails.
     pub fn submit(&self, request_json: &str, sink: Sink) -> Result<u64> {
@@ -336,7 +330,8 @@ impl Engine {
                 ));
             }
         }
-        let (_, prompt) = self.render_prompt(&req)?;
+        let rendered = self.build_prompt(&req)?;
+        let prompt = rendered.ids;
         if prompt.len() >= self.max_model_len {
             return Err(Error::ContextLength {
                 prompt_tokens: prompt.len(),
@@ -360,7 +355,10 @@ impl Engine {
             user: req.user.clone(),
             parallel_tool_calls: req.parallel_tool_calls,
             reasoning_effort: req.reasoning_effort.clone(),
+            tools: req.tools.iter().map(|t| t.echo()).collect(),
+            tool_choice: req.tool_choice.echo(),
         };
+        let (parser, initial) = OutputParser::new(rendered.parser, &rendered.tail);
         if matches!(sink, Sink::Poll) {
             self.shared.poll.register(id);
         }
@@ -385,9 +383,12 @@ impl Engine {
         // Start goes to the delivery thread before the engine thread can produce tokens.
         let start = Output::Start {
             id,
-            stream,
+            stream: Box::new(stream),
             sink,
             stop: StopStrings::new(req.stop),
+            parser: Box::new(parser),
+            initial,
+            stop_after_call: !req.parallel_tool_calls,
         };
         out.send(start)
             .map_err(|_| Error::Internal("delivery thread is gone".into()))?;
@@ -470,35 +471,6 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// Escapes every user-supplied string of `m` (content, reasoning, tool-call arguments and
-/// names) so that control-token look-alikes in them stay text (see `Tokenizer::escape_specials`).
-fn escape_message(tok: &Tokenizer, m: &mut ChatMessage) {
-    let esc = |s: &mut String| {
-        if let std::borrow::Cow::Owned(e) = tok.escape_specials(s) {
-            *s = e;
-        }
-    };
-    for s in [&mut m.content, &mut m.reasoning_content, &mut m.name]
-        .into_iter()
-        .flatten()
-    {
-        esc(s);
-    }
-    for call in &mut m.tool_calls {
-        esc(&mut call.function.name);
-        escape_json_strings(&mut call.function.arguments, &esc);
-    }
-}
-
-fn escape_json_strings(v: &mut serde_json::Value, esc: &impl Fn(&mut String)) {
-    match v {
-        serde_json::Value::String(s) => esc(s),
-        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| escape_json_strings(x, esc)),
-        serde_json::Value::Object(o) => o.values_mut().for_each(|x| escape_json_strings(x, esc)),
-        _ => {}
     }
 }
 

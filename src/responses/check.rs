@@ -1,7 +1,8 @@
-//! A checker for the stream invariants of `shared/spec/responses.md` (1-10) over the
-//! events of one response. The tests run every stream they produce through it; hosts may use it
-//! to validate recorded streams. It checks shapes rill emits today (message items) and the
-//! generic rules (sequence numbers, indexes, ids, one terminal event) for every item type.
+//! A checker for the stream invariants of `shared/spec/responses.md` (1-11) over the
+//! events of one response. The tests run every stream they produce through it; hosts may
+//! use it to validate recorded streams. It covers message, reasoning and function_call
+//! items (texts, arguments, logprobs, usage, markers) and the generic rules (sequence
+//! numbers, indexes, ids, one terminal event) for every item type.
 
 use std::collections::{HashMap, HashSet};
 
@@ -61,6 +62,9 @@ pub fn check_stream(events: &[Value]) -> Result<(), String> {
     let top_n = resp["top_logprobs"].as_u64().unwrap_or(0) as usize;
     let mut ids = HashSet::new();
     let mut open: Option<usize> = None;
+    // Function-call arguments streamed per item.
+    let mut args: HashMap<usize, String> = HashMap::new();
+    let mut reasoning_text = false;
     for e in events {
         let t = ty(e);
         let idx = e["output_index"].as_u64().map(|v| v as usize);
@@ -120,9 +124,32 @@ pub fn check_stream(events: &[Value]) -> Result<(), String> {
                     ));
                 }
                 let ci = e["content_index"].as_u64().unwrap_or(0);
+                for field in ["delta", "text", "arguments"] {
+                    if let Some(m) = e[field].as_str().and_then(marker_in) {
+                        return Err(format!("{t} {field} contains the marker {m}"));
+                    }
+                }
                 match t.as_str() {
+                    "response.function_call_arguments.delta" => {
+                        let d = e["delta"].as_str().ok_or("arguments delta not a string")?;
+                        args.entry(idx).or_default().push_str(d);
+                    }
+                    "response.function_call_arguments.done" => {
+                        let got = args.get(&idx).map(String::as_str).unwrap_or("");
+                        if e["arguments"].as_str() != Some(got) {
+                            return Err(
+                                "function_call_arguments.done differs from the deltas".into()
+                            );
+                        }
+                        if e["name"] != added[idx]["name"] {
+                            return Err(
+                                "function_call_arguments.done names another function".into()
+                            );
+                        }
+                    }
                     "response.output_text.delta" | "response.reasoning_text.delta" => {
                         let d = e["delta"].as_str().ok_or("delta not a string")?;
+                        reasoning_text |= t == "response.reasoning_text.delta" && !d.is_empty();
                         texts.entry((idx, ci)).or_default().push_str(d);
                         if t == "response.output_text.delta" {
                             let lp = e["logprobs"]
@@ -213,6 +240,18 @@ pub fn check_stream(events: &[Value]) -> Result<(), String> {
         if done.get(&i) != Some(item) {
             return Err(format!("output[{i}] differs from the streamed item"));
         }
+        if item["type"] == "function_call" {
+            let got = args.get(&i).map(String::as_str).unwrap_or("");
+            if item["arguments"].as_str() != Some(got) || added[i]["call_id"] != item["call_id"] {
+                return Err(format!(
+                    "output[{i}] arguments or call_id differ from the stream"
+                ));
+            }
+            let call_id = item["call_id"].as_str().unwrap_or("");
+            if !call_id.starts_with("call_") || !ids.insert(call_id.to_owned()) {
+                return Err(format!("bad or duplicate call_id {call_id:?}"));
+            }
+        }
         for (j, part) in item["content"].as_array().into_iter().flatten().enumerate() {
             if let Some(t) = texts.get(&(i, j as u64)) {
                 if part["text"].as_str() != Some(t.as_str()) {
@@ -246,10 +285,27 @@ pub fn check_stream(events: &[Value]) -> Result<(), String> {
                     "reasoning_tokens > output_tokens or cached_tokens > input_tokens".into(),
                 );
             }
+            if reasoning_text && r == 0 {
+                return Err("reasoning text was streamed but reasoning_tokens is 0".into());
+            }
         }
         _ => return Err(format!("bad usage {u}")),
     }
     Ok(())
+}
+
+/// Marker and control-token texts that must never appear in output text (invariant 11).
+const MARKERS: &[&str] = &[
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|im_end|>",
+    "<|im_start|>",
+];
+
+fn marker_in(text: &str) -> Option<&'static str> {
+    MARKERS.iter().copied().find(|m| text.contains(m))
 }
 
 /// Checks the shape of logprob entries: `token` and finite `logprob`; `top_logprobs` with
@@ -350,6 +406,8 @@ mod tests {
             user: None,
             parallel_tool_calls: true,
             reasoning_effort: None,
+            tools: Vec::new(),
+            tool_choice: "auto".into(),
         };
         let mut s = ResponseStream::new(&meta, 0);
         let mut evs = s.start();
@@ -411,5 +469,65 @@ mod tests {
             }
         }
         assert!(check_stream(&bad).unwrap_err().contains("done"));
+    }
+
+    #[test]
+    fn reasoning_and_call_items_check_and_their_breakage_is_caught() {
+        let meta = ResponseMeta {
+            model: "m".into(),
+            instructions: None,
+            max_output_tokens: None,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_logprobs: 0,
+            metadata: Default::default(),
+            user: None,
+            parallel_tool_calls: true,
+            reasoning_effort: None,
+            tools: Vec::new(),
+            tool_choice: "auto".into(),
+        };
+        let build = |reasoning_tokens| {
+            let mut s = ResponseStream::new(&meta, 0);
+            let mut evs = s.start();
+            evs.extend(s.reasoning_delta("think"));
+            evs.extend(s.reasoning_end());
+            evs.extend(s.call_start("f"));
+            evs.extend(s.call_args("{\"a\""));
+            evs.extend(s.call_args(": 1}"));
+            evs.extend(s.call_end(true));
+            evs.extend(s.text_delta("ok", vec![]));
+            let usage = Usage {
+                input_tokens: 3,
+                output_tokens: 9,
+                reasoning_tokens,
+                ..Usage::default()
+            };
+            evs.extend(s.finish(&Finish::Completed, usage));
+            evs
+        };
+        let good = build(3);
+        check_stream(&good).unwrap();
+        let out = &good.last().unwrap()["response"]["output"];
+        assert_eq!(out[0]["type"], "reasoning");
+        assert_eq!(out[1]["arguments"], "{\"a\": 1}");
+        assert_eq!(out[2]["content"][0]["text"], "ok");
+        assert!(check_stream(&build(0))
+            .unwrap_err()
+            .contains("reasoning_tokens"));
+        let mut bad = good.clone();
+        for e in bad.iter_mut() {
+            if e["type"] == "response.function_call_arguments.done" {
+                e["arguments"] = "{}".into();
+            }
+        }
+        assert!(check_stream(&bad).unwrap_err().contains("arguments"));
+        let mut bad = good.clone();
+        for e in bad.iter_mut() {
+            if e["type"] == "response.output_text.delta" {
+                e["delta"] = "<tool_call>".into();
+            }
+        }
+        assert!(check_stream(&bad).unwrap_err().contains("marker"));
     }
 }

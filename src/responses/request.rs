@@ -8,6 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::sampling_fields::{parse_sampling, SamplingFields};
+use super::tools::{parse_tool_choice, parse_tools, Conversation, FunctionTool, ToolChoice};
 use crate::chat_template::ChatMessage;
 use crate::config::{json_type, GenerationDefaults};
 use crate::error::{Error, Result};
@@ -31,6 +32,12 @@ pub struct ParsedRequest {
     pub reasoning_effort: Option<String>,
     pub user: Option<String>,
     pub parallel_tool_calls: bool,
+    /// Function tools the model may call.
+    pub tools: Vec<FunctionTool>,
+    pub tool_choice: ToolChoice,
+    /// Extension: the template's `enable_thinking` (Qwen3). `reasoning.effort: "none"`
+    /// implies `false` when this is not given.
+    pub enable_thinking: Option<bool>,
 }
 
 const FIELDS: &[&str] = &[
@@ -66,6 +73,7 @@ const FIELDS: &[&str] = &[
     "frequency_penalty",
     "presence_penalty",
     "ignore_eos",
+    "enable_thinking",
 ];
 
 /// Parses and validates a request body; fields it omits take `defaults`.
@@ -85,22 +93,22 @@ pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest>
     }
     refuse_unsupported(&m)?;
     let instructions = opt_str(&m, "instructions")?;
-    let mut messages = Vec::new();
+    let mut conv = Conversation::default();
     if let Some(i) = &instructions {
-        messages.push(ChatMessage::text("system", i.clone()));
+        conv.push_message(ChatMessage::text("system", i.clone()));
     }
     match m.get("input") {
         None | Some(Value::Null) => return Err(Error::request("input", "is required")),
         Some(Value::String(s)) if s.is_empty() => {
             return Err(Error::request("input", "must not be empty"))
         }
-        Some(Value::String(s)) => messages.push(ChatMessage::text("user", s.clone())),
+        Some(Value::String(s)) => conv.push_message(ChatMessage::text("user", s.clone())),
         Some(Value::Array(items)) if items.is_empty() => {
             return Err(Error::request("input", "must contain at least one item"))
         }
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                messages.push(parse_item(item, &format!("input[{i}]"))?);
+                parse_item(&mut conv, item, &format!("input[{i}]"))?;
             }
         }
         Some(other) => return Err(type_err("input", "a string or an array of items", other)),
@@ -169,9 +177,13 @@ pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest>
         }
         Some(other) => return Err(type_err("reasoning", "an object", other)),
     };
+    let tools = parse_tools(m.get("tools"))?;
+    let tool_choice = parse_tool_choice(m.get("tool_choice"), &tools)?;
+    let enable_thinking = opt_bool(&m, "enable_thinking")?
+        .or((reasoning_effort.as_deref() == Some("none")).then_some(false));
     Ok(ParsedRequest {
         model: opt_str(&m, "model")?,
-        messages,
+        messages: conv.finish(),
         instructions,
         max_output_tokens,
         sampling,
@@ -182,6 +194,9 @@ pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest>
         reasoning_effort,
         user: opt_str(&m, "user")?,
         parallel_tool_calls: opt_bool(&m, "parallel_tool_calls")?.unwrap_or(true),
+        tools,
+        tool_choice,
+        enable_thinking,
     })
 }
 
@@ -202,17 +217,6 @@ fn refuse_unsupported(m: &Map<String, Value>) -> Result<()> {
     }
     if opt_bool(m, "background")? == Some(true) {
         return not_yet("background", "background mode");
-    }
-    match m.get("tools") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(a)) if a.is_empty() => {}
-        Some(Value::Array(_)) => return not_yet("tools", "tool calling"),
-        Some(other) => return Err(type_err("tools", "an array", other)),
-    }
-    match m.get("tool_choice") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s == "none" || s == "auto" => {}
-        Some(_) => return not_yet("tool_choice", "forcing a tool call"),
     }
     match m.get("text") {
         None | Some(Value::Null) => {}
@@ -263,17 +267,15 @@ fn refuse_unsupported(m: &Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
-fn parse_item(item: &Value, at: &str) -> Result<ChatMessage> {
+/// Adds one input item to the conversation.
+fn parse_item(conv: &mut Conversation, item: &Value, at: &str) -> Result<()> {
     let Value::Object(o) = item else {
         return Err(type_err(at, "an object", item));
     };
     match o.get("type").and_then(Value::as_str) {
         None | Some("message") => {}
         Some(t @ ("function_call" | "function_call_output" | "reasoning")) => {
-            return Err(Error::request(
-                format!("{at}.type"),
-                format!("input items of type {t:?} are not supported yet"),
-            ))
+            return conv.push_item(t, o, at)
         }
         Some(t) => {
             return Err(Error::request(
@@ -343,7 +345,8 @@ fn parse_item(item: &Value, at: &str) -> Result<ChatMessage> {
         }
         None => return Err(Error::request(format!("{at}.content"), "is required")),
     };
-    Ok(ChatMessage::text(role, content))
+    conv.push_message(ChatMessage::text(role, content));
+    Ok(())
 }
 
 pub(super) fn type_err(param: &str, expected: &str, got: &Value) -> Error {
@@ -428,6 +431,49 @@ mod tests {
     }
 
     #[test]
+    fn tool_traffic_and_reasoning_become_template_messages() {
+        let r = parse(
+            r#"{"input":[
+                {"role":"user","content":"weather?"},
+                {"type":"reasoning","id":"rs_1","summary":[],"content":[{"type":"reasoning_text","text":"call it"}]},
+                {"type":"function_call","call_id":"call_1","name":"get_weather","arguments":"{\"city\": \"Paris\"}"},
+                {"type":"function_call","call_id":"call_2","name":"get_time","arguments":"not json"},
+                {"type":"function_call_output","call_id":"call_1","output":"sunny"},
+                {"type":"function_call_output","call_id":"call_2","output":[{"type":"input_text","text":"14:05"}]}
+            ],
+            "tools":[{"type":"function","name":"get_weather","parameters":{"type":"object"}},
+                     {"type":"function","name":"get_time","description":"now"}],
+            "tool_choice":{"type":"function","name":"get_time"},
+            "reasoning":{"effort":"none"}}"#,
+        )
+        .unwrap();
+        let roles: Vec<&str> = r.messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["user", "assistant", "tool", "tool"]);
+        let a = &r.messages[1];
+        assert_eq!(a.reasoning_content.as_deref(), Some("call it"));
+        assert_eq!(a.content, None);
+        assert_eq!(a.tool_calls.len(), 2, "both calls in one assistant turn");
+        assert_eq!(
+            a.tool_calls[0].function.arguments,
+            serde_json::json!({"city": "Paris"})
+        );
+        assert_eq!(a.tool_calls[1].function.arguments, "not json");
+        assert_eq!(r.messages[3].name.as_deref(), Some("get_time"));
+        assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("call_2"));
+        assert_eq!(r.messages[3].content.as_deref(), Some("14:05"));
+        assert_eq!(
+            r.tool_choice,
+            super::super::tools::ToolChoice::Function("get_time".into())
+        );
+        assert_eq!(
+            r.enable_thinking,
+            Some(false),
+            "effort none turns thinking off"
+        );
+        assert_eq!(r.tools[1].echo()["strict"], false);
+    }
+
+    #[test]
     fn every_refusal_names_its_field() {
         let cases = [
             (r#"{}"#, "input"),
@@ -458,13 +504,52 @@ mod tests {
                 "input[0].content[0].type",
             ),
             (
-                r#"{"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{}"}]}"#,
+                r#"{"input":[{"type":"function_call","name":"f","arguments":"{}"}]}"#,
+                "input[0].call_id",
+            ),
+            (
+                r#"{"input":[{"type":"function_call_output","call_id":"c"}]}"#,
+                "input[0].output",
+            ),
+            (
+                r#"{"input":[{"type":"reasoning","summary":[],"encrypted_content":"x"}]}"#,
+                "input[0].encrypted_content",
+            ),
+            (
+                r#"{"input":[{"type":"web_search_call","id":"x"}]}"#,
                 "input[0].type",
             ),
             (
-                r#"{"input":"x","tools":[{"type":"function","name":"f"}]}"#,
-                "tools",
+                r#"{"input":"x","tools":[{"type":"web_search"}]}"#,
+                "tools[0].type",
             ),
+            (
+                r#"{"input":"x","tools":[{"type":"function","name":"a b"}]}"#,
+                "tools[0].name",
+            ),
+            (
+                r#"{"input":"x","tools":[{"type":"function","name":"f","strict":true}]}"#,
+                "tools[0].strict",
+            ),
+            (
+                r#"{"input":"x","tools":[{"type":"function","name":"f","parameters":"{}"}]}"#,
+                "tools[0].parameters",
+            ),
+            (
+                r#"{"input":"x","tools":[{"type":"function","name":"f"},{"type":"function","name":"f"}]}"#,
+                "tools[1].name",
+            ),
+            (r#"{"input":"x","tool_choice":"required"}"#, "tool_choice"),
+            (r#"{"input":"x","tool_choice":"always"}"#, "tool_choice"),
+            (
+                r#"{"input":"x","tools":[{"type":"function","name":"f"}],"tool_choice":{"type":"function","name":"g"}}"#,
+                "tool_choice.name",
+            ),
+            (
+                r#"{"input":"x","tool_choice":{"type":"allowed_tools"}}"#,
+                "tool_choice.type",
+            ),
+            (r#"{"input":"x","enable_thinking":"no"}"#, "enable_thinking"),
             (
                 r#"{"input":"x","previous_response_id":"resp_1"}"#,
                 "previous_response_id",

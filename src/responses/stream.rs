@@ -24,6 +24,10 @@ pub struct ResponseMeta {
     pub user: Option<String>,
     pub parallel_tool_calls: bool,
     pub reasoning_effort: Option<String>,
+    /// The request's function tools as the response echoes them.
+    pub tools: Vec<Value>,
+    /// The request's `tool_choice` as echoed (`"auto"` when absent).
+    pub tool_choice: Value,
 }
 
 /// Why a response ended.
@@ -108,11 +112,26 @@ fn entries_json(entries: &[LogprobEntry], with_bytes: bool) -> Value {
     Value::Array(entries.iter().map(|e| e.to_json(with_bytes)).collect())
 }
 
-struct OpenMessage {
-    id: String,
-    index: usize,
-    text: String,
-    logprobs: Vec<LogprobEntry>,
+/// The item being streamed.
+enum Open {
+    Message {
+        id: String,
+        index: usize,
+        text: String,
+        logprobs: Vec<LogprobEntry>,
+    },
+    Reasoning {
+        id: String,
+        index: usize,
+        text: String,
+    },
+    Call {
+        id: String,
+        call_id: String,
+        index: usize,
+        name: String,
+        arguments: String,
+    },
 }
 
 /// Event builder for one response.
@@ -120,7 +139,7 @@ pub struct ResponseStream {
     seq: u64,
     response: Map<String, Value>,
     output: Vec<Value>,
-    open: Option<OpenMessage>,
+    open: Option<Open>,
     done: bool,
 }
 
@@ -145,8 +164,8 @@ impl ResponseStream {
             "store": false,
             "temperature": meta.temperature,
             "text": {"format": {"type": "text"}},
-            "tool_choice": "auto",
-            "tools": [],
+            "tool_choice": meta.tool_choice,
+            "tools": meta.tools,
             "top_logprobs": meta.top_logprobs,
             "top_p": meta.top_p,
             "truncation": "disabled",
@@ -196,30 +215,140 @@ impl ResponseStream {
         ]
     }
 
-    /// Appends answer text, opening the message item on the first delta. `logprobs` are
-    /// the entries of the tokens whose text `delta` is (empty when not asked for). An
-    /// empty delta produces no event.
+    /// Appends answer text, opening a message item on the first delta (closing a
+    /// reasoning or call item before it). `logprobs` are the entries of the tokens whose
+    /// text `delta` is (empty when not asked for). An empty delta produces no event.
     pub fn text_delta(&mut self, delta: &str, logprobs: Vec<LogprobEntry>) -> Vec<Value> {
         let mut out = Vec::new();
         if delta.is_empty() || self.done {
             return out;
         }
-        if self.open.is_none() {
+        if !matches!(self.open, Some(Open::Message { .. })) {
+            self.close("completed", &mut out);
             self.open_message(&mut out);
         }
         let lp = entries_json(&logprobs, false);
-        let (id, index) = match &mut self.open {
-            Some(m) => {
-                m.text.push_str(delta);
-                m.logprobs.extend(logprobs);
-                (m.id.clone(), m.index)
-            }
-            None => return out,
+        let Some(Open::Message {
+            id,
+            index,
+            text,
+            logprobs: all,
+        }) = &mut self.open
+        else {
+            return out;
         };
+        text.push_str(delta);
+        all.extend(logprobs);
+        let (id, index) = (id.clone(), *index);
         out.push(self.event(
             "response.output_text.delta",
             json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": lp}),
         ));
+        out
+    }
+
+    /// Appends reasoning text, opening a reasoning item (with a `reasoning_text` part) on
+    /// the first delta.
+    pub fn reasoning_delta(&mut self, delta: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        if delta.is_empty() || self.done {
+            return out;
+        }
+        if !matches!(self.open, Some(Open::Reasoning { .. })) {
+            self.close("completed", &mut out);
+            let id = new_id("rs");
+            let index = self.output.len();
+            let item = json!({"id": id, "type": "reasoning", "summary": [], "content": [], "status": "in_progress"});
+            out.push(self.event(
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+            ));
+            out.push(self.event(
+                "response.content_part.added",
+                json!({"item_id": id, "output_index": index, "content_index": 0,
+                       "part": {"type": "reasoning_text", "text": ""}}),
+            ));
+            self.open = Some(Open::Reasoning {
+                id,
+                index,
+                text: String::new(),
+            });
+        }
+        let Some(Open::Reasoning { id, index, text }) = &mut self.open else {
+            return out;
+        };
+        text.push_str(delta);
+        let (id, index) = (id.clone(), *index);
+        out.push(self.event(
+            "response.reasoning_text.delta",
+            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta}),
+        ));
+        out
+    }
+
+    /// Ends the open reasoning item (the next reasoning text opens a new one).
+    pub fn reasoning_end(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        if matches!(self.open, Some(Open::Reasoning { .. })) {
+            self.close("completed", &mut out);
+        }
+        out
+    }
+
+    /// Opens a `function_call` item (arguments empty, status `in_progress`).
+    pub fn call_start(&mut self, name: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        self.close("completed", &mut out);
+        let (id, call_id, index) = (new_id("fc"), new_id("call"), self.output.len());
+        let item = json!({"id": id, "type": "function_call", "call_id": call_id, "name": name,
+                          "arguments": "", "status": "in_progress"});
+        out.push(self.event(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        ));
+        self.open = Some(Open::Call {
+            id,
+            call_id,
+            index,
+            name: name.to_owned(),
+            arguments: String::new(),
+        });
+        out
+    }
+
+    /// Streams more of the open call's arguments.
+    pub fn call_args(&mut self, delta: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        if delta.is_empty() || self.done {
+            return out;
+        }
+        let Some(Open::Call {
+            id,
+            index,
+            arguments,
+            ..
+        }) = &mut self.open
+        else {
+            return out;
+        };
+        arguments.push_str(delta);
+        let (id, index) = (id.clone(), *index);
+        out.push(self.event(
+            "response.function_call_arguments.delta",
+            json!({"item_id": id, "output_index": index, "delta": delta}),
+        ));
+        out
+    }
+
+    /// Ends the open call: `completed`, or `incomplete` when it broke off.
+    pub fn call_end(&mut self, complete: bool) -> Vec<Value> {
+        let mut out = Vec::new();
+        if matches!(self.open, Some(Open::Call { .. })) {
+            self.close(if complete { "completed" } else { "incomplete" }, &mut out);
+        }
         out
     }
 
@@ -236,7 +365,7 @@ impl ResponseStream {
             json!({"item_id": id, "output_index": index, "content_index": 0,
                    "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
         ));
-        self.open = Some(OpenMessage {
+        self.open = Some(Open::Message {
             id,
             index,
             text: String::new(),
@@ -244,23 +373,62 @@ impl ResponseStream {
         });
     }
 
-    fn close_message(&mut self, status: &str, out: &mut Vec<Value>) {
-        let Some(m) = self.open.take() else { return };
-        let part = json!({"type": "output_text", "text": m.text, "annotations": [],
-                          "logprobs": entries_json(&m.logprobs, true)});
-        out.push(self.event(
-            "response.output_text.done",
-            json!({"item_id": m.id, "output_index": m.index, "content_index": 0, "text": m.text,
-                   "logprobs": entries_json(&m.logprobs, false)}),
-        ));
-        out.push(self.event(
-            "response.content_part.done",
-            json!({"item_id": m.id, "output_index": m.index, "content_index": 0, "part": part}),
-        ));
-        let item = json!({"id": m.id, "type": "message", "role": "assistant", "status": status, "content": [part]});
+    /// Closes the open item (if any) with `status`: its done events, then the item.
+    fn close(&mut self, status: &str, out: &mut Vec<Value>) {
+        let Some(open) = self.open.take() else { return };
+        let (index, item) = match open {
+            Open::Message {
+                id,
+                index,
+                text,
+                logprobs,
+            } => {
+                let part = json!({"type": "output_text", "text": text, "annotations": [],
+                                  "logprobs": entries_json(&logprobs, true)});
+                out.push(self.event(
+                    "response.output_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text,
+                           "logprobs": entries_json(&logprobs, false)}),
+                ));
+                out.push(self.event(
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+                ));
+                let item = json!({"id": id, "type": "message", "role": "assistant", "status": status, "content": [part]});
+                (index, item)
+            }
+            Open::Reasoning { id, index, text } => {
+                let part = json!({"type": "reasoning_text", "text": text});
+                out.push(self.event(
+                    "response.reasoning_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
+                ));
+                out.push(self.event(
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+                ));
+                let item = json!({"id": id, "type": "reasoning", "summary": [], "content": [part], "status": status});
+                (index, item)
+            }
+            Open::Call {
+                id,
+                call_id,
+                index,
+                name,
+                arguments,
+            } => {
+                out.push(self.event(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": id, "output_index": index, "name": name, "arguments": arguments}),
+                ));
+                let item = json!({"id": id, "type": "function_call", "call_id": call_id, "name": name,
+                                  "arguments": arguments, "status": status});
+                (index, item)
+            }
+        };
         out.push(self.event(
             "response.output_item.done",
-            json!({"output_index": m.index, "item": item}),
+            json!({"output_index": index, "item": item}),
         ));
         self.output.push(item);
     }
@@ -277,9 +445,9 @@ impl ResponseStream {
                     // An empty answer is still a message, so `output` is never empty.
                     self.open_message(&mut out);
                 }
-                self.close_message("completed", &mut out);
+                self.close("completed", &mut out);
             }
-            _ => self.close_message("incomplete", &mut out),
+            _ => self.close("incomplete", &mut out),
         }
         let (ty, status) = match finish {
             Finish::Completed => ("response.completed", "completed"),

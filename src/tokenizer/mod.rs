@@ -202,6 +202,11 @@ impl Tokenizer {
         self.tokens.get(id as usize).map(String::as_str)
     }
 
+    /// The id of the token whose vocabulary string is exactly `text` (e.g. `<think>`).
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.tokens.iter().position(|t| t == text).map(|i| i as u32)
+    }
+
     /// Decodes a whole id sequence (lossy at invalid UTF-8).
     pub fn decode(&self, ids: &[u32]) -> String {
         let bytes: Vec<u8> = ids
