@@ -164,6 +164,16 @@ class Engine:
         self.lib.check("rill_engine_poll_request", code)
         return json.loads(self.lib.take_string(out)), last.value
 
+    def poll_event(self, timeout_ms=0):
+        """The next event of any polled request as (request_id, event, is_last), or None."""
+        rid, out, last = ctypes.c_uint64(), ctypes.c_void_p(), ctypes.c_bool()
+        code = self.lib.dll.rill_engine_poll_event(self.handle, timeout_ms, ctypes.byref(rid),
+                                                   ctypes.byref(out), ctypes.byref(last))
+        if code == STATUS["NO_EVENT"]:
+            return None
+        self.lib.check("rill_engine_poll_event", code)
+        return rid.value, json.loads(self.lib.take_string(out)), last.value
+
     def events(self, request_id, timeout_ms=120_000):
         """Polls one request to its terminal event; yields each event."""
         while True:
