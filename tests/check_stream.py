@@ -31,7 +31,7 @@ def main(paths):
             report = check_file(p)
             ok += 1
             print(f"ok   {p}: {report}")
-        except (InvariantError, ValueError, KeyError, IndexError, TypeError) as e:
+        except (InvariantError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
             bad += 1
             print(f"FAIL {p}: {type(e).__name__}: {e}")
     print(f"{ok} passed, {bad} failed")

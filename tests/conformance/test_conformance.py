@@ -78,6 +78,15 @@ def test_stop_string(engine):
     assert "Paris" not in text and text == whole[:whole.index("Paris")]
 
 
+def test_cached_tokens_are_the_prefix_cache_hits(engine):
+    run(engine, CAPITAL)  # its full prompt blocks are cached from here on
+    before = engine.stats()["tokens"]["cached_prompt"]
+    _, s = run(engine, CAPITAL)
+    cached = s.response["usage"]["input_tokens_details"]["cached_tokens"]
+    assert 0 < cached <= s.response["usage"]["input_tokens"]
+    assert engine.stats()["tokens"]["cached_prompt"] - before == cached
+
+
 # ---- cancel -------------------------------------------------------------------------------
 
 LONG = {"input": "Tell me a long story about a dragon.", "temperature": 0, "max_output_tokens": 400,
