@@ -29,7 +29,6 @@ export RILL_LIB_DIR RILL_INCLUDE RILL_MODEL
 
 # ---- What a fresh machine may lack, from the registries only, pinned ----------------
 GO_DEBIAN_VERSION="2:1.19~1" # Debian bookworm's golang-go; go.mod asks for go 1.19
-PYTEST_VERSION="9.2.0"
 apt_install() {
   if [ "$(id -u)" != 0 ]; then
     echo "test.sh: $* missing and not root to apt-get install it" >&2
@@ -52,7 +51,7 @@ if ! command -v python3 >/dev/null 2>&1; then
   apt_install python3 python3-pip
 fi
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
-  -r "$ROOT/tests/requirements.txt" "pytest==$PYTEST_VERSION"
+  -r "$ROOT/tests/requirements.txt" # pins openai, pydantic and pytest
 
 # ---- Go ---------------------------------------------------------------------------
 export CGO_ENABLED=1
