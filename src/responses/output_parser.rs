@@ -212,10 +212,9 @@ impl<T: Default> OutputParser<T> {
                     }
                 }
             }
-            State::Reasoning => {
-                self.held.clear();
-                out.push(Piece::ReasoningEnd);
-            }
+            // The stream closes the reasoning item with the response's own status
+            // (`incomplete` when the token limit cut it).
+            State::Reasoning => self.held.clear(),
             State::Call => self.end_call(false, &mut out),
         }
         out

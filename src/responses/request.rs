@@ -451,7 +451,7 @@ mod tests {
         assert_eq!(roles, ["user", "assistant", "tool", "tool"]);
         let a = &r.messages[1];
         assert_eq!(a.reasoning_content.as_deref(), Some("call it"));
-        assert_eq!(a.content, None);
+        assert_eq!(a.content.as_deref(), Some(""));
         assert_eq!(a.tool_calls.len(), 2, "both calls in one assistant turn");
         assert_eq!(
             a.tool_calls[0].function.arguments,

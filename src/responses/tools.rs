@@ -295,8 +295,8 @@ impl Conversation {
                 m.tool_calls.push(call)
             }
             _ => {
+                // Content "" (not none): templates concatenate it (Qwen3 does).
                 let mut m = ChatMessage::text("assistant", "");
-                m.content = None;
                 m.reasoning_content = self.pending_reasoning.take();
                 m.tool_calls.push(call);
                 self.messages.push(m);
