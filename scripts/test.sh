@@ -4,7 +4,8 @@
 #   1. cargo fmt --check and clippy -D warnings
 #   2. Rust unit and integration tests (engine, llama.cpp fidelity, header drift; the
 #      tiny llama/qwen2/qwen3 models in every GGUF type and as safetensors against
-#      llama.cpp; tokenizers and chat templates against llama.cpp, tokenizers and jinja2)
+#      llama.cpp; tokenizers and chat templates against llama.cpp, tokenizers and jinja2;
+#      the designed qwen3 model's reasoning / tool-call sequences)
 #   3. the C API test in C (tests/c), its streams validated with OpenAI's types
 #   4. rill-cli end to end: --jsonl stream validated, bad arguments exit non-zero
 #   5. the conformance suite (tests/conformance, pytest): requests through the C API,
@@ -26,9 +27,10 @@ step "default model"
 model=$(./scripts/fetch_model.sh)
 export RILL_MODEL="$model"
 
-step "model test data (real tokenizers, tiny llama/qwen2/qwen3 models and llama.cpp references; cached)"
+step "model test data (real tokenizers, tiny llama/qwen2/qwen3 models and llama.cpp references, the designed qwen3 model; cached)"
 ./scripts/fetch_tokenizers.sh
 ./scripts/tiny_models.sh
+./scripts/designed_model.sh
 
 step "format and lint"
 cargo fmt --all -- --check
