@@ -4,6 +4,11 @@ OpenAI's own types (the pinned `openai` package, strict pydantic validation) and
 stream invariants of shared/spec/responses.md (1-10), independently of rill's Rust checker.
 
     python3 tests/check_stream.py FILE.jsonl [FILE.jsonl ...]
+    python3 tests/check_stream.py --response FILE.json [FILE.json ...]
+
+With --response, each file is one final Response object (what rill_engine_generate
+returns), validated strictly against OpenAI's `Response` type and the invariants of a
+terminal event's response (status, item statuses, usage sums).
 
 Prints one line per file and "N passed, N failed"; exits 1 on any failure."""
 import json
@@ -87,6 +92,31 @@ def check(events):
     assert "cache_write_tokens" in u["input_tokens_details"]
 
 
+def check_response(resp):
+    """One final Response (no stream around it): OpenAI's type, strictly, and the
+    invariants that check() applies to a terminal event's response."""
+    Response.model_validate(resp, strict=True)
+    assert resp["object"] == "response" and resp["id"].startswith("resp_"), "not a Response"
+    status = resp["status"]
+    assert status in {"completed", "incomplete", "cancelled", "failed"}, f"status {status}"
+    want = {"completed"} if status == "completed" else {"completed", "incomplete"}
+    ids = set()
+    for item in resp["output"]:
+        assert item["status"] in want, f"item status {item['status']} in a {status} response"
+        assert item["id"] and "_" in item["id"] and item["id"] not in ids, f"bad item id {item['id']!r}"
+        ids.add(item["id"])
+        for marker in ("<think>", "</think>", "<tool_call>", "<|im_end|>", "<|im_start|>"):
+            assert marker not in json.dumps(item), f"marker {marker} in output"
+    if status == "incomplete":
+        assert resp["incomplete_details"]["reason"] == "max_output_tokens", "incomplete without a reason"
+    if status == "failed":
+        assert resp["error"] and resp["error"]["code"], "failed without an error"
+    u = resp["usage"]
+    assert u["total_tokens"] == u["input_tokens"] + u["output_tokens"]
+    assert 0 <= u["output_tokens_details"]["reasoning_tokens"] <= u["output_tokens"]
+    assert 0 <= u["input_tokens_details"]["cached_tokens"] <= u["input_tokens"]
+
+
 def check_entries(entries, top_n, with_bytes):
     """Shape of logprob entries: exactly top_n alternatives, best first; on the final part
     `bytes` too (an entry's are its token's UTF-8, an alternative's its raw bytes)."""
@@ -113,6 +143,8 @@ def without_bytes(x):
 
 
 def main(paths):
+    if paths[:1] == ["--response"]:
+        return main_responses(paths[1:])
     ok = bad = 0
     for p in paths:
         with open(p, encoding="utf-8") as f:
@@ -122,6 +154,22 @@ def main(paths):
             ok += 1
             print(f"ok   {p}: {len(events)} events, {events[-1]['type']} ({events[-1]['response']['status']})")
         except (AssertionError, pydantic.ValidationError, KeyError, IndexError) as e:
+            bad += 1
+            print(f"FAIL {p}: {type(e).__name__}: {e}")
+    print(f"{ok} passed, {bad} failed")
+    return 1 if bad or not paths else 0
+
+
+def main_responses(paths):
+    ok = bad = 0
+    for p in paths:
+        try:
+            with open(p, encoding="utf-8") as f:
+                resp = json.load(f)
+            check_response(resp)
+            ok += 1
+            print(f"ok   {p}: response {resp['status']}, {len(resp['output'])} items")
+        except (AssertionError, pydantic.ValidationError, KeyError, IndexError, TypeError, ValueError) as e:
             bad += 1
             print(f"FAIL {p}: {type(e).__name__}: {e}")
     print(f"{ok} passed, {bad} failed")
