@@ -97,8 +97,13 @@ RillStatus rill_engine_create(const char *config_json, struct RillEngine **out_e
 // rill threads and frees all memory. Passing NULL is a no-op returning OK.
 //
 // Thread safety: call once, after every other call on this engine has returned and with
-// no other thread using the handle; never from inside an event callback (that returns
-// WRONG_THREAD and destroys nothing).
+// no other thread using the handle, with one exception: threads blocked in
+// `rill_engine_generate` may still be waiting. Destroy then cancels their requests and
+// waits until each of those calls has returned OK with its Response (status
+// `cancelled`) before it frees anything; a generate call that starts while destroy runs
+// returns INTERNAL. (The host must still know that such a call has started before
+// destroy returns: a call made after that uses a freed handle.) Never call destroy from
+// inside an event callback (that returns WRONG_THREAD and destroys nothing).
 // Ownership: takes ownership of `engine`; the handle is invalid afterwards.
 // Returns: OK; WRONG_THREAD; INTERNAL.
 //
@@ -127,6 +132,39 @@ RillStatus rill_engine_submit(struct RillEngine *engine,
                               RillEventCallback callback,
                               void *user_data,
                               uint64_t *out_request_id);
+
+// Runs a request to its end and returns its final Response object as JSON: the
+// `response` member of the request's terminal event (`response.completed`,
+// `response.incomplete` or `response.failed`), exactly as a streamed request would end.
+// This is what an OpenAI server answers for `stream: false`. The request is validated
+// like `rill_engine_submit`: a refused request queues nothing and writes nothing. A
+// request that runs but ends `incomplete`, `cancelled` or `failed` is not an error: this
+// returns OK and the Response's `status` (and `incomplete_details` / `error`) tells.
+// With `timeout_ms` > 0, a request still running after that many milliseconds is
+// cancelled; the call still waits for its terminal event (within about one engine step)
+// and returns that Response, whose status is then `cancelled` (or whatever it reached
+// meanwhile). `timeout_ms` 0 (or negative) waits for the end, however long.
+//
+// Thread safety: any thread, concurrently with every call; `rill_engine_destroy` may run
+// while this waits (see there): the request is cancelled and this returns OK with its
+// Response. Not from inside an event callback: that returns WRONG_THREAD (the callback
+// runs on the thread that produces the events this would wait for). The request has no
+// id the host can see, so `rill_engine_cancel` cannot reach it: use `timeout_ms`, or
+// `rill_engine_submit` for a request that must be cancellable.
+// Ownership: `request_json` is borrowed for the call. On OK, `*out_response_json`
+// receives a new NUL-terminated string the caller frees with `rill_string_free`; on
+// failure it is not written.
+// Returns: OK; NULL_ARGUMENT; INVALID_UTF8; INVALID_JSON; INVALID_REQUEST (the message
+// names the field); CONTEXT_LENGTH_EXCEEDED; MODEL (template or tokenizer failure);
+// ENGINE_POISONED; WRONG_THREAD; INTERNAL (also: the engine is being destroyed).
+//
+// # Safety
+// `engine` is a live handle; `request_json` a NUL-terminated string; `out_response_json`
+// writable.
+RillStatus rill_engine_generate(struct RillEngine *engine,
+                                const char *request_json,
+                                int32_t timeout_ms,
+                                char **out_response_json);
 
 // Waits up to `timeout_ms` (negative: forever; 0: just check) for the next event of any
 // request submitted without a callback, in the order events were produced.

@@ -4,9 +4,15 @@
 #   1. cargo fmt --check and clippy -D warnings
 #   2. Rust unit and integration tests (engine, llama.cpp fidelity, header drift; the
 #      tiny llama/qwen2/qwen3 models in every GGUF type and as safetensors against
+<<<<<<< HEAD
 #      llama.cpp; tokenizers and chat templates against llama.cpp, tokenizers and jinja2;
 #      the designed qwen3 model's reasoning / tool-call sequences)
 #   3. the C API test in C (tests/c), its streams validated with OpenAI's types
+=======
+#      llama.cpp; tokenizers and chat templates against llama.cpp, tokenizers and jinja2)
+#   3. the C API test in C (tests/c), its streams and its rill_engine_generate Responses
+#      validated with OpenAI's types
+>>>>>>> generate
 #   4. rill-cli end to end: --jsonl stream validated, bad arguments exit non-zero
 #   5. the conformance suite (tests/conformance, pytest): requests through the C API,
 #      every event checked against OpenAI's types and the invariants; golden streams
@@ -50,6 +56,7 @@ gcc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Iinclude tests/c/test
   -L"$target/release" -lrill -Wl,-rpath,"$target/release" -o "$out/test_api"
 "$out/test_api" "$model" "$out"
 python3 tests/check_stream.py "$out"/stream_*.jsonl
+python3 tests/check_stream.py --response "$out"/response_*.json
 
 step "rill-cli"
 cli="$target/release/rill-cli"

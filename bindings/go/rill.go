@@ -1,7 +1,8 @@
 // Package rill is the Go binding of rill, an embeddable LLM inference engine
 // (include/rill.h). An Engine loads a GGUF model; Submit takes an OpenAI Responses API
 // request body as JSON and returns a Stream whose channel carries the Responses
-// streaming events as JSON, ending with exactly one terminal event.
+// streaming events as JSON, ending with exactly one terminal event; Generate returns
+// just the final Response JSON (for `stream: false`).
 //
 // Events come through rill's callback: rill calls an exported Go function on its
 // delivery thread with a runtime/cgo.Handle of the Stream as user_data; the function
@@ -143,6 +144,42 @@ func (e *Engine) Submit(ctx context.Context, requestJSON string) (*Stream, error
 		}()
 	}
 	return s, nil
+}
+
+// Generate runs a request to its end and returns its final Response object as JSON: the
+// `response` member of its terminal event, byte for byte (what an OpenAI server answers
+// for `stream: false`). A refused request returns an *Error, as Submit does. A response
+// that ends incomplete, cancelled or failed is not an error: its "status" tells. When ctx
+// is done first, the request is cancelled in rill and its Response (status "cancelled")
+// is returned.
+//
+// Generate is Submit plus Stream.Response, not rill_engine_generate: that C call returns
+// no request id, so ctx could not cancel it, and a goroutine blocked in it would hold the
+// engine's lock and stall Close until the request ended on its own.
+func (e *Engine) Generate(ctx context.Context, requestJSON string) (string, error) {
+	s, err := e.Submit(ctx, requestJSON)
+	if err != nil {
+		return "", err
+	}
+	return s.Response()
+}
+
+// Response reads the stream to its end (do not read Events concurrently) and returns the
+// `response` object of its terminal event as JSON, whatever its status.
+func (s *Stream) Response() (string, error) {
+	var last Event
+	for ev := range s.ch {
+		if ev.Last {
+			last = ev
+		}
+	}
+	var terminal struct {
+		Response json.RawMessage `json:"response"`
+	}
+	if err := json.Unmarshal([]byte(last.JSON), &terminal); err != nil || len(terminal.Response) == 0 {
+		return "", &Error{Status: StatusInternal, Message: "the terminal event has no response: " + last.JSON}
+	}
+	return string(terminal.Response), nil
 }
 
 //export rillgoOnEvent

@@ -669,3 +669,74 @@ func TestCloseIdle(t *testing.T) {
 		}
 	}
 }
+
+// withoutIDs decodes a Response and blanks what differs between two runs of one request.
+func withoutIDs(t *testing.T, js string) map[string]any {
+	t.Helper()
+	var r map[string]any
+	if err := json.Unmarshal([]byte(js), &r); err != nil {
+		t.Fatalf("not a JSON object: %v: %s", err, js)
+	}
+	r["id"], r["created_at"] = "", 0
+	items, _ := r["output"].([]any)
+	for _, it := range items {
+		if m, ok := it.(map[string]any); ok {
+			m["id"] = ""
+		}
+	}
+	return r
+}
+
+func TestGenerateEqualsStreamedTerminalResponse(t *testing.T) {
+	const req = `{"input": "What is the capital of Italy? Answer in one sentence.", "temperature": 0, "max_output_tokens": 48}`
+	ctx := context.Background()
+	// Warm the prefix cache so that both runs below report the same cached tokens.
+	if _, err := eng.Generate(ctx, req); err != nil {
+		t.Fatalf("Generate: %v", err)
+	}
+	s, err := eng.Submit(ctx, req)
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	r := collect(t, s, 2*time.Minute)
+	var terminal struct {
+		Response json.RawMessage `json:"response"`
+	}
+	if err := json.Unmarshal([]byte(r.events[len(r.events)-1].JSON), &terminal); err != nil {
+		t.Fatal(err)
+	}
+	got, err := eng.Generate(ctx, req)
+	if err != nil {
+		t.Fatalf("Generate: %v", err)
+	}
+	g, want := withoutIDs(t, got), withoutIDs(t, string(terminal.Response))
+	if g["status"] != "completed" {
+		t.Errorf("status %v", g["status"])
+	}
+	gb, _ := json.Marshal(g)
+	wb, _ := json.Marshal(want)
+	if string(gb) != string(wb) {
+		t.Errorf("Generate's Response differs from the streamed one:\n got  %s\n want %s", gb, wb)
+	}
+}
+
+func TestGenerateRefusedAndCancelled(t *testing.T) {
+	handles := liveHandles.Load()
+	_, err := eng.Generate(context.Background(), `{"input":"x","temperature":"hot"}`)
+	var re *Error
+	if !errors.As(err, &re) || re.Status != StatusInvalidRequest || !strings.Contains(re.Message, "temperature") {
+		t.Fatalf("refused Generate: %v", err)
+	}
+	if n := liveHandles.Load(); n != handles {
+		t.Errorf("a refused Generate left %d handles", n-handles)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	got, err := eng.Generate(ctx, longRequest)
+	if err != nil {
+		t.Fatalf("Generate with a deadline: %v", err)
+	}
+	if r := withoutIDs(t, got); r["status"] != "cancelled" {
+		t.Errorf("status %v after the context ended", r["status"])
+	}
+}

@@ -272,7 +272,12 @@ class Engine {
   }
 
   /** Submits a request and resolves to its final Response object (the terminal event's
-   * `response`, whatever its status). Rejects with RillError if rill refuses it. */
+   * `response`, whatever its status). Rejects with RillError if rill refuses it.
+   *
+   * This reads the stream rather than calling rill_engine_generate: that blocking call
+   * would hold a libuv pool thread for the whole generation, could not be cancelled by
+   * `signal` or close() (it returns no request id), and would report a refusal's message
+   * through rill_last_error() on the pool thread, where it cannot be read. */
   async create(request, options = {}) {
     let terminal = null;
     for await (const event of this.stream(request, options)) {

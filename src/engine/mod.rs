@@ -5,6 +5,7 @@
 
 pub mod core;
 pub mod delivery;
+pub mod generate;
 pub mod kv_budget;
 pub mod poll_queue;
 pub mod prompt;

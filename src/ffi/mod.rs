@@ -3,11 +3,13 @@
 //! panic never crosses the ABI; it becomes `RILL_STATUS_INTERNAL`), records the failure
 //! message for `rill_last_error`, and writes out-parameters only on success.
 
+mod generating;
 pub mod status;
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::EngineConfig;
@@ -15,6 +17,7 @@ use crate::engine::core::panic_message;
 use crate::engine::delivery::on_delivery_thread;
 use crate::engine::{Engine, Sink};
 use crate::error::{Error, Result};
+use generating::GenerateCalls;
 use status::RillStatus;
 
 /// ABI version of `include/rill.h`. Raised on any incompatible change; a host compares
@@ -25,6 +28,8 @@ pub const RILL_ABI_VERSION: u32 = 1;
 /// free with `rill_engine_destroy`.
 pub struct RillEngine {
     engine: Engine,
+    /// The `rill_engine_generate` calls in progress (destroy waits for them).
+    generating: Arc<GenerateCalls>,
 }
 
 /// Receives the events of one request, on rill's delivery thread (never the thread that
@@ -148,7 +153,10 @@ pub unsafe extern "C" fn rill_engine_create(
             return Err(Error::NullArgument("out_engine"));
         }
         let engine = Engine::new(EngineConfig::from_json(text)?)?;
-        let handle = Box::into_raw(Box::new(RillEngine { engine }));
+        let handle = Box::into_raw(Box::new(RillEngine {
+            engine,
+            generating: Arc::default(),
+        }));
         // SAFETY: checked non-NULL above; the caller provides writable storage.
         unsafe { *out_engine = handle };
         Ok(RillStatus::Ok)
@@ -160,8 +168,13 @@ pub unsafe extern "C" fn rill_engine_create(
 /// rill threads and frees all memory. Passing NULL is a no-op returning OK.
 ///
 /// Thread safety: call once, after every other call on this engine has returned and with
-/// no other thread using the handle; never from inside an event callback (that returns
-/// WRONG_THREAD and destroys nothing).
+/// no other thread using the handle, with one exception: threads blocked in
+/// `rill_engine_generate` may still be waiting. Destroy then cancels their requests and
+/// waits until each of those calls has returned OK with its Response (status
+/// `cancelled`) before it frees anything; a generate call that starts while destroy runs
+/// returns INTERNAL. (The host must still know that such a call has started before
+/// destroy returns: a call made after that uses a freed handle.) Never call destroy from
+/// inside an event callback (that returns WRONG_THREAD and destroys nothing).
 /// Ownership: takes ownership of `engine`; the handle is invalid afterwards.
 /// Returns: OK; WRONG_THREAD; INTERNAL.
 ///
@@ -178,7 +191,14 @@ pub unsafe extern "C" fn rill_engine_destroy(engine: *mut RillEngine) -> RillSta
                 "rill_engine_destroy must not be called from an event callback",
             ));
         }
-        // SAFETY: a live handle from rill_engine_create, owned by the caller, not used elsewhere.
+        // SAFETY: a live handle from rill_engine_create; until the Box is taken back below,
+        // other threads may only be inside rill_engine_generate, which shares it read-only.
+        let h = unsafe { &*engine };
+        h.generating.close(|id| {
+            let _ = h.engine.cancel(id);
+        });
+        // SAFETY: a live handle from rill_engine_create, owned by the caller; every
+        // generate call has returned (close above), and no other call uses it (contract).
         let boxed = unsafe { Box::from_raw(engine) };
         drop(boxed);
         Ok(RillStatus::Ok)
@@ -234,6 +254,85 @@ pub unsafe extern "C" fn rill_engine_submit(
         let id = h.engine.submit(text, sink)?;
         // SAFETY: checked non-NULL above.
         unsafe { *out_request_id = id };
+        Ok(RillStatus::Ok)
+    })
+}
+
+/// Runs a request to its end and returns its final Response object as JSON: the
+/// `response` member of the request's terminal event (`response.completed`,
+/// `response.incomplete` or `response.failed`), exactly as a streamed request would end.
+/// This is what an OpenAI server answers for `stream: false`. The request is validated
+/// like `rill_engine_submit`: a refused request queues nothing and writes nothing. A
+/// request that runs but ends `incomplete`, `cancelled` or `failed` is not an error: this
+/// returns OK and the Response's `status` (and `incomplete_details` / `error`) tells.
+/// With `timeout_ms` > 0, a request still running after that many milliseconds is
+/// cancelled; the call still waits for its terminal event (within about one engine step)
+/// and returns that Response, whose status is then `cancelled` (or whatever it reached
+/// meanwhile). `timeout_ms` 0 (or negative) waits for the end, however long.
+///
+/// Thread safety: any thread, concurrently with every call; `rill_engine_destroy` may run
+/// while this waits (see there): the request is cancelled and this returns OK with its
+/// Response. Not from inside an event callback: that returns WRONG_THREAD (the callback
+/// runs on the thread that produces the events this would wait for). The request has no
+/// id the host can see, so `rill_engine_cancel` cannot reach it: use `timeout_ms`, or
+/// `rill_engine_submit` for a request that must be cancellable.
+/// Ownership: `request_json` is borrowed for the call. On OK, `*out_response_json`
+/// receives a new NUL-terminated string the caller frees with `rill_string_free`; on
+/// failure it is not written.
+/// Returns: OK; NULL_ARGUMENT; INVALID_UTF8; INVALID_JSON; INVALID_REQUEST (the message
+/// names the field); CONTEXT_LENGTH_EXCEEDED; MODEL (template or tokenizer failure);
+/// ENGINE_POISONED; WRONG_THREAD; INTERNAL (also: the engine is being destroyed).
+///
+/// # Safety
+/// `engine` is a live handle; `request_json` a NUL-terminated string; `out_response_json`
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn rill_engine_generate(
+    engine: *mut RillEngine,
+    request_json: *const c_char,
+    timeout_ms: i32,
+    out_response_json: *mut *mut c_char,
+) -> RillStatus {
+    // No handle for `guard`: a panic is caught (and poisons the engine) inside, while this
+    // call is still counted, because the handle may be freed by destroy once it is not.
+    guard(None, || {
+        // SAFETY: per this function's contract.
+        let h = unsafe { engine_ref(engine) }?;
+        // SAFETY: per this function's contract.
+        let text = unsafe { c_str(request_json, "request_json") }?;
+        if out_response_json.is_null() {
+            return Err(Error::NullArgument("out_response_json"));
+        }
+        if on_delivery_thread() {
+            return Err(Error::WrongThread(
+                "rill_engine_generate must not be called from an event callback",
+            ));
+        }
+        let wait = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
+        let mut call = h.generating.enter()?;
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            let pending = h.engine.submit_generate(text)?;
+            let id = pending.id();
+            if call.submitted(id) {
+                let _ = h.engine.cancel(id);
+            }
+            pending.wait(wait, |id| {
+                let _ = h.engine.cancel(id);
+            })
+        }));
+        let response = match run {
+            Ok(r) => r,
+            Err(p) => {
+                let msg = format!("panic: {}", panic_message(&*p));
+                h.engine.poison(&format!("internal error ({msg})"));
+                Err(Error::Internal(msg))
+            }
+        };
+        // Uncounted from here on: `h` must not be used any more (destroy may free it).
+        drop(call);
+        let response = response?;
+        // SAFETY: checked non-NULL above; the caller provides writable storage.
+        unsafe { *out_response_json = into_c_string(response) };
         Ok(RillStatus::Ok)
     })
 }

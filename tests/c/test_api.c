@@ -10,8 +10,14 @@
  * - bad input: NULL pointers, invalid UTF-8, invalid JSON, wrong types, empty input, a
  *   prompt longer than max_model_len, unknown request ids: each returns its status and a
  *   message, and the engine keeps serving;
- * - rill_engine_destroy from inside a callback is refused (WRONG_THREAD);
- * - destroy with a request still running delivers its terminal event and returns.
+ * - rill_engine_destroy and rill_engine_generate from inside a callback are refused
+ *   (WRONG_THREAD);
+ * - rill_engine_generate: its Response equals the terminal event's of the same greedy
+ *   request streamed (but ids and created_at), a refusal writes nothing and queues
+ *   nothing, max_output_tokens ends it incomplete, a timeout cancels it; the Responses
+ *   go to OUT_DIR/response_*.json for tests/check_stream.py --response;
+ * - destroy with a request still running delivers its terminal event and returns, and
+ *   unblocks a rill_engine_generate waiting on another thread (status cancelled).
  * Prints "N passed, N failed" and exits non-zero on any failure. */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -121,6 +127,8 @@ static void free_stream(Stream *s) {
 /* ---- callback request --------------------------------------------------------------- */
 static RillEngine *g_engine;
 static int g_destroy_status_in_cb = -1;
+static int g_generate_status_in_cb = -1;
+static int g_generate_wrote_in_cb = 0;
 
 static void on_event(void *user_data, uint64_t request_id, const char *json, size_t len, bool is_last) {
   Stream *s = user_data;
@@ -132,6 +140,10 @@ static void on_event(void *user_data, uint64_t request_id, const char *json, siz
     s->cb_thread = pthread_self();
     /* Destroy from inside a callback must be refused, not deadlock. */
     g_destroy_status_in_cb = rill_engine_destroy(g_engine);
+    /* So must generate, which would wait for events of this very thread. */
+    char *resp = NULL;
+    g_generate_status_in_cb = rill_engine_generate(g_engine, "{\"input\":\"Hi.\",\"max_output_tokens\":2}", 0, &resp);
+    g_generate_wrote_in_cb = resp != NULL;
   }
   record(s, json);
 }
@@ -193,6 +205,139 @@ static void wait_terminal(Stream *s) {
 static int last_error_nonempty(void) {
   const char *e = rill_last_error();
   return e && e[0];
+}
+
+/* ---- rill_engine_generate ------------------------------------------------------------ */
+
+/* The `response` member of a terminal event: its last member, so the text from there to
+ * the event's closing brace. Returns a malloc'd copy. */
+static char *response_of(const char *ev) {
+  const char *p = strstr(ev, "\"response\":");
+  if (!p) return strdup("");
+  p += strlen("\"response\":");
+  size_t n = strlen(p);
+  return strndup(p, n > 0 ? n - 1 : 0);
+}
+
+/* A copy of a Response JSON with every "id":"..." value emptied and "created_at" zeroed:
+ * rill serializes both sides with the same field order, so what is left compares field by
+ * field as text. */
+static char *normalized(const char *json) {
+  size_t n = strlen(json);
+  char *out = malloc(n + 1), *o = out;
+  const char *p = json;
+  while (*p) {
+    if (strncmp(p, "\"id\":\"", 6) == 0) {
+      memcpy(o, "\"id\":\"", 6), o += 6, p += 6;
+      while (*p && *p != '"') p++;
+    } else if (strncmp(p, "\"created_at\":", 13) == 0) {
+      memcpy(o, "\"created_at\":0", 14), o += 14, p += 13;
+      while (*p >= '0' && *p <= '9') p++;
+    } else {
+      *o++ = *p++;
+    }
+  }
+  *o = 0;
+  return out;
+}
+
+static void write_file(const char *out_dir, const char *name, const char *text) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", out_dir, name);
+  FILE *f = fopen(path, "w");
+  CHECK(f != NULL, "cannot write %s", path);
+  if (f) {
+    fputs(text, f);
+    fclose(f);
+  }
+}
+
+static char *generate_ok(const char *request, int timeout_ms) {
+  char *resp = NULL;
+  RillStatus st = rill_engine_generate(g_engine, request, timeout_ms, &resp);
+  CHECK(st == RILL_STATUS_OK && resp != NULL, "generate %s: %d %s", request, st, rill_last_error());
+  return resp ? resp : strdup("");
+}
+
+static void generate_tests(const char *out_dir) {
+  const char *greedy = "{\"input\":\"What is the capital of Italy? Answer in one sentence.\",\"temperature\":0,\"max_output_tokens\":48}";
+  /* Warm the prefix cache first, so that the streamed and the generated run both find the
+   * prompt cached and report the same usage. */
+  rill_string_free(generate_ok(greedy, 0));
+  static Stream s;
+  RillStatus st = rill_engine_submit(g_engine, greedy, on_event, &s, &s.id);
+  CHECK(st == RILL_STATUS_OK, "submit greedy: %s", rill_last_error());
+  wait_terminal(&s);
+  char *streamed = s.n > 0 ? response_of(s.events[s.n - 1]) : strdup("");
+  char *generated = generate_ok(greedy, 0);
+  CHECK(strstr(generated, "\"status\":\"completed\"") != NULL, "generate status: %.300s", generated);
+  CHECK(strncmp(generated, "{\"id\":\"resp_", 12) == 0, "a Response object: %.60s", generated);
+  char *a = normalized(streamed), *b = normalized(generated);
+  CHECK(strcmp(a, b) == 0, "generate != streamed terminal response:\n  streamed  %s\n  generated %s", a, b);
+  write_file(out_dir, "response_completed.json", generated);
+  free(a), free(b), free(streamed);
+  rill_string_free(generated);
+  free_stream(&s);
+
+  /* Refused: a status and a message, nothing written, nothing queued. */
+  char *resp = NULL;
+  st = rill_engine_generate(g_engine, "{\"input\":\"\"}", 0, &resp);
+  CHECK(st == RILL_STATUS_INVALID_REQUEST && resp == NULL && strstr(rill_last_error(), "input"),
+        "refused generate: %d %s", st, rill_last_error());
+  st = rill_engine_generate(g_engine, "{\"input\":\"x\",\"temperature\":7}", 0, &resp);
+  CHECK(st == RILL_STATUS_INVALID_REQUEST && resp == NULL && strstr(rill_last_error(), "temperature"),
+        "refused generate: %d %s", st, rill_last_error());
+  CHECK(rill_engine_generate(g_engine, "{\"input\":\"x\"}", 0, NULL) == RILL_STATUS_NULL_ARGUMENT, "NULL out");
+  CHECK(rill_engine_generate(NULL, "{\"input\":\"x\"}", 0, &resp) == RILL_STATUS_NULL_ARGUMENT, "NULL engine");
+  CHECK(rill_engine_generate(g_engine, "{\"input\":", 0, &resp) == RILL_STATUS_INVALID_JSON && resp == NULL,
+        "bad JSON");
+  uint64_t id = 0;
+  char *ev = NULL;
+  CHECK(rill_engine_poll_event(g_engine, 0, &id, &ev, NULL) == RILL_STATUS_NO_EVENT, "refusals queued events");
+
+  /* The token limit: incomplete, reason max_output_tokens. */
+  char *cut = generate_ok("{\"input\":\"Count from one to fifty in words.\",\"temperature\":0,\"max_output_tokens\":4}", 0);
+  CHECK(strstr(cut, "\"status\":\"incomplete\"") && strstr(cut, "\"reason\":\"max_output_tokens\"") &&
+            strstr(cut, "\"output_tokens\":4"),
+        "cut: %.400s", cut);
+  write_file(out_dir, "response_incomplete.json", cut);
+  rill_string_free(cut);
+
+  /* A timeout cancels the request and still returns its Response. */
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  char *timed = generate_ok("{\"input\":\"Tell me a very long story.\",\"ignore_eos\":true}", 300);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  CHECK(strstr(timed, "\"status\":\"cancelled\"") && strstr(timed, "\"incomplete_details\":null"),
+        "timed out: %.300s", timed);
+  CHECK(secs < 30, "a 300 ms timeout took %.1f s", secs);
+  write_file(out_dir, "response_cancelled.json", timed);
+  rill_string_free(timed);
+}
+
+/* A generate left waiting while the engine is destroyed. */
+typedef struct {
+  RillStatus status;
+  char *response;
+} Blocked;
+
+static void *blocked_generate(void *arg) {
+  Blocked *b = arg;
+  b->status = rill_engine_generate(g_engine, "{\"input\":\"Write a very long poem.\",\"ignore_eos\":true}", 0,
+                                   &b->response);
+  return NULL;
+}
+
+static long stats_number(const char *key) {
+  char *stats = NULL;
+  long v = -1;
+  if (rill_engine_stats(g_engine, &stats) == RILL_STATUS_OK) {
+    const char *p = strstr(stats, key);
+    if (p) v = strtol(p + strlen(key), NULL, 10);
+  }
+  rill_string_free(stats);
+  return v;
 }
 
 /* ---- bad input ------------------------------------------------------------------------ */
@@ -293,6 +438,8 @@ int main(int argc, char **argv) {
         "callback ran on a host thread");
   CHECK(g_destroy_status_in_cb == RILL_STATUS_WRONG_THREAD, "destroy in callback returned %d",
         g_destroy_status_in_cb);
+  CHECK(g_generate_status_in_cb == RILL_STATUS_WRONG_THREAD && !g_generate_wrote_in_cb,
+        "generate in callback returned %d", g_generate_status_in_cb);
   CHECK(a.cb_id == a.id, "callback request id %llu, submit returned %llu", (unsigned long long)a.cb_id,
         (unsigned long long)a.id);
   check_and_write(&a, out_dir, "callback", 1);
@@ -303,6 +450,7 @@ int main(int argc, char **argv) {
   CHECK(a.n > 0 && strstr(a.events[a.n - 1], "Paris"), "answer mentions Paris");
 
   bad_input(model);
+  generate_tests(out_dir);
 
   /* The engine still serves after all that. */
   static Stream d;
@@ -310,7 +458,7 @@ int main(int argc, char **argv) {
   CHECK(st == RILL_STATUS_OK, "submit after bad input: %s", rill_last_error());
   wait_terminal(&d);
   char *stats = NULL;
-  CHECK(rill_engine_stats(g_engine, &stats) == RILL_STATUS_OK && strstr(stats, "\"cancelled\":1"), "stats: %s",
+  CHECK(rill_engine_stats(g_engine, &stats) == RILL_STATUS_OK && strstr(stats, "\"cancelled\":2"), "stats: %s",
         stats ? stats : "");
   rill_string_free(stats);
 
@@ -319,10 +467,23 @@ int main(int argc, char **argv) {
   st = rill_engine_submit(g_engine, "{\"input\":\"Tell me a very long story.\",\"ignore_eos\":true}", on_event, &e,
                           &e.id);
   CHECK(st == RILL_STATUS_OK, "submit e");
+  /* And a generate blocked on another thread: destroy cancels it and it returns. */
+  long submitted = stats_number("\"submitted\":");
+  static Blocked blocked;
+  pthread_t gen_thread;
+  pthread_create(&gen_thread, NULL, blocked_generate, &blocked);
+  for (int i = 0; i < 3000 && stats_number("\"submitted\":") <= submitted; i++) usleep(10000);
+  CHECK(stats_number("\"submitted\":") == submitted + 1, "the blocked generate was not submitted");
   pthread_mutex_lock(&mu);
   while (e.n_deltas < 2) pthread_cond_wait(&cv, &mu);
   pthread_mutex_unlock(&mu);
   CHECK(rill_engine_destroy(g_engine) == RILL_STATUS_OK, "destroy");
+  pthread_join(gen_thread, NULL);
+  CHECK(blocked.status == RILL_STATUS_OK && blocked.response &&
+            strstr(blocked.response, "\"status\":\"cancelled\""),
+        "generate during destroy: %d %.200s", blocked.status, blocked.response ? blocked.response : "");
+  if (blocked.response) write_file(out_dir, "response_destroyed.json", blocked.response);
+  rill_string_free(blocked.response);
   CHECK(e.terminal_seen == 1, "terminal event delivered before destroy returned");
   CHECK(e.n > 0 && strstr(e.events[e.n - 1], "\"cancelled\""), "destroyed request ends cancelled");
   check_and_write(&e, out_dir, "destroyed", 1);

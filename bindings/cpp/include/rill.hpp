@@ -6,6 +6,8 @@
 // - Engine::submit(request_json, callback) delivers a request's events to a
 //   std::function on rill's delivery thread; Engine::stream(request_json) returns a
 //   rill::Stream, an input range of rill::Event backed by rill_engine_poll_request.
+// - Engine::generate(request_json) runs a request to its end and returns the final
+//   Response JSON (rill_engine_generate), for `stream: false`.
 // - Engine::cancel(request) and Engine::stats().
 //
 // This file wraps include/rill.h only; see bindings/cpp/README.md.
@@ -294,6 +296,22 @@ class Engine {
     std::uint64_t id = 0;
     detail::check(rill_engine_submit(engine_, request_json.c_str(), nullptr, nullptr, &id));
     return Stream(engine_, Request{id});
+  }
+
+  // Runs a request to its end and returns its final Response object as JSON: the
+  // `response` of its terminal event, exactly as a streamed request ends (what an OpenAI
+  // server answers for `stream: false`). Blocks the calling thread until then. A refused
+  // request throws Error (nothing is queued); one that ends incomplete, cancelled or failed
+  // does not throw: the Response's "status" tells. With a positive `timeout`, a request
+  // still running then is cancelled and its (cancelled) Response returned. The request
+  // has no id to cancel() it by: use stream() or submit() for that. Throws Error with
+  // Status::WrongThread from inside an event callback.
+  std::string generate(const std::string& request_json,
+                       std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) {
+    char* json = nullptr;
+    std::int32_t ms = timeout.count() > 0 ? detail::to_timeout_ms(timeout) : 0;
+    detail::check(rill_engine_generate(engine_, request_json.c_str(), ms, &json));
+    return detail::take_string(json);
   }
 
   // Cancels a request; its events still end with a terminal event (response.incomplete,

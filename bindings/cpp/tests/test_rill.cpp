@@ -406,6 +406,57 @@ TEST(Destroy, ThrowingCallbackTerminates) {
       "terminate called after throwing.*boom");
 }
 
+// ---- generate -----------------------------------------------------------------------------
+
+// The `response` of a terminal event (its last member).
+std::string response_of(const std::string& event) {
+  const std::string key = "\"response\":";
+  auto at = event.find(key);
+  if (at == std::string::npos || event.size() < at + key.size() + 1) return "";
+  return event.substr(at + key.size(), event.size() - at - key.size() - 1);
+}
+
+// A Response with every "id" value emptied and "created_at" zeroed (both sides come from
+// rill's one serializer, so the rest compares field by field as text).
+std::string without_ids(const std::string& json) {
+  std::string out;
+  for (std::size_t i = 0; i < json.size();) {
+    if (json.compare(i, 6, "\"id\":\"") == 0) {
+      out += "\"id\":\"";
+      i = json.find('"', i + 6);
+      if (i == std::string::npos) break;
+    } else if (json.compare(i, 13, "\"created_at\":") == 0) {
+      out += "\"created_at\":0";
+      for (i += 13; i < json.size() && json[i] >= '0' && json[i] <= '9'; i++) {
+      }
+    } else {
+      out += json[i++];
+    }
+  }
+  return out;
+}
+
+TEST_F(EngineTest, GenerateReturnsTheStreamedTerminalResponse) {
+  const std::string body = greedy("What is the capital of Italy? Answer in one sentence.", 48);
+  engine.generate(body);  // warms the prefix cache: both runs below report the same usage
+  std::vector<std::string> events = collect(engine.stream(body));
+  check_stream(events);
+  std::string generated = engine.generate(body);
+  EXPECT_EQ(json_field::string(generated, "status"), "completed") << generated;
+  EXPECT_EQ(without_ids(generated), without_ids(response_of(events.back())));
+}
+
+TEST_F(EngineTest, GenerateRefusalsLimitsAndTimeout) {
+  rill::Error refused = error_of([&] { engine.generate(R"({"input":"hi","temperature":"hot"})"); });
+  EXPECT_EQ(refused.status(), rill::Status::InvalidRequest);
+  EXPECT_NE(refused.message().find("temperature"), std::string::npos) << refused.message();
+  EXPECT_EQ(json_field::integer(engine.stats(), "submitted"), 0);
+  std::string cut = engine.generate(greedy("Count to fifty.", 3));
+  EXPECT_EQ(json_field::string(cut, "status"), "incomplete") << cut;
+  std::string timed = engine.generate(kEndless, 200ms);
+  EXPECT_EQ(json_field::string(timed, "status"), "cancelled") << timed;
+}
+
 // ---- errors, concurrency, stats ----------------------------------------------------------
 
 TEST_F(EngineTest, BadRequestsThrowAndTheEngineKeepsServing) {

@@ -79,6 +79,22 @@ test('create resolves to the final Response', { timeout: 60000 }, async () => {
   assert.ok(response.usage.output_tokens > 0);
 });
 
+/** A Response without what differs between two runs of one request. */
+function withoutIds(r) {
+  return { ...r, id: '', created_at: 0, output: r.output.map((item) => ({ ...item, id: '' })) };
+}
+
+test("create's Response equals the streamed terminal event's", { timeout: 60000 }, async () => {
+  const request = { input: 'What is the capital of Italy? Answer in one sentence.', temperature: 0, max_output_tokens: 48 };
+  await engine.create(request); // warms the prefix cache: both runs below report the same usage
+  const events = [];
+  for await (const ev of engine.stream(request)) events.push(ev);
+  const { terminal } = checkStream(assert, events);
+  const response = await engine.create(request);
+  assert.strictEqual(response.status, 'completed');
+  assert.deepStrictEqual(withoutIds(response), withoutIds(terminal.response));
+});
+
 test('create: the token limit gives an incomplete Response', { timeout: 60000 }, async () => {
   const response = await engine.create({ ...FRANCE, max_output_tokens: 3 });
   assert.strictEqual(response.status, 'incomplete');

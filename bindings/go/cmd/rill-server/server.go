@@ -185,38 +185,33 @@ func writeSSE(buf *bytes.Buffer, typ, data string) {
 	buf.WriteByte('\n')
 }
 
-// finalResponse waits for the terminal event and answers with its `response` object.
+// finalResponse waits for the terminal event and answers with its `response` object
+// (Stream.Response, the other half of Engine.Generate: the server submits itself to learn
+// the request id for x-request-id before it knows which way to answer).
 func (s *server) finalResponse(w http.ResponseWriter, r *http.Request, stream *rill.Stream) {
-	var last rill.Event
-	for ev := range stream.Events() {
-		if ev.Last {
-			last = ev
-		}
-	}
+	response, err := stream.Response()
 	if r.Context().Err() != nil {
 		return // the client left; the request was cancelled in rill
 	}
-	var terminal struct {
-		Response json.RawMessage `json:"response"`
-	}
-	if err := json.Unmarshal([]byte(last.JSON), &terminal); err != nil || len(terminal.Response) == 0 {
+	if err != nil {
 		writeError(w, http.StatusInternalServerError, "server_error", "rill's terminal event has no response", nil)
 		return
 	}
-	if last.Type == "response.failed" {
-		var failed struct {
-			Error *struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		_ = json.Unmarshal(terminal.Response, &failed)
+	var ended struct {
+		Status string `json:"status"`
+		Error  *struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal([]byte(response), &ended)
+	if ended.Status == "failed" {
 		msg := "The server had an error while processing your request."
-		if failed.Error != nil && failed.Error.Message != "" {
-			msg = failed.Error.Message
+		if ended.Error != nil && ended.Error.Message != "" {
+			msg = ended.Error.Message
 		}
 		s.log.Printf("request %d failed: %s", stream.ID(), msg)
 		writeError(w, http.StatusInternalServerError, "server_error", msg, nil)
 		return
 	}
-	writeRawJSON(w, http.StatusOK, terminal.Response)
+	writeRawJSON(w, http.StatusOK, []byte(response))
 }

@@ -134,7 +134,13 @@ public final class Engine implements AutoCloseable {
      * Runs a request to its end and returns the final Response object (the {@code response}
      * member of the terminal event) as JSON. Its {@code status} tells how it ended:
      * {@code completed}, {@code incomplete} (token limit), {@code cancelled} (the engine was
-     * closed meanwhile) or {@code failed}.
+     * closed meanwhile) or {@code failed}: the same Response that rill's non-streaming
+     * {@code rill_engine_generate} returns.
+     *
+     * <p>This reads the request's stream rather than calling {@code rill_engine_generate}: that
+     * call returns no request id, so {@link #close()} could not cancel it and would wait for
+     * the request to end on its own, and a native call blocked for the whole request would
+     * pin a virtual thread's carrier.
      */
     public String generate(String requestJson) {
         try (Stream stream = stream(requestJson)) {

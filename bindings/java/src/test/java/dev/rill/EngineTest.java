@@ -121,6 +121,40 @@ class EngineTest {
         assertTrue(text.contains("Paris"), text);
     }
 
+    /** A Response without what differs between two runs of one request. */
+    private static JSONObject withoutIds(JSONObject r) {
+        r.put("id", "").put("created_at", 0);
+        for (Object item : r.getJSONArray("output")) {
+            ((JSONObject) item).put("id", "");
+        }
+        return r;
+    }
+
+    @Test
+    void generateReturnsTheStreamedTerminalResponse() {
+        String body = request("What is the capital of Italy? Answer in one sentence.", 48);
+        engine.generate(body); // warms the prefix cache: both runs below report the same usage
+        Checked streamed;
+        try (Stream stream = engine.stream(body)) {
+            streamed = drain(stream);
+        }
+        JSONObject generated = new JSONObject(engine.generate(body));
+        assertEquals("completed", generated.getString("status"));
+        JSONObject want = withoutIds(streamed.response());
+        JSONObject got = withoutIds(generated);
+        assertTrue(got.similar(want), () -> "generate: " + got + "\nstreamed: " + want);
+    }
+
+    @Test
+    void generateRefusesABadRequest() {
+        long before = counters(engine).getLong("submitted");
+        RillException e = assertThrows(RillException.class,
+                () -> engine.generate("{\"input\":\"x\",\"temperature\":\"hot\"}"));
+        assertEquals(RillStatus.INVALID_REQUEST, e.status());
+        assertTrue(e.getMessage().contains("temperature"), e.getMessage());
+        assertEquals(before, counters(engine).getLong("submitted"), "a refused request was queued");
+    }
+
     @Test
     void runsRequestsConcurrentlyFromSeveralThreads() throws Exception {
         String[] prompts = {"Name the capital of France.", "Name three colors.", "What is two plus two?",
