@@ -76,10 +76,10 @@ echo '{"input": "Write the word café and the Chinese for hello.", "temperature"
 python3 tests/check_stream.py "$out/logprobs.jsonl"
 
 step "conformance suite (tests/conformance)"
-# The `parsers` marker (tool calls and reasoning on the designed Qwen3 model) is
-# deselected until rill's tool-call and reasoning parsers land.
+# Streams on the default model, the refusals, golden files, and (marker `parsers`)
+# reasoning and tool calls on the designed Qwen3 model.
 RILL_LIB_DIR="$target/release" RILL_INCLUDE="$PWD/include" \
-  python3 -m pytest -q -p no:cacheprovider tests/conformance -m "not parsers"
+  python3 -m pytest -q -p no:cacheprovider tests/conformance
 
 step "language bindings (bindings/*/test.sh, each with its own test runner)"
 export RILL_LIB_DIR="$target/release" RILL_INCLUDE="$PWD/include"

@@ -124,22 +124,26 @@ impl Engine {
     }
 }
 
-/// The start of a call that `tool_choice` forces (closing a reasoning block the
-/// generation prompt left open first).
+/// The start of a call that `tool_choice` forces, after a closed reasoning block for
+/// thinking models.
 fn forced_call(parser: &ParserConfig, choice: &ToolChoice, tail: &str) -> Option<String> {
     let (start, _) = parser.tool_calls.as_ref()?;
     let mut s = String::new();
+    // A thinking model answers after its reasoning block: close the block the
+    // generation prompt opened, or write an empty one (what Qwen3's template writes with
+    // thinking off), so the forced call is where the model would put a call.
     if let Some((open, close)) = &parser.reasoning {
-        let o = tail.rfind(&open.text);
-        if o.is_some() && tail.rfind(&close.text) < o {
-            s.push_str(&close.text);
-            s.push_str("\n\n");
+        let (o, c) = (tail.rfind(&open.text), tail.rfind(&close.text));
+        if o.is_some() && c < o {
+            s.push_str(&format!("{}\n\n", close.text));
+        } else if o.is_none() {
+            s.push_str(&format!("{}\n\n{}\n\n", open.text, close.text));
         }
     }
     match choice {
         ToolChoice::Required => s.push_str(&format!("{}\n", start.text)),
         ToolChoice::Function(name) => s.push_str(&format!(
-            "{}\n{{\"name\": {}, \"arguments\": ",
+            "{}\n{{\"name\": {}, \"arguments\":",
             start.text,
             Value::String(name.clone())
         )),

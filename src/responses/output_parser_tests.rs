@@ -183,13 +183,10 @@ fn a_delta_spanning_the_end_of_reasoning_is_split() {
 }
 
 #[test]
-fn reasoning_cut_by_the_token_limit_ends_the_block() {
+fn reasoning_cut_by_the_token_limit_stays_open_for_the_stream_to_close() {
     let toks = [(THINK, "<think>"), (TEXT, "still"), (TEXT, " going")];
     let (pieces, rt) = run(by_id(), "", &toks);
-    assert_eq!(
-        normalise(pieces),
-        vec![reasoning("still going")]
-    );
+    assert_eq!(normalise(pieces), vec![reasoning("still going")]);
     assert_eq!(rt, 3);
 }
 

@@ -1,5 +1,6 @@
 """Helpers shared by the conformance tests: where the default model is, running a request
 to its end through the checker, and normalising the ids and timestamps of a stream."""
+import json
 import os
 import pathlib
 
@@ -79,3 +80,26 @@ def differences(got, want, path="", limit=10):
     elif got != want or type(got) is not type(want):
         out.append(f"{path}: {got!r} != {want!r}")
     return out[:limit]
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl(path, events):
+    with open(path, "w", encoding="utf-8") as f:
+        for e in events:
+            f.write(json.dumps(e, ensure_ascii=False) + "\n")
+
+
+def compare_golden(path, events, update):
+    """Compares a stream with its golden file field by field (ids and created_at
+    normalised), or rewrites the file when `update`."""
+    got = normalise(events)
+    if update:
+        write_jsonl(path, got)
+        return
+    assert path.exists(), f"{path} missing: run python3 -m pytest tests/conformance --update-golden"
+    diff = differences(got, read_jsonl(path))
+    assert not diff, f"stream differs from {path.name} (first differences):\n" + "\n".join(diff)

@@ -3,7 +3,6 @@ tests/golden/<name>.jsonl after normalising ids (resp_/msg_/rs_/fc_/call_ become
 placeholders in order of first appearance) and `created_at`. The engine runs without
 prefix caching so `cached_tokens` does not depend on which tests ran before.
 `python3 -m pytest tests/conformance --update-golden` rewrites the files."""
-import json
 import pathlib
 
 import pytest
@@ -36,33 +35,14 @@ def golden_engine(lib):
         yield e
 
 
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def write_jsonl(path, events):
-    with open(path, "w", encoding="utf-8") as f:
-        for e in events:
-            f.write(json.dumps(e, ensure_ascii=False) + "\n")
-
-
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_golden_stream(golden_engine, update_golden, name):
-    request = GOLDEN[name]
-    events, _ = support.run(golden_engine, request)
-    got = support.normalise(events)
-    path = GOLDEN_DIR / f"{name}.jsonl"
-    if update_golden:
-        write_jsonl(path, got)
-        return
-    assert path.exists(), f"{path} missing: run python3 -m pytest tests/conformance --update-golden"
-    diff = support.differences(got, read_jsonl(path))
-    assert not diff, f"{name}: stream differs from {path.name} (first differences):\n" + "\n".join(diff)
+    events, _ = support.run(golden_engine, GOLDEN[name])
+    support.compare_golden(GOLDEN_DIR / f"{name}.jsonl", events, update_golden)
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_golden_files_are_valid_streams(name):
     path = GOLDEN_DIR / f"{name}.jsonl"
     assert path.exists(), f"{path} missing"
-    check_stream(read_jsonl(path), GOLDEN[name])
+    check_stream(support.read_jsonl(path), GOLDEN[name])

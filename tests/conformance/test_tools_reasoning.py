@@ -8,13 +8,16 @@ input items, assistant tool calls → `function_call` items, tool messages →
 `function_call_output` items, tools → Responses function tools, `enable_thinking` →
 the request extension) and run greedily; the stream must pass the checker and hold
 exactly the designed items: a `reasoning` item with the text between the think markers,
-`function_call` items with the designed names and arguments (compared as JSON), or a
-`message` with the answer. Whitespace right next to a marker is not pinned by the spec,
-so texts are compared with surrounding whitespace stripped.
+`function_call` items with the designed names and arguments (exactly as the model wrote
+them), or a `message` with the answer. rill drops the layout whitespace next to markers
+(the newline after `<think>`, the blank line after `</think>`), so texts are compared
+with that whitespace stripped, and exactly. Further tests: forced calls (`tool_choice`
+required and named), `parallel_tool_calls: false`, logprobs that never count reasoning or
+marker tokens, cuts inside reasoning and inside a call, and golden event files
+(tests/golden/designed_*.jsonl, compared field by field).
 
-The model is found through RILL_DESIGNED_MODEL or ${RILL_CACHE:-~/.cache/rill}/tiny-models/designed-v1/;
-without it these tests FAIL. Marked `parsers`: deselect with -m "not parsers" until
-rill's tool-call and reasoning parsers land."""
+The model is found through RILL_DESIGNED_MODEL or ${RILL_CACHE:-~/.cache/rill}/tiny-models/designed-v1/
+(scripts/designed_model.sh makes it); without it these tests FAIL. Marked `parsers`."""
 import json
 import os
 import pathlib
@@ -114,7 +117,9 @@ def expected_items(output_text):
         rest = rest[m.end():]
     for body in TOOL_CALL.findall(rest):
         call = json.loads(body)
-        items.append(("function_call", (call["name"], call["arguments"])))
+        # The arguments exactly as written: the text of the "arguments" value.
+        raw = body[body.index('"arguments":') + len('"arguments":'):body.rindex("}")].strip()
+        items.append(("function_call", (call["name"], raw)))
     answer = TOOL_CALL.sub("", rest).replace(END, "").strip()
     if answer:
         items.append(("message", answer))
@@ -126,7 +131,7 @@ def actual_items(summary):
     out = []
     for it in summary.response["output"]:
         if it["type"] == "function_call":
-            out.append(("function_call", (it["name"], json.loads(it["arguments"]))))
+            out.append(("function_call", (it["name"], it["arguments"])))
         else:
             out.append((it["type"], "".join(p["text"] for p in it["content"]).strip()))
     return out
@@ -181,3 +186,93 @@ def test_s1_cut_inside_reasoning(designed_engine, designed):
     usage = s.response["usage"]
     assert usage["output_tokens"] == cut
     assert 0 < usage["output_tokens_details"]["reasoning_tokens"] <= cut
+
+
+def weather_request(designed, **extra):
+    """S1's request (tools offered, thinking on) with extra fields."""
+    req = to_request(designed[S1])
+    req.update(extra)
+    return req
+
+
+def test_forced_calls_skip_reasoning_and_stream_the_arguments(designed_engine, designed):
+    want = [it for it in expected_items(designed[S1]["output_text"]) if it[0] == "function_call"]
+    for choice in ("required", {"type": "function", "name": "get_weather"}):
+        events, s = support.run(designed_engine, weather_request(designed, tool_choice=choice))
+        assert actual_items(s) == want, choice
+        assert s.response["tool_choice"] == choice
+        # The forced start is prompt, not output: no reasoning, the arguments still stream.
+        assert s.response["usage"]["output_tokens_details"]["reasoning_tokens"] == 0
+        deltas = [e for e in events if e["type"] == "response.function_call_arguments.delta"]
+        assert len(deltas) > 4
+
+
+def test_parallel_tool_calls_false_ends_after_the_first_call(designed_engine, designed):
+    _, full = support.run(designed_engine, weather_request(designed))
+    _, s = support.run(designed_engine, weather_request(designed, parallel_tool_calls=False))
+    assert [it.type for it in s.items] == ["reasoning", "function_call"]
+    assert s.terminal_type == "response.completed"
+    assert s.response["parallel_tool_calls"] is False
+    assert s.items[1].done == full.items[1].done | {"id": s.items[1].done["id"],
+                                                   "call_id": s.items[1].done["call_id"]}
+    assert s.response["usage"]["output_tokens"] < full.response["usage"]["output_tokens"]
+
+
+def test_logprobs_never_count_reasoning_or_marker_tokens(designed_engine, designed):
+    req = to_request(designed[S3])
+    req.update(include=["message.output_text.logprobs"], top_logprobs=2)
+    _, s = support.run(designed_engine, req)
+    tokens = designed[S3]["output_tokens"]
+    answer = tokens[tokens.index("</think>") + 2:-1]  # after "</think>", "\n\n"; before <|im_end|>
+    entries = s.items[1].done["content"][0]["logprobs"]
+    assert [e["token"] for e in entries] == answer
+    # Greedy: every answer token is its own best alternative.
+    assert all(e["top_logprobs"][0]["token"] == e["token"] for e in entries)
+
+
+def test_cut_inside_the_second_call_ends_it_incomplete(designed_engine, designed):
+    tokens = designed[S1]["output_tokens"]
+    cut = len(tokens) - 4  # inside the second call's arguments
+    _, s = support.run(designed_engine, weather_request(designed, max_output_tokens=cut))
+    assert [it.type for it in s.items] == ["reasoning", "function_call", "function_call"]
+    assert [it.done["status"] for it in s.items] == ["completed", "completed", "incomplete"]
+    assert s.terminal_type == "response.incomplete"
+    partial = s.items[2].done["arguments"]
+    assert partial and '{"timezone": "Europe/Paris"}'.startswith(partial), partial
+
+
+def test_tools_on_a_model_without_a_tool_format_are_refused(lib):
+    from rill_ctypes import RillError
+    with Engine(lib, {"model": str(support.default_model()), "num_threads": 1}) as e:
+        tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+        with pytest.raises(RillError) as err:
+            e.submit({"input": "hi", "tools": [tool]})
+        assert "tools" in str(err.value) and "tool-call format" in str(err.value)
+        # tool_choice none leaves the tools out: accepted.
+        events = e.stream({"input": "hi", "tools": [tool], "tool_choice": "none", "max_output_tokens": 2})
+        assert events[-1]["response"]["tools"][0]["name"] == "f"
+
+
+DESIGNED_GOLDEN = {
+    "designed_think_then_two_calls": lambda d: to_request(d[S1]),
+    "designed_round_trip": lambda d: to_request(d[S2]),
+    "designed_reasoning_logprobs": lambda d: to_request(d[S3]) | {
+        "include": ["message.output_text.logprobs"], "top_logprobs": 1},
+    "designed_named_call": lambda d: weather_request(
+        d, tool_choice={"type": "function", "name": "get_weather"}, parallel_tool_calls=False),
+}
+
+
+@pytest.fixture(scope="module")
+def designed_golden_engine(lib, designed):
+    """Without prefix caching, so `cached_tokens` does not depend on earlier tests."""
+    config = {"model": str(designed_dir()), "num_threads": 2, "enable_prefix_caching": False}
+    with Engine(lib, config) as e:
+        yield e
+
+
+@pytest.mark.parametrize("name", sorted(DESIGNED_GOLDEN))
+def test_designed_golden_stream(designed_golden_engine, designed, update_golden, name):
+    events, _ = support.run(designed_golden_engine, DESIGNED_GOLDEN[name](designed))
+    golden = pathlib.Path(__file__).resolve().parents[1] / "golden" / f"{name}.jsonl"
+    support.compare_golden(golden, events, update_golden)
