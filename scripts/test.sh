@@ -4,16 +4,12 @@
 #   1. cargo fmt --check and clippy -D warnings
 #   2. Rust unit and integration tests (engine, llama.cpp fidelity, header drift; the
 #      tiny llama/qwen2/qwen3 models in every GGUF type and as safetensors against
-<<<<<<< HEAD
 #      llama.cpp; tokenizers and chat templates against llama.cpp, tokenizers and jinja2;
 #      the designed qwen3 model's reasoning / tool-call sequences)
-#   3. the C API test in C (tests/c), its streams validated with OpenAI's types
-=======
-#      llama.cpp; tokenizers and chat templates against llama.cpp, tokenizers and jinja2)
 #   3. the C API test in C (tests/c), its streams and its rill_engine_generate Responses
 #      validated with OpenAI's types
->>>>>>> generate
-#   4. rill-cli end to end: --jsonl stream validated, bad arguments exit non-zero
+#   4. rill-cli end to end: --jsonl stream validated, reasoning on stderr, bad arguments
+#      exit non-zero
 #   5. the conformance suite (tests/conformance, pytest): requests through the C API,
 #      every event checked against OpenAI's types and the invariants; golden streams
 #   6. every language binding's own suite (bindings/*/test.sh), the Go HTTP server
@@ -36,7 +32,8 @@ export RILL_MODEL="$model"
 step "model test data (real tokenizers, tiny llama/qwen2/qwen3 models and llama.cpp references, the designed qwen3 model; cached)"
 ./scripts/fetch_tokenizers.sh
 ./scripts/tiny_models.sh
-./scripts/designed_model.sh
+designed=$(./scripts/designed_model.sh)
+export RILL_DESIGNED_MODEL="$designed"
 
 step "format and lint"
 cargo fmt --all -- --check
@@ -74,6 +71,10 @@ python3 tests/check_stream.py "$out/req.jsonl"
 echo '{"input": "Write the word café and the Chinese for hello.", "temperature": 0, "max_output_tokens": 24, "top_logprobs": 5, "include": ["message.output_text.logprobs"], "stop": ["Mandarin"]}' \
   | "$cli" --model "$model" --request - --jsonl > "$out/logprobs.jsonl"
 python3 tests/check_stream.py "$out/logprobs.jsonl"
+# Reasoning to stderr, the answer to stdout (the designed Qwen3 model's greedy output).
+"$cli" --model "$designed" --prompt "Say hello." --temperature 0 >"$out/think.txt" 2>"$out/think.err"
+grep -qx "Hello! How can I help?" "$out/think.txt"
+grep -q "^\[reasoning\] The user greets me\.$" "$out/think.err"
 
 step "conformance suite (tests/conformance)"
 # Streams on the default model, the refusals, golden files, and (marker `parsers`)

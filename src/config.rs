@@ -392,6 +392,16 @@ mod tests {
                 .contains("not both")
         );
         assert!(cfg(r#""enable_prefix_caching": 1"#).contains("`enable_prefix_caching`"));
+        assert!(cfg(r#""reasoning_parser": "deepseek""#).contains("`reasoning_parser`"));
+        assert!(cfg(r#""tool_call_parser": true"#).contains("`tool_call_parser`"));
+        let p = EngineConfig::from_json(&format!(
+            r#"{{"model": "{model}", "reasoning_parser": "none", "tool_call_parser": "hermes"}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            (p.reasoning_parser, p.tool_call_parser),
+            (ParserChoice::Off, ParserChoice::On)
+        );
         let g = EngineConfig::from_json(&format!(
             r#"{{"model": "{model}", "generation_config": {{"temperature": 0.8, "top_k": 40, "max_output_tokens": 9}}}}"#
         ))

@@ -6,10 +6,11 @@
 //!   each step with a top-1 margin of at least `MIN_MARGIN` logits;
 //! - rill renders the same prompts: every scenario's request (messages, tools, template
 //!   kwargs) through `rill::chat_template` with the template of the model directory, then
-//!   the engine's tokenizer (`encode_prompt`), gives the stored text and ids; requests the
-//!   Responses parser can express (no tools, no template kwargs) go through
-//!   `Engine::render_prompt` itself. The engine's tokenizer also encodes and decodes the
-//!   designed outputs as the generator did.
+//!   the engine's tokenizer (`encode_prompt`), gives the stored text and ids, and so does
+//!   `Engine::render_prompt` on the same conversation written as a Responses request
+//!   (messages, `function_call` / `function_call_output` items, function tools,
+//!   `enable_thinking`). The engine's tokenizer also encodes and decodes the designed
+//!   outputs as the generator did.
 //!
 //! The model is found as the tiny models are (tests/models.rs): `RILL_DESIGNED_MODEL=DIR`
 //! names an already generated directory, otherwise the test runs the (cached) script and
@@ -210,9 +211,9 @@ fn rill_renders_and_tokenizes_the_designed_prompts() {
         );
         let got = tok.encode_prompt(&text).expect("encode_prompt");
         assert_eq!(got, want_ids, "{name}: prompt ids differ from tokenizers'");
-        // What the engine itself renders, where a Responses request can say it.
-        if tools.is_none() && kwargs.is_empty() {
-            let body = serde_json::json!({ "input": req["messages"] }).to_string();
+        // What the engine itself renders from the same conversation as a Responses request.
+        {
+            let body = responses_body(req);
             let parsed = rill::responses::request::parse(
                 &body,
                 &rill::config::GenerationDefaults::default(),
@@ -242,17 +243,58 @@ fn rill_renders_and_tokenizes_the_designed_prompts() {
             "{name}"
         );
         println!(
-            "{name}: prompt of {} tokens rendered and tokenized alike{}",
+            "{name}: prompt of {} tokens rendered and tokenized alike (template, and \
+             Engine::render_prompt from a Responses request)",
             want_ids.len(),
-            if tools.is_none() && kwargs.is_empty() {
-                " (also through Engine::render_prompt)"
-            } else {
-                ""
-            }
         );
     }
-    assert!(
-        via_engine >= 1,
-        "no scenario went through Engine::render_prompt"
+    assert_eq!(
+        via_engine,
+        scenarios(&d).len(),
+        "every scenario goes through Engine::render_prompt"
     );
+}
+
+/// A chat-template request (messages with tool calls and tool results, tools,
+/// `enable_thinking`) as a Responses API request body.
+fn responses_body(req: &Value) -> String {
+    use serde_json::json;
+    let mut input = Vec::new();
+    let mut call_ids = std::collections::VecDeque::new();
+    for m in req["messages"].as_array().expect("messages") {
+        if m["role"] == "tool" {
+            let call_id = call_ids.pop_front().expect("a call for each tool result");
+            input.push(json!({"type": "function_call_output", "call_id": call_id,
+                              "output": m["content"]}));
+            continue;
+        }
+        if m["content"].as_str().is_some_and(|c| !c.is_empty()) {
+            input.push(json!({"role": m["role"], "content": m["content"]}));
+        }
+        for call in m["tool_calls"].as_array().into_iter().flatten() {
+            let f = &call["function"];
+            let call_id = format!("call_{}", input.len());
+            call_ids.push_back(call_id.clone());
+            input.push(
+                json!({"type": "function_call", "call_id": call_id, "name": f["name"],
+                              "arguments": f["arguments"].to_string()}),
+            );
+        }
+    }
+    let mut body = json!({"input": input});
+    if let Some(tools) = req["tools"].as_array() {
+        let tools: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                let f = &t["function"];
+                json!({"type": "function", "name": f["name"], "description": f["description"],
+                       "parameters": f["parameters"]})
+            })
+            .collect();
+        body["tools"] = tools.into();
+    }
+    if let Some(b) = req["chat_template_kwargs"]["enable_thinking"].as_bool() {
+        body["enable_thinking"] = b.into();
+    }
+    body.to_string()
 }

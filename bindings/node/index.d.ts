@@ -50,7 +50,7 @@ export declare class RillError extends Error {
 
 /** The engine config (see rill's README, "Engine config"). */
 export interface EngineConfig {
-  /** Path to a `.gguf` file. */
+  /** Path to a `.gguf` file or a Hugging Face checkpoint directory. */
   model: string;
   device?: 'cpu' | 'auto' | (string & {});
   num_threads?: number;
@@ -66,6 +66,10 @@ export interface EngineConfig {
   kv_cache_memory_fraction?: number;
   /** Reuse the KV of shared prompt prefixes (default true). */
   enable_prefix_caching?: boolean;
+  /** `<think>` parsing: detected from the model (`auto`), off, or on. */
+  reasoning_parser?: 'auto' | 'none' | 'think';
+  /** Hermes `<tool_call>` parsing: detected from the model (`auto`), off, or on. */
+  tool_call_parser?: 'auto' | 'none' | 'hermes';
   generation_config?: {
     temperature?: number;
     top_p?: number;
@@ -85,19 +89,65 @@ export interface InputText {
 export interface InputMessage {
   type?: 'message';
   role: Role;
-  content: string | InputText[];
+  content: string | InputText[] | OutputText[];
 }
+
+/** A call the model made, sent back in the next turn. */
+export interface FunctionCallItem {
+  type: 'function_call';
+  call_id: string;
+  name: string;
+  /** The arguments as JSON text. */
+  arguments: string;
+  id?: string;
+  status?: string;
+}
+
+/** The result of a call, for the next turn. */
+export interface FunctionCallOutputItem {
+  type: 'function_call_output';
+  call_id: string;
+  output: string | InputText[];
+  id?: string;
+  status?: string;
+}
+
+/** Reasoning replayed into the next turn. */
+export interface ReasoningInputItem {
+  type: 'reasoning';
+  id?: string;
+  summary?: { type: string; text: string }[];
+  content?: { type: 'reasoning_text'; text: string }[];
+  status?: string;
+}
+
+export type InputItem = InputMessage | FunctionCallItem | FunctionCallOutputItem | ReasoningInputItem;
+
+/** A function the model may call. `strict: true` is refused (no constrained decoding). */
+export interface FunctionTool {
+  type: 'function';
+  name: string;
+  description?: string | null;
+  parameters?: Record<string, unknown> | null;
+  strict?: false | null;
+}
+
+export type ToolChoice = 'none' | 'auto' | 'required' | { type: 'function'; name: string };
 
 /** A Responses API request body (see rill's README, "Requests"). Unknown fields are
  * refused by rill with `INVALID_REQUEST`. */
 export interface ResponseRequest {
-  input: string | InputMessage[];
+  input: string | InputItem[];
   instructions?: string | null;
   max_output_tokens?: number | null;
   temperature?: number | null;
   top_p?: number | null;
   metadata?: Record<string, string> | null;
   reasoning?: { effort?: string | null } | null;
+  tools?: FunctionTool[] | null;
+  tool_choice?: ToolChoice | null;
+  include?: 'message.output_text.logprobs'[] | null;
+  top_logprobs?: number | null;
   user?: string;
   parallel_tool_calls?: boolean;
   stream?: boolean;
@@ -108,6 +158,12 @@ export interface ResponseRequest {
   min_p?: number;
   seed?: number;
   ignore_eos?: boolean;
+  stop?: string | string[];
+  repetition_penalty?: number;
+  frequency_penalty?: number;
+  presence_penalty?: number;
+  /** The chat template's `enable_thinking` (Qwen3). */
+  enable_thinking?: boolean;
 }
 
 export interface OutputText {
@@ -126,6 +182,30 @@ export interface OutputMessage {
   [key: string]: unknown;
 }
 
+export interface ReasoningText {
+  type: 'reasoning_text';
+  text: string;
+}
+
+export interface ReasoningItem {
+  type: 'reasoning';
+  id: string;
+  summary: unknown[];
+  content: ReasoningText[];
+  status: 'in_progress' | 'completed' | 'incomplete';
+}
+
+export interface FunctionCallOutput {
+  type: 'function_call';
+  id: string;
+  call_id: string;
+  name: string;
+  arguments: string;
+  status: 'in_progress' | 'completed' | 'incomplete';
+}
+
+export type OutputItem = OutputMessage | ReasoningItem | FunctionCallOutput;
+
 /** A Responses API Response object. */
 export interface Response {
   id: string;
@@ -133,7 +213,7 @@ export interface Response {
   created_at: number;
   model: string;
   status: 'in_progress' | 'completed' | 'incomplete' | 'cancelled' | 'failed';
-  output: OutputMessage[];
+  output: OutputItem[];
   incomplete_details: { reason: string } | null;
   error: { code: string; message: string } | null;
   usage?: {
@@ -181,7 +261,7 @@ export interface OutputTextDoneEvent extends EventBase {
 export interface OutputItemEvent extends EventBase {
   type: 'response.output_item.added' | 'response.output_item.done';
   output_index: number;
-  item: OutputMessage;
+  item: OutputItem;
 }
 
 export interface ContentPartEvent extends EventBase {
@@ -189,7 +269,22 @@ export interface ContentPartEvent extends EventBase {
   item_id: string;
   output_index: number;
   content_index: number;
-  part: OutputText;
+  part: OutputText | ReasoningText;
+}
+
+export interface FunctionCallArgumentsDeltaEvent extends EventBase {
+  type: 'response.function_call_arguments.delta';
+  item_id: string;
+  output_index: number;
+  delta: string;
+}
+
+export interface FunctionCallArgumentsDoneEvent extends EventBase {
+  type: 'response.function_call_arguments.done';
+  item_id: string;
+  output_index: number;
+  name: string;
+  arguments: string;
 }
 
 /** One event of a stream: a parsed JSON object, discriminated by `type`. */
@@ -199,7 +294,9 @@ export type StreamEvent =
   | OutputTextDeltaEvent
   | OutputTextDoneEvent
   | OutputItemEvent
-  | ContentPartEvent;
+  | ContentPartEvent
+  | FunctionCallArgumentsDeltaEvent
+  | FunctionCallArgumentsDoneEvent;
 
 /** What the binding needs of an AbortSignal (a DOM/Node `AbortSignal` fits). */
 export interface AbortSignalLike {

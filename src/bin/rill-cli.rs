@@ -6,8 +6,9 @@
 //!          [--temperature T] [--threads N] [--jsonl]
 //! ```
 //! With `--jsonl`, each event is printed as one JSON line on stdout, exactly as the C API
-//! delivers it; otherwise the answer text streams to stdout. Errors go to stderr with a
-//! non-zero exit status.
+//! delivers it; otherwise the answer text streams to stdout, reasoning to stderr
+//! (`[reasoning] …`) and each function call as a `[function_call NAME ARGUMENTS]` line.
+//! Errors go to stderr with a non-zero exit status.
 //!
 //! Fields the request does not set take llama-cli's chat defaults (temperature 0.8,
 //! top_k 40, top_p 0.95, min_p 0.05) and a 512-token output cap, through the engine's
@@ -165,6 +166,23 @@ fn run() -> Result<bool, String> {
                     write!(out, "{}", v["delta"].as_str().unwrap_or(""))
                         .map_err(|e| e.to_string())?;
                 }
+                // Reasoning goes to stderr, so stdout holds the answer only.
+                Some("response.output_item.added") if v["item"]["type"] == "reasoning" => {
+                    eprint!("[reasoning] ")
+                }
+                Some("response.reasoning_text.delta") => {
+                    eprint!("{}", v["delta"].as_str().unwrap_or(""))
+                }
+                Some("response.output_item.done") if v["item"]["type"] == "reasoning" => {
+                    eprintln!()
+                }
+                Some("response.function_call_arguments.done") => writeln!(
+                    out,
+                    "[function_call {} {}]",
+                    v["name"].as_str().unwrap_or("?"),
+                    v["arguments"].as_str().unwrap_or("")
+                )
+                .map_err(|e| e.to_string())?,
                 Some("response.completed") => writeln!(out).map_err(|e| e.to_string())?,
                 Some("response.incomplete") => {
                     writeln!(out, "\n[incomplete: {}]", v["response"]["status"])

@@ -276,3 +276,18 @@ def test_designed_golden_stream(designed_golden_engine, designed, update_golden,
     events, _ = support.run(designed_golden_engine, DESIGNED_GOLDEN[name](designed))
     golden = pathlib.Path(__file__).resolve().parents[1] / "golden" / f"{name}.jsonl"
     support.compare_golden(golden, events, update_golden)
+
+
+def test_parsers_are_detected_and_can_be_turned_off(lib, designed):
+    with Engine(lib, {"model": str(designed_dir()), "num_threads": 1}) as e:
+        stats = e.stats()
+        assert (stats["reasoning_parser"], stats["tool_call_parser"]) == ("think", "hermes")
+    config = {"model": str(designed_dir()), "num_threads": 1, "reasoning_parser": "none"}
+    with Engine(lib, config) as e:
+        assert e.stats()["reasoning_parser"] == "none"
+        events = e.stream(to_request(designed[S3]))
+        # The block is then answer text, as the model wrote it.
+        final = events[-1]["response"]
+        assert [it["type"] for it in final["output"]] == ["message"]
+        assert support.message_text(final) == designed[S3]["output_text"].removesuffix(END)
+        assert final["usage"]["output_tokens_details"]["reasoning_tokens"] == 0

@@ -15,11 +15,34 @@ async function main(): Promise<void> {
       void d;
     }
     if (e.type === 'response.completed' || e.type === 'response.incomplete' || e.type === 'response.failed') {
-      const text: string = e.response.output[0].content[0].text;
-      void text;
+      const item = e.response.output[0];
+      if (item.type === 'message') {
+        const text: string = item.content[0].text;
+        void text;
+      } else if (item.type === 'function_call') {
+        const args: string = item.arguments;
+        void args;
+      }
+    }
+    if (e.type === 'response.function_call_arguments.done') {
+      const call: [string, string] = [e.name, e.arguments];
+      void call;
     }
   }
   const response: Response = await engine.create({ input: [{ role: 'user', content: 'Hi' }], ignore_eos: true });
+  const tool = { type: 'function' as const, name: 'get_weather', parameters: { type: 'object' } };
+  await engine.create({
+    input: [
+      { role: 'user', content: 'Weather in Paris?' },
+      { type: 'function_call', call_id: 'call_1', name: 'get_weather', arguments: '{"city": "Paris"}' },
+      { type: 'function_call_output', call_id: 'call_1', output: 'sunny' },
+    ],
+    tools: [tool],
+    tool_choice: { type: 'function', name: 'get_weather' },
+    enable_thinking: false,
+  });
+  // @ts-expect-error: strict function tools are refused by rill
+  await engine.create({ input: 'x', tools: [{ ...tool, strict: true }] });
   const status: 'in_progress' | 'completed' | 'incomplete' | 'cancelled' | 'failed' = response.status;
   const stats: EngineStats = engine.stats();
   const running: number = stats.requests.running;
