@@ -394,8 +394,8 @@ mod tests {
         }
     }
 
-    fn stream(deltas: Vec<(&str, Vec<LogprobEntry>)>, top_logprobs: usize) -> Vec<Value> {
-        let meta = ResponseMeta {
+    fn meta(top_logprobs: usize) -> ResponseMeta {
+        ResponseMeta {
             model: "m".into(),
             instructions: None,
             max_output_tokens: None,
@@ -408,7 +408,11 @@ mod tests {
             reasoning_effort: None,
             tools: Vec::new(),
             tool_choice: "auto".into(),
-        };
+        }
+    }
+
+    fn stream(deltas: Vec<(&str, Vec<LogprobEntry>)>, top_logprobs: usize) -> Vec<Value> {
+        let meta = meta(top_logprobs);
         let mut s = ResponseStream::new(&meta, 0);
         let mut evs = s.start();
         for (d, lp) in deltas {
@@ -473,20 +477,7 @@ mod tests {
 
     #[test]
     fn reasoning_and_call_items_check_and_their_breakage_is_caught() {
-        let meta = ResponseMeta {
-            model: "m".into(),
-            instructions: None,
-            max_output_tokens: None,
-            temperature: 1.0,
-            top_p: 1.0,
-            top_logprobs: 0,
-            metadata: Default::default(),
-            user: None,
-            parallel_tool_calls: true,
-            reasoning_effort: None,
-            tools: Vec::new(),
-            tool_choice: "auto".into(),
-        };
+        let meta = meta(0);
         let build = |reasoning_tokens| {
             let mut s = ResponseStream::new(&meta, 0);
             let mut evs = s.start();

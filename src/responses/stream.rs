@@ -1,10 +1,14 @@
-//! The Responses event state machine for one request: turns text deltas and the finish
-//! reason into the OpenAI streaming events (`response.created` ... terminal event), with
-//! `sequence_number`s, item ids and indexes kept consistent, and builds the terminal
-//! `response.output` from the very item objects it streamed (see `shared/spec/responses.md`
-//! invariants 1-10). Text deltas carry the logprob entries of the tokens whose text they
+//! The Responses event state machine for one request: turns answer text, reasoning text,
+//! function calls and the finish reason into the OpenAI streaming events
+//! (`response.created` ... terminal event), with `sequence_number`s, item ids and indexes
+//! kept consistent, and builds the terminal `response.output` from the very item objects
+//! it streamed (see `shared/spec/responses.md` invariants 1-11). Items: `message`
+//! (`output_text` part), `reasoning` (`reasoning_text` part) and `function_call`
+//! (`function_call_arguments.delta/done`), one open at a time; a new kind of piece closes
+//! the open item. Text deltas carry the logprob entries of the tokens whose text they
 //! hold; `output_text.done` and the final `output_text` part carry the whole list (the
-//! part's entries with `bytes` too).
+//! part's entries with `bytes` too). Operations: `start`, `text_delta`,
+//! `reasoning_delta`, `reasoning_end`, `call_start`, `call_args`, `call_end`, `finish`.
 
 use serde_json::{json, Map, Value};
 
@@ -257,17 +261,12 @@ impl ResponseStream {
         if !matches!(self.open, Some(Open::Reasoning { .. })) {
             self.close("completed", &mut out);
             let id = new_id("rs");
-            let index = self.output.len();
             let item = json!({"id": id, "type": "reasoning", "summary": [], "content": [], "status": "in_progress"});
-            out.push(self.event(
-                "response.output_item.added",
-                json!({"output_index": index, "item": item}),
-            ));
-            out.push(self.event(
-                "response.content_part.added",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                       "part": {"type": "reasoning_text", "text": ""}}),
-            ));
+            let index = self.add_item_with_part(
+                item,
+                json!({"type": "reasoning_text", "text": ""}),
+                &mut out,
+            );
             self.open = Some(Open::Reasoning {
                 id,
                 index,
@@ -354,23 +353,31 @@ impl ResponseStream {
 
     fn open_message(&mut self, out: &mut Vec<Value>) {
         let id = new_id("msg");
-        let index = self.output.len();
         let item = json!({"id": id, "type": "message", "role": "assistant", "status": "in_progress", "content": []});
-        out.push(self.event(
-            "response.output_item.added",
-            json!({"output_index": index, "item": item}),
-        ));
-        out.push(self.event(
-            "response.content_part.added",
-            json!({"item_id": id, "output_index": index, "content_index": 0,
-                   "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
-        ));
+        let part = json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
+        let index = self.add_item_with_part(item, part, out);
         self.open = Some(Open::Message {
             id,
             index,
             text: String::new(),
             logprobs: Vec::new(),
         });
+    }
+
+    /// `output_item.added` for `item` (the next output index) and `content_part.added`
+    /// for its first (empty) part; returns the index.
+    fn add_item_with_part(&mut self, item: Value, part: Value, out: &mut Vec<Value>) -> usize {
+        let index = self.output.len();
+        let id = item["id"].clone();
+        out.push(self.event(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        ));
+        out.push(self.event(
+            "response.content_part.added",
+            json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+        ));
+        index
     }
 
     /// Closes the open item (if any) with `status`: its done events, then the item.
