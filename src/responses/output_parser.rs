@@ -267,7 +267,7 @@ impl<T: Default> OutputParser<T> {
         }
     }
 
-    /// Text markers that can end or change the current state.
+    /// Text markers to look for in the current state.
     fn text_markers(&self) -> Vec<(String, State, bool)> {
         let mut v = Vec::new();
         let mut add = |m: &Marker, inner, end| {
@@ -276,19 +276,18 @@ impl<T: Default> OutputParser<T> {
             }
         };
         match self.state {
-            State::Content => {
-                if let Some((s, _)) = &self.config.reasoning {
+            // Every marker: those out of place are dropped (as by id).
+            State::Content | State::Reasoning => {
+                if let Some((s, e)) = &self.config.reasoning {
                     add(s, State::Reasoning, false);
-                }
-                if let Some((s, _)) = &self.config.tool_calls {
-                    add(s, State::Call, false);
-                }
-            }
-            State::Reasoning => {
-                if let Some((_, e)) = &self.config.reasoning {
                     add(e, State::Reasoning, true);
                 }
+                if let Some((s, e)) = &self.config.tool_calls {
+                    add(s, State::Call, false);
+                    add(e, State::Call, true);
+                }
             }
+            // A call body ends only at its end marker (its JSON may hold anything).
             State::Call => {
                 if let Some((_, e)) = &self.config.tool_calls {
                     add(e, State::Call, true);

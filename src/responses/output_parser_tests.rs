@@ -395,3 +395,57 @@ fn a_token_that_starts_a_character_keeps_its_tag() {
         .collect();
     assert_eq!(tags, vec![100, 101, 102]);
 }
+
+#[test]
+fn random_token_streams_never_panic_and_calls_stay_consistent() {
+    // Fragments a model might emit, markers and broken JSON included.
+    let frags: &[(u32, &str)] = &[
+        (THINK, "<think>"),
+        (END_THINK, "</think>"),
+        (CALL, "<tool_call>"),
+        (END_CALL, "</tool_call>"),
+        (TEXT, "{\"name\": \"f\", \"arguments\": "),
+        (TEXT, "{\"a\": [1, \"é\\\"\"]}"),
+        (TEXT, "}"),
+        (TEXT, "\n"),
+        (TEXT, " "),
+        (TEXT, ""),
+        (TEXT, "世界"),
+        (TEXT, "<thi"),
+        (TEXT, "nk>"),
+        (TEXT, "</tool_"),
+        (TEXT, "call>"),
+        (TEXT, "\"arguments\""),
+        (TEXT, "oops"),
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for round in 0..4000 {
+        let config = if round % 2 == 0 { by_id() } else { by_text() };
+        let len = 1 + next(24);
+        let toks: Vec<(u32, &str)> = (0..len).map(|_| frags[next(frags.len())]).collect();
+        let tail = [
+            "",
+            "<think>\n",
+            "<tool_call>\n{\"name\": \"g\", \"arguments\":",
+        ][next(3)];
+        // normalise() asserts that each call's done arguments are its deltas.
+        let (pieces, rt) = run(config, tail, &toks);
+        assert!(rt <= toks.len());
+        normalise(pieces);
+    }
+}
+
+#[test]
+fn stray_markers_written_as_text_are_dropped_too() {
+    let toks = [(TEXT, "A</think>B</tool_call>C<think>r<tool_call>s</think>D")];
+    assert_eq!(
+        normalise(run(by_text(), "", &toks).0),
+        vec![text("ABC"), reasoning("rs"), N::ReasoningEnd, text("D")]
+    );
+}
