@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what a fresh machine lacks, fetches the
 # default model (cached), and runs every test:
-#   1. cargo fmt --check and clippy -D warnings
+#   1. cargo fmt --check and clippy -D warnings; every kernels/*.cu compiled with NVRTC for
+#      sm_80 and sm_90 (scripts/check_kernels.sh; no GPU needed)
 #   2. Rust unit and integration tests (engine, llama.cpp fidelity, header drift; the
 #      tiny llama/qwen2/qwen3 models in every GGUF type and as safetensors against
 #      llama.cpp; tokenizers and chat templates against llama.cpp, tokenizers and jinja2;
@@ -38,6 +39,9 @@ export RILL_DESIGNED_MODEL="$designed"
 step "format and lint"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+
+step "CUDA kernels compile with NVRTC (sm_80, sm_90; no GPU needed)"
+./scripts/check_kernels.sh
 
 step "rust tests"
 cargo test --locked
