@@ -13,7 +13,7 @@
 //   input bf16 [num_tokens, 2 * d]: row t holds gate in columns [0, d) and up in [d, 2d).
 //         May not alias `out` (out row t would overwrite input row t/2).
 //
-// Launch: grid = (num_tokens, ceil(d / (block * 2)) or any y >= 1), block = (256).
+// Launch: grid = (num_tokens, y) with any y >= 1 (e.g. ceil(d / 256)), block = (256).
 // Threads stride over the row; consecutive threads touch consecutive elements (coalesced).
 
 #include <cuda_bf16.h>
