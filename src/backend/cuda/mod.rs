@@ -5,6 +5,8 @@
 //!   failed), never a panic: the library is looked for with `dlopen` before cudarc is
 //!   asked for anything (cudarc 0.19 panics when its library is missing), and the calls
 //!   into cudarc run under `catch_unwind` (cudarc also panics on a missing symbol).
+//! - [`kernels`]: the CUDA C sources of `kernels/` embedded at build time, compiled with
+//!   NVRTC for a device's compute capability, the PTX cached on disk.
 //!
 //! The forward pass is not written yet; `backend::select` refuses a CUDA device.
 //!
@@ -13,4 +15,5 @@
 //! cuBLAS are opened when first used. A driver older than 13.0 is refused by the probe:
 //! the bindings may name entry points it lacks.
 
+pub mod kernels;
 pub mod probe;

@@ -81,8 +81,8 @@ pub enum ProbeError {
     },
     /// The driver is older than the bindings.
     DriverTooOld { found: i32 },
-    /// A driver call failed (`cuInit` on a machine whose driver has no usable device, a
-    /// stub library, ...).
+    /// A driver or NVRTC call failed (`cuInit` on a machine whose driver has no usable
+    /// device, a stub library, a kernel that does not compile, ...).
     Call { call: &'static str, error: String },
     /// cudarc panicked (a missing symbol); the panic's message.
     Panicked(String),
@@ -105,9 +105,9 @@ impl fmt::Display for ProbeError {
                 version_string(MIN_DRIVER_VERSION)
             ),
             ProbeError::Call { call, error } => {
-                write!(f, "CUDA driver call {call} failed: {error}")
+                write!(f, "CUDA call {call} failed: {error}")
             }
-            ProbeError::Panicked(m) => write!(f, "the CUDA driver bindings failed: {m}"),
+            ProbeError::Panicked(m) => write!(f, "the CUDA bindings (cudarc) panicked: {m}"),
         }
     }
 }
