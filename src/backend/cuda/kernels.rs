@@ -222,10 +222,14 @@ pub fn compile(name: &'static str, arch: &str, cache: Option<&Path>) -> Result<C
         .map(|p| p.display().to_string())
         .collect();
     if !headers.is_empty() {
+        // One folder per set of headers, shared by every kernel file.
+        let set = headers.iter().fold(Fnv::new(), |h, (n, t)| {
+            h.field(n.as_bytes()).field(t.as_bytes())
+        });
         let dir = cache
-            .map(|c| c.join(format!("include-{:016x}", key.source_hash)))
+            .map(|c| c.join(format!("include-{:016x}", set.0)))
             .unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("rill-cuda-include-{:016x}", key.source_hash))
+                std::env::temp_dir().join(format!("rill-cuda-include-{:016x}", set.0))
             });
         write_headers(&dir, &headers)?;
         include_paths.push(dir.display().to_string());
