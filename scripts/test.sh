@@ -6,7 +6,8 @@
 #   2. Rust unit and integration tests (engine, llama.cpp fidelity, header drift; the
 #      tiny llama/qwen2/qwen3 models in every GGUF type and as safetensors against
 #      llama.cpp; tokenizers and chat templates against llama.cpp, tokenizers and jinja2;
-#      the designed qwen3 model's reasoning / tool-call sequences)
+#      the designed qwen3 model's reasoning / tool-call sequences); then with the `cuda`
+#      feature: clippy, the unit tests and tests/cuda_device.rs (no GPU needed)
 #   3. the C API test in C (tests/c), its streams and its rill_engine_generate Responses
 #      validated with OpenAI's types
 #   4. rill-cli end to end: --jsonl stream validated, reasoning on stderr, bad arguments
@@ -45,6 +46,12 @@ step "CUDA kernels compile with NVRTC (sm_80, sm_90; no GPU needed)"
 
 step "rust tests"
 cargo test --locked
+
+step "the cuda feature (no GPU needed: lint, unit tests, device selection on the default model)"
+# The driver probe, device config, kernel registry and PTX cache; the tests that need a
+# GPU or NVRTC print NOT RUN here. The heavy integration tests are not run twice.
+cargo clippy --all-targets --locked --features cuda -- -D warnings
+cargo test --locked --features cuda --lib --test cuda_device
 
 step "release build (cdylib, rill-cli)"
 cargo build --release --locked

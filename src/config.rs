@@ -9,17 +9,88 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::sampling::SamplingParams;
 
-/// Which backend runs the model.
+/// Which backend the config asks for (`device`). `Auto` and `Cuda` are resolved at create
+/// by [`crate::backend::select`], which reports what was chosen and why in the stats.
+///
+/// `"cuda"` / `"cuda:N"` parse only in builds with the `cuda` feature; elsewhere they are
+/// refused naming the feature. The CUDA forward pass is not written yet: a build with the
+/// feature probes the driver and devices, but creating an engine on a CUDA device fails
+/// with an error that says so (it never falls back to the CPU silently).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
     Cpu,
+    /// GPU 0 when the build has CUDA and a driver and a device are present, else the CPU.
+    Auto,
+    /// The CUDA device with this ordinal (`"cuda"` is `cuda:0`).
+    Cuda(usize),
 }
 
+/// The highest `cuda:N` ordinal accepted (far above any real machine).
+const MAX_CUDA_ORDINAL: usize = 1023;
+
 impl Device {
-    /// The name reported in stats.
-    pub fn name(self) -> &'static str {
+    /// Parses a `device` value: `"cpu"`, `"auto"`, `"cuda"`, `"cuda:N"`. Errors name the
+    /// `device` key.
+    pub fn parse(s: &str) -> Result<Device> {
+        let cuda = match s {
+            "cpu" => return Ok(Device::Cpu),
+            "auto" => return Ok(Device::Auto),
+            "cuda" => Device::Cuda(0),
+            _ => match s.strip_prefix("cuda:") {
+                Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    match n.parse::<usize>() {
+                        Ok(i) if i <= MAX_CUDA_ORDINAL => Device::Cuda(i),
+                        _ => {
+                            return Err(Error::config(
+                                "device",
+                                format!(
+                                    "device ordinal in {s:?} is out of range \
+                                     (0..={MAX_CUDA_ORDINAL})"
+                                ),
+                            ))
+                        }
+                    }
+                }
+                Some(_) => {
+                    return Err(Error::config(
+                        "device",
+                        format!(
+                            "{s:?} is not a device: write \"cuda\" or \"cuda:N\" with N a \
+                             device ordinal (0, 1, ...)"
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(Error::config(
+                        "device",
+                        format!(
+                            "unsupported device {s:?} (known: \"cpu\", \"auto\", \"cuda\", \
+                             \"cuda:N\")"
+                        ),
+                    ))
+                }
+            },
+        };
+        if cfg!(feature = "cuda") {
+            Ok(cuda)
+        } else {
+            Err(Error::config(
+                "device",
+                format!(
+                    "{s:?} needs CUDA, and this build of rill lacks the `cuda` feature \
+                     (rebuild with `cargo build --features cuda`); this build supports \
+                     \"cpu\" and \"auto\" (= cpu)"
+                ),
+            ))
+        }
+    }
+
+    /// The config spelling (`"cpu"`, `"auto"`, `"cuda:N"`).
+    pub fn config_name(self) -> String {
         match self {
-            Device::Cpu => "cpu",
+            Device::Cpu => "cpu".into(),
+            Device::Auto => "auto".into(),
+            Device::Cuda(i) => format!("cuda:{i}"),
         }
     }
 }
@@ -117,7 +188,8 @@ pub struct EngineConfig {
     /// A `.gguf` model file or a Hugging Face checkpoint directory (`config.json` +
     /// safetensors).
     pub model: PathBuf,
-    /// Backend; `"auto"` resolves to the CPU in builds without CUDA.
+    /// Backend as asked for (`"cpu"`, the default; `"auto"`; `"cuda"`, `"cuda:N"` with the
+    /// `cuda` feature); [`crate::backend::select`] resolves it at create.
     pub device: Device,
     /// CPU worker threads for the forward pass (the engine thread included).
     pub num_threads: usize,
@@ -248,17 +320,7 @@ impl EngineConfig {
         }
         let device = match map.get("device") {
             None => Device::Cpu,
-            Some(Value::String(s)) => match s.as_str() {
-                "cpu" | "auto" => Device::Cpu,
-                other => {
-                    return Err(Error::config(
-                        "device",
-                        format!(
-                        "unsupported device {other:?} (this build supports \"cpu\" and \"auto\")"
-                    ),
-                    ))
-                }
-            },
+            Some(Value::String(s)) => Device::parse(s)?,
             Some(other) => return Err(wrong_type("device", "a string", other)),
         };
         let default_threads = std::thread::available_parallelism()
@@ -421,5 +483,51 @@ mod tests {
         ))
         .unwrap();
         assert_eq!((ok.num_threads, ok.seed, ok.device), (2, 7, Device::Cpu));
+    }
+
+    #[test]
+    fn device_strings() {
+        assert_eq!(Device::parse("cpu").unwrap(), Device::Cpu);
+        assert_eq!(Device::parse("auto").unwrap(), Device::Auto);
+        for bad in [
+            "tpu", "CPU", "gpu", "", "cuda0", "cuda:", "cuda:x", "cuda:-1", "cuda:+1",
+        ] {
+            let e = Device::parse(bad).unwrap_err();
+            assert!(e.to_string().contains("`device`"), "{bad:?}: {e}");
+            assert_eq!(e.status(), crate::ffi::status::RillStatus::InvalidConfig);
+        }
+        assert!(Device::parse("cuda:0 ").is_err());
+        let far = Device::parse("cuda:99999999999999999999").unwrap_err();
+        assert!(far.to_string().contains("out of range"), "{far}");
+        let cases = [
+            ("cuda", 0),
+            ("cuda:0", 0),
+            ("cuda:1", 1),
+            ("cuda:7", 7),
+            ("cuda:1023", 1023),
+        ];
+        for (s, n) in cases {
+            if cfg!(feature = "cuda") {
+                assert_eq!(Device::parse(s).unwrap(), Device::Cuda(n), "{s}");
+                assert_eq!(Device::Cuda(n).config_name(), format!("cuda:{n}"));
+            } else {
+                let e = Device::parse(s).unwrap_err().to_string();
+                assert!(
+                    e.contains("`device`") && e.contains("`cuda` feature"),
+                    "{e}"
+                );
+            }
+        }
+        assert!(Device::parse("cuda:1024").is_err());
+        // Through the whole config: the key is named.
+        let exe = std::env::current_exe().unwrap();
+        let model = exe.to_str().unwrap();
+        let c = |d: &str| {
+            EngineConfig::from_json(&format!(r#"{{"model": "{model}", "device": "{d}"}}"#))
+        };
+        assert_eq!(c("auto").unwrap().device, Device::Auto);
+        assert_eq!(c("cuda:2").is_ok(), cfg!(feature = "cuda"));
+        let e = err(&format!(r#"{{"model": "{model}", "device": 0}}"#));
+        assert!(e.contains("`device`") && e.contains("a string"), "{e}");
     }
 }

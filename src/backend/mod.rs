@@ -1,4 +1,103 @@
 //! Compute backends. The CPU backend is the embedded default and the reference that every
-//! other backend is tested against.
+//! other backend is tested against. The CUDA backend (`cuda/`, feature `cuda`) is being
+//! written: today it probes the driver and devices and builds kernels with NVRTC, but has
+//! no forward pass, so [`select`] refuses a CUDA device rather than run on the CPU.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
+use crate::config::Device;
+use crate::error::{Error, Result};
+
+/// The backend an engine runs on, resolved from the config's [`Device`] at create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The name reported in stats as `"device"` (`"cpu"`).
+    pub device: &'static str,
+    /// Why `"auto"` chose what it chose (stats `"device_note"`); `None` for an explicit
+    /// `"cpu"`.
+    pub note: Option<String>,
+}
+
+/// Resolves the configured device: `"cpu"` is the CPU; `"auto"` is GPU 0 when this build
+/// has CUDA and a driver and a device are present, else the CPU (with a note saying why);
+/// `"cuda:N"` must exist.
+///
+/// The CUDA backend has no forward pass yet, so a CUDA device that is present (chosen by
+/// `"auto"` or named) is refused with [`Error::Config`] on `device` saying so; the engine
+/// never runs on the CPU in its place without saying so.
+pub fn select(device: Device) -> Result<Selection> {
+    match device {
+        Device::Cpu => Ok(Selection {
+            device: "cpu",
+            note: None,
+        }),
+        Device::Auto => select_auto(),
+        Device::Cuda(ordinal) => select_cuda(ordinal, "cuda"),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn select_auto() -> Result<Selection> {
+    Ok(Selection {
+        device: "cpu",
+        note: Some(
+            "auto: this build has no CUDA support (built without the `cuda` feature)".into(),
+        ),
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn select_cuda(ordinal: usize, _: &str) -> Result<Selection> {
+    // `Device::parse` already refuses "cuda" in these builds; a Device built in code lands here.
+    Err(Error::config(
+        "device",
+        format!("\"cuda:{ordinal}\" needs CUDA, and this build of rill lacks the `cuda` feature"),
+    ))
+}
+
+#[cfg(feature = "cuda")]
+fn select_auto() -> Result<Selection> {
+    match cuda::probe::probe() {
+        Ok(driver) if !driver.devices.is_empty() => select_cuda(0, "auto"),
+        Ok(driver) => Ok(Selection {
+            device: "cpu",
+            note: Some(format!(
+                "auto: CUDA driver {} found but no CUDA device",
+                driver.version_string()
+            )),
+        }),
+        Err(e) => Ok(Selection {
+            device: "cpu",
+            note: Some(format!("auto: {e}")),
+        }),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn select_cuda(ordinal: usize, asked: &str) -> Result<Selection> {
+    let driver = cuda::probe::probe().map_err(|e| {
+        Error::config(
+            "device",
+            format!("\"cuda:{ordinal}\" is not available: {e}"),
+        )
+    })?;
+    let Some(dev) = driver.devices.get(ordinal) else {
+        return Err(Error::config(
+            "device",
+            format!(
+                "\"cuda:{ordinal}\" is not available: no CUDA device {ordinal} (the driver \
+                 reports {} device(s))",
+                driver.devices.len()
+            ),
+        ));
+    };
+    Err(Error::config(
+        "device",
+        format!(
+            "{asked} selected cuda:{ordinal} ({dev}), but the CUDA backend is not implemented \
+             yet in this build; use device \"cpu\""
+        ),
+    ))
+}

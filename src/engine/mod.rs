@@ -136,8 +136,14 @@ const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['r
 
 impl Engine {
     /// Loads the model named by `config` and starts the engine's threads.
+    ///
+    /// The device is resolved first ([`crate::backend::select`]): `"auto"` without a usable
+    /// CUDA device runs on the CPU and says why in the stats (`"device_note"`); a CUDA
+    /// device (named, or found by `"auto"`) fails with [`Error::Config`] on `device`,
+    /// because the CUDA backend is not implemented yet in this build.
     pub fn new(config: EngineConfig) -> Result<Engine> {
         let t0 = Instant::now();
+        let selection = crate::backend::select(config.device)?;
         let loaded = model::load(&config.model)?;
         let (load_ms, mapped_bytes) = (loaded.load_time.as_millis() as u64, loaded.mapped_bytes);
         let model = loaded.model;
@@ -230,11 +236,11 @@ impl Engine {
         let kv_bytes = layout.num_blocks
             * layout.block_size
             * PagedKv::bytes_per_token(mc.n_layers, mc.kv_dim());
-        let info = json!({
+        let mut info = json!({
             "model": model_names[0],
             "model_name": mc.name,
             "architecture": mc.arch,
-            "device": config.device.name(),
+            "device": selection.device,
             "kernels": model.isa_name(),
             "num_threads": config.num_threads,
             "max_num_seqs": config.max_num_seqs,
@@ -254,6 +260,9 @@ impl Engine {
             "tool_call_parser": if parsers.tool_calls.is_some() { "hermes" } else { "none" },
             "mapped_weight_bytes": mapped_bytes,
         });
+        if let Some(note) = selection.note {
+            info["device_note"] = json!(note);
+        }
         let shared = Arc::new(Shared {
             tokenizer: Arc::clone(&tokenizer),
             poll: PollQueue::default(),

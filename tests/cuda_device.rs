@@ -1,0 +1,146 @@
+//! Device selection through a real engine on the default model, with and without the
+//! `cuda` feature (CI runs this file both ways): `"cuda"` refused without the feature,
+//! `"auto"` on the CPU with a note when there is no CUDA device, `"cuda"` refused with the
+//! probe's reason when there is no driver. The tests that need a GPU say that they did not
+//! run and return (they are no evidence on a machine without one).
+
+mod common;
+
+use common::{config_json, engine};
+use rill::ffi::status::RillStatus;
+use rill::{Engine, EngineConfig, Error};
+use serde_json::json;
+
+/// Creates an engine with `device`, as `rill_engine_create` does (parse, then create).
+fn create(device: &str) -> rill::Result<Engine> {
+    Engine::new(EngineConfig::from_json(&config_json(
+        json!({ "device": device }),
+    ))?)
+}
+
+fn config_error(r: rill::Result<Engine>) -> String {
+    match r {
+        Ok(_) => panic!("the engine was created"),
+        Err(e) => {
+            assert_eq!(e.status(), RillStatus::InvalidConfig, "{e}");
+            assert!(
+                matches!(&e, Error::Config { key, .. } if key == "device"),
+                "{e}"
+            );
+            e.to_string()
+        }
+    }
+}
+
+#[test]
+fn cpu_is_the_default_and_has_no_note() {
+    let stats = engine(json!({})).stats();
+    assert_eq!(stats["device"], "cpu");
+    assert!(stats.get("device_note").is_none(), "{stats}");
+    assert_eq!(engine(json!({"device": "cpu"})).stats()["device"], "cpu");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn without_the_feature_cuda_is_refused_naming_it_and_auto_is_the_cpu() {
+    for d in ["cuda", "cuda:0", "cuda:1"] {
+        let m = config_error(create(d));
+        assert!(m.contains("`cuda` feature") && m.contains(d), "{m}");
+    }
+    let stats = create("auto").expect("auto").stats();
+    assert_eq!(stats["device"], "cpu");
+    assert_eq!(
+        stats["device_note"],
+        "auto: this build has no CUDA support (built without the `cuda` feature)"
+    );
+}
+
+#[cfg(feature = "cuda")]
+mod with_cuda {
+    use super::*;
+    use rill::backend::cuda::{kernels, probe};
+
+    #[test]
+    fn auto_falls_back_to_the_cpu_with_the_reason_or_refuses_a_present_gpu() {
+        match probe::probe() {
+            Err(reason) => {
+                let stats = create("auto")
+                    .expect("auto without CUDA runs on the CPU")
+                    .stats();
+                assert_eq!(stats["device"], "cpu");
+                assert_eq!(stats["device_note"], format!("auto: {reason}"));
+                println!("auto: {}", stats["device_note"]);
+            }
+            Ok(d) if d.devices.is_empty() => {
+                let stats = create("auto").expect("auto").stats();
+                assert_eq!(stats["device"], "cpu");
+                assert!(stats["device_note"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no CUDA device"));
+            }
+            Ok(d) => {
+                // A GPU is present: auto picks it, and the backend is not written yet.
+                let m = config_error(create("auto"));
+                assert!(m.contains("not implemented yet"), "{m}");
+                println!(
+                    "GPU present ({}): auto refused as designed: {m}",
+                    d.devices[0]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cuda_without_a_driver_or_device_fails_with_the_reason() {
+        match probe::probe() {
+            Err(reason) => {
+                for d in ["cuda", "cuda:0", "cuda:3"] {
+                    let m = config_error(create(d));
+                    assert!(
+                        m.contains("is not available") && m.contains(&reason.to_string()),
+                        "{m}"
+                    );
+                    println!("{d}: {m}");
+                }
+            }
+            Ok(d) => {
+                let n = d.devices.len();
+                let m = config_error(create(&format!("cuda:{n}")));
+                assert!(m.contains(&format!("no CUDA device {n}")), "{m}");
+                if n > 0 {
+                    let m = config_error(create("cuda"));
+                    assert!(m.contains("not implemented yet"), "{m}");
+                }
+            }
+        }
+    }
+
+    /// Needs a GPU (and NVRTC): every embedded kernel compiles for device 0, and a second
+    /// build comes from the PTX cache.
+    #[test]
+    fn kernels_compile_for_the_device_and_are_cached() {
+        let dev = match probe::probe() {
+            Ok(d) if !d.devices.is_empty() => d.devices[0].clone(),
+            Ok(_) => return println!("NOT RUN: no CUDA device"),
+            Err(e) => return println!("NOT RUN: {e}"),
+        };
+        let cache = tempdir();
+        let arch = dev.arch();
+        let first = kernels::compile_all(&arch, Some(&cache)).expect("kernels compile");
+        let second = kernels::compile_all(&arch, Some(&cache)).expect("kernels compile");
+        assert_eq!(first.len(), kernels::kernel_files().count());
+        for (a, b) in first.iter().zip(&second) {
+            assert!(!a.from_cache && b.from_cache, "{}", a.name);
+            assert_eq!(a.ptx, b.ptx);
+        }
+        println!("{} kernel files compiled for {arch} ({dev})", first.len());
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("rill-cuda-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d
+    }
+}
