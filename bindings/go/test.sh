@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Tests the Go binding: go vet, go test -race (the package and the server), then builds
 # cmd/rill-server, starts it on a free loopback port and runs OpenAI's Python client
-# against it (tests/test_openai_client.py).
+# against it (tests/test_openai_client.py on the default model; tests/test_openai_tools.py,
+# reasoning and tool calls, on the designed Qwen3 model).
 #
 # Environment (defaults from this script's location):
 #   RILL_LIB_DIR  directory with librill.so   (../../target/release)
 #   RILL_INCLUDE  directory with rill.h       (../../include)
 #   RILL_MODEL    the GGUF model              (../../models/SmolLM2-135M-Instruct.Q4_1.gguf)
+#   RILL_DESIGNED_MODEL  the designed Qwen3 model (../../scripts/designed_model.sh makes it)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -104,55 +106,65 @@ sys.exit(1)
 EOF
 }
 
-started=0
-for attempt in 1 2 3; do # another process may take the free port before the server does
-  PORT="$(free_port)"
-  URL="http://127.0.0.1:$PORT"
-  "$WORK/rill-server" --model "$RILL_MODEL" --addr "127.0.0.1:$PORT" --threads 2 >"$WORK/server.log" 2>&1 &
-  SERVER_PID=$!
-  if wait_ready "$URL"; then
-    started=1
-    break
+# Starts rill-server on MODEL, runs the pytest FILE against it with RILL_SERVER_URL set,
+# then stops the server with SIGTERM (it must exit cleanly within its shutdown time).
+run_server_suite() {
+  local model="$1" file="$2"
+  local started=0 PORT URL
+  for attempt in 1 2 3; do # another process may take the free port before the server does
+    PORT="$(free_port)"
+    URL="http://127.0.0.1:$PORT"
+    "$WORK/rill-server" --model "$model" --addr "127.0.0.1:$PORT" --threads 2 >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+    if wait_ready "$URL"; then
+      started=1
+      break
+    fi
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    echo "test.sh: rill-server did not start (attempt $attempt):" >&2
+    cat "$WORK/server.log" >&2
+  done
+  if [ "$started" != 1 ]; then
+    exit 1
   fi
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  echo "test.sh: rill-server did not start (attempt $attempt):" >&2
-  cat "$WORK/server.log" >&2
-done
-if [ "$started" != 1 ]; then
-  exit 1
-fi
-echo "== rill-server ready on $URL"
+  echo "== rill-server ready on $URL ($(basename "$model"))"
 
-echo "== pytest tests/test_openai_client.py"
-rc=0
-RILL_SERVER_URL="$URL" python3 -m pytest -q -p no:cacheprovider "$HERE/tests/test_openai_client.py" || rc=$?
+  echo "== pytest tests/$(basename "$file")"
+  local rc=0
+  RILL_SERVER_URL="$URL" python3 -m pytest -q -p no:cacheprovider "$file" || rc=$?
 
-# Stop the server: SIGTERM, and it must exit cleanly within its shutdown time.
-kill -TERM "$SERVER_PID"
-stopped=0
-for _ in $(seq 1 150); do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    stopped=1
-    break
-  fi
-  sleep 0.1
-done
-if [ "$stopped" != 1 ]; then
-  echo "test.sh: rill-server did not exit within 15 s of SIGTERM" >&2
-  rc=1
-else
-  server_rc=0
-  wait "$SERVER_PID" || server_rc=$?
-  SERVER_PID=""
-  if [ "$server_rc" != 0 ]; then
-    echo "test.sh: rill-server exited with status $server_rc" >&2
+  kill -TERM "$SERVER_PID"
+  local stopped=0
+  for _ in $(seq 1 150); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      stopped=1
+      break
+    fi
+    sleep 0.1
+  done
+  if [ "$stopped" != 1 ]; then
+    echo "test.sh: rill-server did not exit within 15 s of SIGTERM" >&2
     rc=1
+  else
+    local server_rc=0
+    wait "$SERVER_PID" || server_rc=$?
+    SERVER_PID=""
+    if [ "$server_rc" != 0 ]; then
+      echo "test.sh: rill-server exited with status $server_rc" >&2
+      rc=1
+    fi
   fi
-fi
-if [ "$rc" != 0 ]; then
-  echo "== rill-server log" >&2
-  cat "$WORK/server.log" >&2
-  exit "$rc"
-fi
+  if [ "$rc" != 0 ]; then
+    echo "== rill-server log" >&2
+    cat "$WORK/server.log" >&2
+    exit "$rc"
+  fi
+}
+
+run_server_suite "$RILL_MODEL" "$HERE/tests/test_openai_client.py"
+# Reasoning and tool calls through the server, on the designed Qwen3 model
+# (scripts/designed_model.sh; RILL_DESIGNED_MODEL is set by scripts/test.sh).
+designed="${RILL_DESIGNED_MODEL:-$("$HERE/../../scripts/designed_model.sh")}"
+RILL_DESIGNED_MODEL="$designed" run_server_suite "$designed" "$HERE/tests/test_openai_tools.py"
 echo "== bindings/go: all tests passed"
