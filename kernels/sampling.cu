@@ -93,6 +93,13 @@ __device__ float block_max_f(float v, float* sh) {
     return r;
 }
 
+// The largest logit of a row (every thread gets it).
+__device__ float row_max(const float* row, int vocab, float* sh) {
+    float mx = NEG_INF;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, row[i]);
+    return block_max_f(mx, sh);
+}
+
 // Rust's f32::total_cmp order as a signed integer key.
 __device__ __forceinline__ int total_key(float x) {
     int b = __float_as_int(x);
@@ -142,9 +149,7 @@ extern "C" __global__ void softmax_temperature_kernel(float* __restrict__ probs,
         return;
     }
     const float inv_t = 1.0f / t;
-    float mx = NEG_INF;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, row[i]);
-    mx = block_max_f(mx, shf);
+    const float mx = row_max(row, vocab, shf);
     double sum = 0.0;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         const float e = expf((row[i] - mx) * inv_t);
@@ -171,9 +176,7 @@ extern "C" __global__ void logprobs_topn_kernel(float* __restrict__ out_logprob,
     const int r = blockIdx.x;
     if (r >= rows) return;
     const float* row = logits + r * row_stride;
-    float mx = NEG_INF;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, row[i]);
-    mx = block_max_f(mx, shf);
+    const float mx = row_max(row, vocab, shf);
     double lse;
     if (!isfinite(mx)) {
         lse = (double)mx;  // all -inf (or +inf/NaN present): as log_normalizer
@@ -297,9 +300,7 @@ extern "C" __global__ void sample_kernel(int* __restrict__ out_ids, const float*
     w.logits = row;
     w.vocab = vocab;
     w.inv_t = 1.0f / t;
-    float mx = NEG_INF;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, row[i]);
-    w.mx = block_max_f(mx, shf);
+    w.mx = row_max(row, vocab, shf);
     w.lim_bits = 0;  // everything (e >= 0) is kept
     w.lim_id = vocab - 1;
     w.floor = 0.0f;

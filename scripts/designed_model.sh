@@ -8,18 +8,6 @@
 # Idempotent: a finished directory (designed.json present) is reused; the generator builds
 # in a temporary directory and renames it into place, so an interrupted run leaves nothing.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-cache=${RILL_CACHE:-$HOME/.cache/rill}
-version=designed-v1  # keep in step with VERSION in scripts/models/designed_model.py
-out="$cache/tiny-models/$version"
-if [ -f "$out/designed.json" ]; then echo "$out"; exit 0; fi
-tok=$("$here/scripts/fetch_tokenizers.sh")
-mkdir -p "$cache/tiny-models"
-# One generator at a time (parallel test binaries wait here, then reuse the result).
-exec 9>"$cache/tiny-models/.lock-$version"
-flock 9
-if [ -f "$out/designed.json" ]; then echo "$out"; exit 0; fi
-rm -rf "$cache/tiny-models/.$version.tmp-"*  # left by a killed run
-python3 "$here/scripts/models/designed_model.py" --tokenizer "$tok/qwen3" --out "$out" >&2
-[ -f "$out/designed.json" ] || { echo "designed_model.py did not produce $out/designed.json" >&2; exit 1; }
-echo "$out"
+# shellcheck source=lib/cached_generator.sh
+. "$(dirname "$0")/lib/cached_generator.sh"
+cached_generate designed-v1 designed.json scripts/models/designed_model.py  # designed-v1: keep in step with VERSION in scripts/models/designed_model.py

@@ -7,18 +7,6 @@
 # Idempotent: a finished directory (manifest.json present) is reused; the generator builds
 # in a temporary directory and renames it into place, so an interrupted run leaves nothing.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-cache=${RILL_CACHE:-$HOME/.cache/rill}
-version=v3  # keep in step with VERSION in scripts/models/tiny_models.py
-out="$cache/tiny-models/$version"
-if [ -f "$out/manifest.json" ]; then echo "$out"; exit 0; fi
-tok=$("$here/scripts/fetch_tokenizers.sh")
-mkdir -p "$cache/tiny-models"
-# One generator at a time (parallel test binaries wait here, then reuse the result).
-exec 9>"$cache/tiny-models/.lock"
-flock 9
-if [ -f "$out/manifest.json" ]; then echo "$out"; exit 0; fi
-rm -rf "$cache/tiny-models/.$version.tmp-"*  # left by a killed run
-python3 "$here/scripts/models/tiny_models.py" --tokenizer "$tok/qwen3" --out "$out" >&2
-[ -f "$out/manifest.json" ] || { echo "tiny_models.py did not produce $out/manifest.json" >&2; exit 1; }
-echo "$out"
+# shellcheck source=lib/cached_generator.sh
+. "$(dirname "$0")/lib/cached_generator.sh"
+cached_generate v3 manifest.json scripts/models/tiny_models.py  # v3: keep in step with VERSION in scripts/models/tiny_models.py

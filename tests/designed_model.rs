@@ -16,8 +16,9 @@
 //! names an already generated directory, otherwise the test runs the (cached) script and
 //! fails with its error. Run: `cargo test --test designed_model`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use rill::backend::cpu::kv::PagedKv;
@@ -35,40 +36,11 @@ const BLOCK: usize = 16;
 fn designed_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        if let Some(d) = std::env::var_os("RILL_DESIGNED_MODEL") {
-            let d = PathBuf::from(d);
-            assert!(
-                d.join("designed.json").is_file(),
-                "RILL_DESIGNED_MODEL={} has no designed.json: generate it with \
-                 scripts/designed_model.sh (prints the directory) or unset the variable",
-                d.display()
-            );
-            return d;
-        }
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let script = root.join("scripts/designed_model.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} failed ({}); it needs python3 with tests/requirements-models.txt \
-             (numpy, jinja2, tokenizers) and the Qwen3 tokenizer \
-             (scripts/fetch_tokenizers.sh):\n{}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let dir = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
-        assert!(
-            dir.join("designed.json").is_file(),
-            "{} printed {:?}, which has no designed.json",
-            script.display(),
-            dir
-        );
-        dir
+        common::generated_dir(
+            "RILL_DESIGNED_MODEL",
+            "scripts/designed_model.sh",
+            "designed.json",
+        )
     })
 }
 

@@ -26,7 +26,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -46,29 +45,11 @@ const NOISE_FACTOR: f32 = 3.0;
 fn tiny_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        if let Some(d) = std::env::var_os("RILL_TINY_MODELS") {
-            return PathBuf::from(d);
-        }
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let script = root.join("scripts/tiny_models.sh");
-        assert!(
-            script.is_file(),
-            "{} is missing: the tiny models come from it (issue4-gen's generator)",
-            script.display()
-        );
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} failed ({}):\n{}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        PathBuf::from(stdout.lines().last().unwrap_or("").trim())
+        common::generated_dir(
+            "RILL_TINY_MODELS",
+            "scripts/tiny_models.sh",
+            "manifest.json",
+        )
     })
 }
 

@@ -94,15 +94,22 @@ impl Engine {
             ..Default::default()
         };
         let mut text = self.template.render(&messages, &opts)?;
-        // The generation prompt: what rendering without it leaves off.
-        opts.add_generation_prompt = false;
-        let without = self.template.render(&messages, &opts).unwrap_or_default();
-        let common = text
-            .char_indices()
-            .zip(without.chars())
-            .find(|((_, a), b)| a != b)
-            .map_or(without.len().min(text.len()), |((i, _), _)| i);
-        let mut tail = text[common..].to_owned();
+        // The generation prompt (what rendering without it leaves off) decides where the
+        // parser starts; a model without markers needs no second render. A template that
+        // cannot render without it (it raises) leaves the whole prompt as the tail: the
+        // parser then starts after the last marker in it, which is what the generation
+        // prompt would have said for every template seen so far.
+        let tail_from = if parser.reasoning.is_some() || parser.tool_calls.is_some() {
+            opts.add_generation_prompt = false;
+            let without = self.template.render(&messages, &opts).unwrap_or_default();
+            text.char_indices()
+                .zip(without.chars())
+                .find(|((_, a), b)| a != b)
+                .map_or(without.len().min(text.len()), |((i, _), _)| i)
+        } else {
+            text.len()
+        };
+        let mut tail = text[tail_from..].to_owned();
         if let Some(forced) = forced_call(&parser, &req.tool_choice, &tail) {
             text.push_str(&forced);
             tail.push_str(&forced);

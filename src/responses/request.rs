@@ -304,49 +304,53 @@ fn parse_item(conv: &mut Conversation, item: &Value, at: &str) -> Result<()> {
         Some(other) => return Err(type_err(&format!("{at}.role"), "a string", other)),
         None => return Err(Error::request(format!("{at}.role"), "is required")),
     };
-    let content = match o.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => {
-            let mut text = String::new();
-            for (j, p) in parts.iter().enumerate() {
-                let pat = format!("{at}.content[{j}]");
-                let ty = p.get("type").and_then(Value::as_str);
-                match ty {
-                    Some("input_text") | Some("output_text") => match p.get("text") {
-                        Some(Value::String(t)) => text.push_str(t),
-                        Some(other) => {
-                            return Err(type_err(&format!("{pat}.text"), "a string", other))
-                        }
-                        None => return Err(Error::request(format!("{pat}.text"), "is required")),
-                    },
-                    Some(t @ ("input_image" | "input_file" | "input_audio")) => {
-                        return Err(Error::request(
-                            format!("{pat}.type"),
-                            format!("{t} content is not supported"),
-                        ))
-                    }
-                    Some(t) => {
-                        return Err(Error::request(
-                            format!("{pat}.type"),
-                            format!("unknown content type {t:?}"),
-                        ))
-                    }
-                    None => return Err(Error::request(format!("{pat}.type"), "is required")),
-                }
-            }
-            text
-        }
-        Some(other) => {
-            return Err(type_err(
-                &format!("{at}.content"),
-                "a string or an array of parts",
-                other,
-            ))
-        }
-        None => return Err(Error::request(format!("{at}.content"), "is required")),
-    };
+    let content = content_text(
+        o.get("content"),
+        &format!("{at}.content"),
+        &["input_text", "output_text"],
+    )?;
     conv.push_message(ChatMessage::text(role, content));
     Ok(())
+}
+
+/// The text of a string or of an array of text parts (`allowed` types, each with a
+/// `text`), as message `content` and `function_call_output` `output` carry it. Image,
+/// file and audio parts are refused as unsupported, other types as unknown.
+pub(super) fn content_text(v: Option<&Value>, at: &str, allowed: &[&str]) -> Result<String> {
+    let parts = match v {
+        Some(Value::String(s)) => return Ok(s.clone()),
+        Some(Value::Array(parts)) => parts,
+        Some(other) => return Err(type_err(at, "a string or an array of parts", other)),
+        None => return Err(Error::request(at, "is required")),
+    };
+    let mut text = String::new();
+    for (j, p) in parts.iter().enumerate() {
+        let pat = format!("{at}[{j}]");
+        match p.get("type").and_then(Value::as_str) {
+            Some(t) if allowed.contains(&t) => match p.get("text") {
+                Some(Value::String(t)) => text.push_str(t),
+                Some(other) => return Err(type_err(&format!("{pat}.text"), "a string", other)),
+                None => return Err(Error::request(format!("{pat}.text"), "is required")),
+            },
+            Some(t @ ("input_image" | "input_file" | "input_audio")) => {
+                return Err(Error::request(
+                    format!("{pat}.type"),
+                    format!("{t} content is not supported"),
+                ))
+            }
+            Some(t) => {
+                return Err(Error::request(
+                    format!("{pat}.type"),
+                    format!(
+                        "unknown content type {t:?} (expected {})",
+                        allowed.join(" or ")
+                    ),
+                ))
+            }
+            None => return Err(Error::request(format!("{pat}.type"), "is required")),
+        }
+    }
+    Ok(text)
 }
 
 pub(super) fn type_err(param: &str, expected: &str, got: &Value) -> Error {

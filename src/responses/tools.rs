@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use super::request::type_err;
+use super::request::{content_text, type_err};
 use crate::chat_template::{ChatMessage, FunctionCall, ToolCall};
 use crate::error::{Error, Result};
 
@@ -309,39 +309,7 @@ impl Conversation {
     fn function_call_output(&mut self, o: &Map<String, Value>, at: &str) -> Result<()> {
         self.flush_reasoning();
         let call_id = req_str(o, "call_id", at)?;
-        let output = match o.get("output") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) => {
-                let mut text = String::new();
-                for (j, p) in parts.iter().enumerate() {
-                    let pat = format!("{at}.output[{j}]");
-                    match (p.get("type").and_then(Value::as_str), p.get("text")) {
-                        (Some("input_text"), Some(Value::String(t))) => text.push_str(t),
-                        (Some("input_text"), _) => {
-                            return Err(Error::request(format!("{pat}.text"), "is required"))
-                        }
-                        (Some(t), _) => {
-                            return Err(Error::request(
-                                format!("{pat}.type"),
-                                format!("{t} output is not supported (only input_text)"),
-                            ))
-                        }
-                        (None, _) => {
-                            return Err(Error::request(format!("{pat}.type"), "is required"))
-                        }
-                    }
-                }
-                text
-            }
-            Some(other) => {
-                return Err(type_err(
-                    &format!("{at}.output"),
-                    "a string or an array of input_text parts",
-                    other,
-                ))
-            }
-            None => return Err(Error::request(format!("{at}.output"), "is required")),
-        };
+        let output = content_text(o.get("output"), &format!("{at}.output"), &["input_text"])?;
         let mut m = ChatMessage::text("tool", output);
         m.name = self.call_names.get(&call_id).cloned();
         m.tool_call_id = Some(call_id);

@@ -22,6 +22,40 @@ pub fn default_model() -> PathBuf {
     p
 }
 
+/// The directory a cached test-model generator prints (`scripts/tiny_models.sh`,
+/// `scripts/designed_model.sh`): `env_var` names an already generated directory,
+/// otherwise the script runs (a no-op when cached). Panics with instructions when the
+/// directory lacks `marker` or the script fails.
+pub fn generated_dir(env_var: &str, script: &str, marker: &str) -> PathBuf {
+    let dir = match std::env::var_os(env_var) {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(script);
+            let out = std::process::Command::new("bash")
+                .arg(&script)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            assert!(
+                out.status.success(),
+                "{} failed ({}); it needs python3 with tests/requirements-models.txt and \
+                 the tokenizers of scripts/fetch_tokenizers.sh:\n{}",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            PathBuf::from(stdout.lines().last().unwrap_or("").trim())
+        }
+    };
+    assert!(
+        dir.join(marker).is_file(),
+        "{} has no {marker}: generate it with {script} (it prints the directory) or set \
+         {env_var} to one that has",
+        dir.display()
+    );
+    dir
+}
+
 /// A config JSON for the default model with extra keys merged in.
 pub fn config_json(extra: serde_json::Value) -> String {
     let mut c = serde_json::json!({"model": default_model(), "num_threads": 2, "seed": 1});

@@ -1,6 +1,6 @@
 """Reasoning and tool-call streaming end to end, on the designed Qwen3 model whose greedy
-output follows designed token sequences (scripts/models/designed_model.py in the
-`designed` work; `designed.json` lists the scenarios: a chat-template request, and the
+output follows designed token sequences (scripts/models/designed_model.py, made by
+scripts/designed_model.sh; `designed.json` lists the scenarios: a chat-template request, and the
 designed `output_text`, e.g. `<think>\\n…\\n</think>\\n\\n<tool_call>\\n{…}\\n</tool_call><|im_end|>`).
 
 Each scenario's chat-template request is turned into a Responses API request (messages →

@@ -73,20 +73,20 @@ pub fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
 
 /// F16 row · f16 activations (bits): products (exact in f32) summed in f64.
 pub fn dot_f16(w: &[u8], x: &[u16]) -> f32 {
-    let s: f64 = w
-        .chunks_exact(2)
-        .zip(x)
-        .map(|(b, &v)| (f16_to_f32(u16::from_le_bytes([b[0], b[1]])) * f16_to_f32(v)) as f64)
-        .sum();
-    s as f32
+    dot_half(w, x, f16_to_f32)
 }
 
 /// BF16 row · bf16 activations (bits): products (exact in f32) summed in f64.
 pub fn dot_bf16(w: &[u8], x: &[u16]) -> f32 {
+    dot_half(w, x, bf16_to_f32)
+}
+
+/// A row of 16-bit floats · activations in the same format, widened by `to_f32`.
+fn dot_half(w: &[u8], x: &[u16], to_f32: impl Fn(u16) -> f32) -> f32 {
     let s: f64 = w
         .chunks_exact(2)
         .zip(x)
-        .map(|(b, &v)| (bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * bf16_to_f32(v)) as f64)
+        .map(|(b, &v)| (to_f32(u16::from_le_bytes([b[0], b[1]])) * to_f32(v)) as f64)
         .sum();
     s as f32
 }
