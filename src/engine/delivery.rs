@@ -138,7 +138,7 @@ fn handle(shared: &Shared, st: &mut State, msg: Output) {
             }
             a.output_tokens += 1;
             let piece = a.utf8.push(shared.tokenizer.token_bytes(token));
-            let pieces = a.parser.push(token, &piece, logprobs);
+            let pieces = a.parser.push(token, piece, logprobs);
             let mut evs = Vec::new();
             let mut stopped = route(&shared.tokenizer, a, pieces, &mut evs);
             if !stopped {
@@ -172,7 +172,7 @@ fn handle(shared: &Shared, st: &mut State, msg: Output) {
                 let mut pieces = if tail.is_empty() {
                     Vec::new()
                 } else {
-                    a.parser.push_text(&tail)
+                    a.parser.push_text(tail)
                 };
                 pieces.extend(a.parser.finish());
                 let tok = &shared.tokenizer;

@@ -146,16 +146,16 @@ impl<T: Default> OutputParser<T> {
     }
 
     /// Reads answer text that belongs to no token (the lossy end of an incomplete
-    /// character when generation stops).
-    pub fn push_text(&mut self, text: &str) -> Vec<Piece<T>> {
+    /// character when generation stops). Counts no token.
+    pub fn push_text(&mut self, text: String) -> Vec<Piece<T>> {
         let mut out = Vec::new();
         if self.is_passthrough() {
             out.push(Piece::Text {
                 tag: T::default(),
-                text: text.to_owned(),
+                text,
             });
         } else {
-            self.pending.push((T::default(), text.to_owned()));
+            self.pending.push((T::default(), text));
             self.scan_pending(&mut out);
         }
         out
@@ -172,14 +172,11 @@ impl<T: Default> OutputParser<T> {
     }
 
     /// One generated token: its id, its (UTF-8 complete) text and its tag.
-    pub fn push(&mut self, id: u32, text: &str, tag: T) -> Vec<Piece<T>> {
+    pub fn push(&mut self, id: u32, text: String, tag: T) -> Vec<Piece<T>> {
         let mut out = Vec::new();
         if self.is_passthrough() {
             // Empty text too: a token that is the first part of a character keeps its tag.
-            out.push(Piece::Text {
-                tag,
-                text: text.to_owned(),
-            });
+            out.push(Piece::Text { tag, text });
             return out;
         }
         let before = self.state;
@@ -194,7 +191,7 @@ impl<T: Default> OutputParser<T> {
         if self.state == State::Reasoning {
             self.reasoning_tokens += 1;
         }
-        self.pending.push((tag, text.to_owned()));
+        self.pending.push((tag, text));
         self.scan_pending(&mut out);
         out
     }

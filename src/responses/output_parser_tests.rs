@@ -88,7 +88,7 @@ fn normalise(pieces: Vec<Piece<u32>>) -> Vec<N> {
 fn run(config: ParserConfig, tail: &str, tokens: &[(u32, &str)]) -> (Vec<Piece<u32>>, usize) {
     let (mut p, mut out) = OutputParser::new(config, tail);
     for (i, &(id, text)) in tokens.iter().enumerate() {
-        out.extend(p.push(id, text, i as u32 + 100));
+        out.extend(p.push(id, text.to_owned(), i as u32 + 100));
     }
     out.extend(p.finish());
     (out, p.reasoning_tokens())
