@@ -47,6 +47,9 @@ enum RillStatus
   RILL_STATUS_WRONG_THREAD = 12,
   // An internal error (a bug); the call had no effect.
   RILL_STATUS_INTERNAL = 13,
+  // The GPU failed: out of device memory at create (the message names what was being
+  // allocated and how much was free), a driver error, or a failed kernel launch.
+  RILL_STATUS_DEVICE = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

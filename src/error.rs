@@ -44,6 +44,9 @@ pub enum Error {
     WrongThread(&'static str),
     /// An invariant broke inside rill: a bug, reported instead of crashing.
     Internal(String),
+    /// The GPU failed an operation: `op` names it (an allocation with its size, a copy, a
+    /// kernel launch), `message` is the driver's or cuBLAS's error.
+    Device { op: String, message: String },
 }
 
 /// Result alias used across the crate.
@@ -89,6 +92,7 @@ impl Error {
             Error::Poisoned(_) => RillStatus::EnginePoisoned,
             Error::WrongThread(_) => RillStatus::WrongThread,
             Error::Internal(_) => RillStatus::Internal,
+            Error::Device { .. } => RillStatus::Device,
         }
     }
 
@@ -130,6 +134,7 @@ impl fmt::Display for Error {
             Error::Poisoned(m) => write!(f, "engine is poisoned after an internal failure: {m}"),
             Error::WrongThread(m) => write!(f, "{m}"),
             Error::Internal(m) => write!(f, "internal error: {m}"),
+            Error::Device { op, message } => write!(f, "GPU: {op} failed: {message}"),
         }
     }
 }

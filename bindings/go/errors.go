@@ -26,6 +26,7 @@ const (
 	StatusEnginePoisoned        = 11
 	StatusWrongThread           = 12
 	StatusInternal              = 13
+	StatusDevice                = 14
 
 	// StatusClosed: the Engine was closed; no rill call was made.
 	StatusClosed = -1
@@ -55,6 +56,7 @@ var (
 	ErrEnginePoisoned        = &Error{Status: StatusEnginePoisoned}
 	ErrWrongThread           = &Error{Status: StatusWrongThread}
 	ErrInternal              = &Error{Status: StatusInternal}
+	ErrDevice                = &Error{Status: StatusDevice}
 	ErrClosed                = &Error{Status: StatusClosed}
 	ErrABIMismatch           = &Error{Status: StatusABIMismatch}
 )

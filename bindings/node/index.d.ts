@@ -16,6 +16,7 @@ export declare const Status: Readonly<{
   ENGINE_POISONED: 11;
   WRONG_THREAD: 12;
   INTERNAL: 13;
+  DEVICE: 14;
 }>;
 
 export type StatusName = keyof typeof Status;

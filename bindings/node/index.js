@@ -31,6 +31,7 @@ const Status = Object.freeze({
   ENGINE_POISONED: 11,
   WRONG_THREAD: 12,
   INTERNAL: 13,
+  DEVICE: 14,
 });
 const STATUS_NAMES = Object.freeze(Object.fromEntries(Object.entries(Status).map(([k, v]) => [v, k])));
 

@@ -33,6 +33,9 @@ pub enum RillStatus {
     WrongThread = 12,
     /// An internal error (a bug); the call had no effect.
     Internal = 13,
+    /// The GPU failed: out of device memory at create (the message names what was being
+    /// allocated and how much was free), a driver error, or a failed kernel launch.
+    Device = 14,
 }
 
 impl RillStatus {
@@ -53,6 +56,7 @@ impl RillStatus {
             11 => c"the engine is poisoned by an earlier internal failure",
             12 => c"call not allowed on this thread",
             13 => c"internal error",
+            14 => c"GPU error (out of device memory, driver or kernel failure)",
             _ => c"unknown status code",
         }
     }

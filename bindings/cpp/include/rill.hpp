@@ -47,6 +47,7 @@ enum class Status : std::int32_t {
   EnginePoisoned = RILL_STATUS_ENGINE_POISONED,
   WrongThread = RILL_STATUS_WRONG_THREAD,
   Internal = RILL_STATUS_INTERNAL,
+  Device = RILL_STATUS_DEVICE,
 };
 
 // rill's static description of a status ("invalid request", ...).

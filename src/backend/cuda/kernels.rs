@@ -262,6 +262,16 @@ pub fn compile(name: &'static str, arch: &str, cache: Option<&Path>) -> Result<C
     })
 }
 
+/// The kernel entry points a PTX text defines (`.visible .entry NAME(` lines), in order.
+pub fn entry_points(ptx: &str) -> Vec<String> {
+    ptx.lines()
+        .filter_map(|l| l.trim_start().strip_prefix(".visible .entry "))
+        .filter_map(|rest| rest.split('(').next())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
 /// Builds every embedded `.cu` file for `arch` (see [`compile`]).
 pub fn compile_all(arch: &str, cache: Option<&Path>) -> Result<Vec<Compiled>> {
     kernel_files().map(|n| compile(n, arch, cache)).collect()
@@ -539,6 +549,30 @@ mod tests {
         }
     }
 
+    /// The `// entry: a b` names at the top of a kernel file.
+    fn declared_entries(src: &str) -> Vec<String> {
+        src.lines()
+            .filter_map(|l| l.trim().strip_prefix("// entry:"))
+            .flat_map(|r| r.split(|c: char| c == ',' || c.is_whitespace()))
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn entry_points_are_read_from_ptx() {
+        let ptx = ".version 9.0\n.visible .entry rms_norm_kernel(\n\t.param .u64 a\n)\n\
+                   .func helper(\n.visible .entry argmax_kernel(\n";
+        assert_eq!(entry_points(ptx), ["rms_norm_kernel", "argmax_kernel"]);
+        let all: Vec<String> = kernel_files()
+            .flat_map(|f| declared_entries(source(f).unwrap()))
+            .collect();
+        assert!(
+            all.len() >= 12 && all.contains(&"paged_attention_reduce_kernel".to_owned()),
+            "{all:?}"
+        );
+    }
+
     /// Runs where NVRTC is installed (no GPU needed; e.g. the PyPI wheels
     /// `nvidia-cuda-nvrtc` + `nvidia-cuda-runtime` with `LD_LIBRARY_PATH` and
     /// `RILL_CUDA_INCLUDE` set): every embedded kernel compiles for sm_80 and sm_90, and
@@ -562,6 +596,16 @@ mod tests {
                 );
                 assert!(b.from_cache && a.ptx == b.ptx, "{}", a.name);
                 assert!(a.ptx.contains(".target sm_"), "{}", a.name);
+                // Gpu::open loads the entry points the PTX names: each declared
+                // `// entry:` of the source must be among them.
+                let entries = entry_points(&a.ptx);
+                for declared in declared_entries(source(a.name).unwrap()) {
+                    assert!(
+                        entries.contains(&declared),
+                        "{}: {declared} not in {entries:?}",
+                        a.name
+                    );
+                }
             }
             println!(
                 "NVRTC {}.{}: {} kernel files for {arch}",

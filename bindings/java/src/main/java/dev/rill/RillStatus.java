@@ -29,7 +29,9 @@ public enum RillStatus {
     /** The call is not allowed on this thread. */
     WRONG_THREAD(12),
     /** An internal error (a bug); the call had no effect. */
-    INTERNAL(13);
+    INTERNAL(13),
+    /** The GPU failed: out of device memory at create, a driver or kernel failure. */
+    DEVICE(14);
 
     private final int code;
 

@@ -1,0 +1,102 @@
+//! The runner of the GPU test binaries (`harness = false` in Cargo.toml): on a machine
+//! without a CUDA device (or a build without the `cuda` feature) it prints that the tests
+//! did NOT run, with the reason and their names, and exits 0 without counting them as
+//! passed; with a device it runs each test (a panic is a failure), prints `ok` / `FAILED`
+//! per test and a summary, and exits 1 when any failed.
+//!
+//! `cargo test --features cuda --test cuda_kernels -- NAME` runs the tests whose name
+//! contains NAME. `RILL_GPU_TESTS=required` turns "no device" into a failure (the GPU
+//! machine's script sets it, so a broken probe cannot pass silently).
+
+#![allow(dead_code)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// One test: its name and body. The body returns `Err(message)` or panics to fail.
+pub type Test = (&'static str, fn() -> Result<(), String>);
+
+/// Why GPU tests cannot run here, or `None` when a CUDA device is present.
+pub fn unavailable() -> Option<String> {
+    #[cfg(not(feature = "cuda"))]
+    {
+        Some("this build lacks the `cuda` feature".into())
+    }
+    #[cfg(feature = "cuda")]
+    {
+        match rill::backend::cuda::probe::probe() {
+            Err(e) => Some(e.to_string()),
+            Ok(d) if d.devices.is_empty() => Some(format!(
+                "CUDA driver {} found but no CUDA device",
+                d.version_string()
+            )),
+            Ok(_) => None,
+        }
+    }
+}
+
+/// Runs `tests` of the binary `suite` (see the module doc).
+pub fn main(suite: &str, tests: &[Test]) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // cargo passes harness flags (--nocapture, --test-threads=N, ...); a bare word filters.
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in tests {
+            println!("{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let chosen: Vec<&Test> = tests
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    if let Some(reason) = unavailable() {
+        let required = std::env::var("RILL_GPU_TESTS").is_ok_and(|v| v == "required");
+        println!(
+            "\n{suite}: NOT RUN ({} GPU tests): {reason}",
+            chosen.len()
+        );
+        for (name, _) in &chosen {
+            println!("  not run: {name}");
+        }
+        println!("{suite}: 0 passed; 0 failed; {} not run (no CUDA device)\n", chosen.len());
+        return if required {
+            println!("RILL_GPU_TESTS=required: a GPU test run without a device is a failure");
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    println!("\nrunning {} GPU tests ({suite})", chosen.len());
+    let mut failed = Vec::new();
+    for (name, body) in &chosen {
+        let t0 = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| {
+            Err(p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into()))
+        });
+        let secs = t0.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => println!("test {name} ... ok ({secs:.2} s)"),
+            Err(m) => {
+                println!("test {name} ... FAILED ({secs:.2} s)\n    {m}");
+                failed.push(*name);
+            }
+        }
+    }
+    println!(
+        "\n{suite}: {} passed; {} failed; 0 not run",
+        chosen.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!("failed: {}", failed.join(", "));
+        ExitCode::FAILURE
+    }
+}
