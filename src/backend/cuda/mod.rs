@@ -17,4 +17,6 @@
 
 pub mod device;
 pub mod kernels;
+pub mod linear;
+pub mod ops;
 pub mod probe;
