@@ -1,8 +1,9 @@
 //! Device selection through a real engine on the default model, with and without the
 //! `cuda` feature (CI runs this file both ways): `"cuda"` refused without the feature,
 //! `"auto"` on the CPU with a note when there is no CUDA device, `"cuda"` refused with the
-//! probe's reason when there is no driver. The tests that need a GPU say that they did not
-//! run and return (they are no evidence on a machine without one).
+//! probe's reason when there is no driver; on a machine with a GPU, `"auto"` and `"cuda"`
+//! run on it. The GPU parity and engine tests are separate binaries (`cuda_kernels`,
+//! `cuda_engine`) that report NOT RUN without a device instead of passing.
 
 mod common;
 
@@ -80,13 +81,11 @@ mod with_cuda {
                     .contains("no CUDA device"));
             }
             Ok(d) => {
-                // A GPU is present: auto picks it, and the backend is not written yet.
-                let m = config_error(create("auto"));
-                assert!(m.contains("not implemented yet"), "{m}");
-                println!(
-                    "GPU present ({}): auto refused as designed: {m}",
-                    d.devices[0]
-                );
+                // A GPU is present: auto picks it and says which.
+                let stats = create("auto").expect("auto on a GPU").stats();
+                assert_eq!(stats["device"], "cuda:0", "{stats}");
+                assert_eq!(stats["device_note"], format!("auto: {}", d.devices[0]));
+                println!("GPU present: auto chose {}", stats["device_note"]);
             }
         }
     }
@@ -109,8 +108,9 @@ mod with_cuda {
                 let m = config_error(create(&format!("cuda:{n}")));
                 assert!(m.contains(&format!("no CUDA device {n}")), "{m}");
                 if n > 0 {
-                    let m = config_error(create("cuda"));
-                    assert!(m.contains("not implemented yet"), "{m}");
+                    let stats = create("cuda").expect("cuda on a GPU").stats();
+                    assert_eq!(stats["device"], "cuda:0", "{stats}");
+                    assert!(stats.get("device_note").is_none(), "{stats}");
                 }
             }
         }

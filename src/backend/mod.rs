@@ -1,7 +1,7 @@
 //! Compute backends. The CPU backend is the embedded default and the reference that every
-//! other backend is tested against. The CUDA backend (`cuda/`, feature `cuda`) is being
-//! written: today it probes the driver and devices and builds kernels with NVRTC, but has
-//! no forward pass, so [`select`] refuses a CUDA device rather than run on the CPU.
+//! other backend is tested against. The CUDA backend (`cuda/`, feature `cuda`) runs the
+//! decoder on one NVIDIA GPU with our kernels and cuBLAS. [`select`] resolves the config's
+//! `device` to one of them at create.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -13,8 +13,10 @@ use crate::error::{Error, Result};
 /// The backend an engine runs on, resolved from the config's [`Device`] at create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
-    /// The name reported in stats as `"device"` (`"cpu"`).
-    pub device: &'static str,
+    /// The name reported in stats as `"device"` (`"cpu"`, `"cuda:0"`).
+    pub device: String,
+    /// The CUDA device to run on; `None` for the CPU.
+    pub cuda_ordinal: Option<usize>,
     /// Why `"auto"` chose what it chose (stats `"device_note"`); `None` for an explicit
     /// `"cpu"`.
     pub note: Option<String>,
@@ -24,28 +26,29 @@ pub struct Selection {
 /// has CUDA and a driver and a device are present, else the CPU (with a note saying why);
 /// `"cuda:N"` must exist.
 ///
-/// The CUDA backend has no forward pass yet, so a CUDA device that is present (chosen by
-/// `"auto"` or named) is refused with [`Error::Config`] on `device` saying so; the engine
-/// never runs on the CPU in its place without saying so.
+/// A CUDA device that is named but missing is refused with [`Error::Config`] on `device`
+/// naming the reason; the engine never runs on the CPU in its place without saying so.
 pub fn select(device: Device) -> Result<Selection> {
     match device {
-        Device::Cpu => Ok(Selection {
-            device: "cpu",
-            note: None,
-        }),
+        Device::Cpu => Ok(cpu(None)),
         Device::Auto => select_auto(),
         Device::Cuda(ordinal) => select_cuda(ordinal, "cuda"),
     }
 }
 
+fn cpu(note: Option<String>) -> Selection {
+    Selection {
+        device: "cpu".into(),
+        cuda_ordinal: None,
+        note,
+    }
+}
+
 #[cfg(not(feature = "cuda"))]
 fn select_auto() -> Result<Selection> {
-    Ok(Selection {
-        device: "cpu",
-        note: Some(
-            "auto: this build has no CUDA support (built without the `cuda` feature)".into(),
-        ),
-    })
+    Ok(cpu(Some(
+        "auto: this build has no CUDA support (built without the `cuda` feature)".into(),
+    )))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -61,17 +64,11 @@ fn select_cuda(ordinal: usize, _: &str) -> Result<Selection> {
 fn select_auto() -> Result<Selection> {
     match cuda::probe::probe() {
         Ok(driver) if !driver.devices.is_empty() => select_cuda(0, "auto"),
-        Ok(driver) => Ok(Selection {
-            device: "cpu",
-            note: Some(format!(
-                "auto: CUDA driver {} found but no CUDA device",
-                driver.version_string()
-            )),
-        }),
-        Err(e) => Ok(Selection {
-            device: "cpu",
-            note: Some(format!("auto: {e}")),
-        }),
+        Ok(driver) => Ok(cpu(Some(format!(
+            "auto: CUDA driver {} found but no CUDA device",
+            driver.version_string()
+        )))),
+        Err(e) => Ok(cpu(Some(format!("auto: {e}")))),
     }
 }
 
@@ -93,11 +90,9 @@ fn select_cuda(ordinal: usize, asked: &str) -> Result<Selection> {
             ),
         ));
     };
-    Err(Error::config(
-        "device",
-        format!(
-            "{asked} selected cuda:{ordinal} ({dev}), but the CUDA backend is not implemented \
-             yet in this build; use device \"cpu\""
-        ),
-    ))
+    Ok(Selection {
+        device: format!("cuda:{ordinal}"),
+        cuda_ordinal: Some(ordinal),
+        note: (asked == "auto").then(|| format!("auto: {dev}")),
+    })
 }

@@ -10,11 +10,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::executor::Executor;
 use super::{Output, Shared};
-use crate::backend::cpu::kv::PagedKv;
-use crate::backend::cpu::pool::ThreadPool;
 use crate::kv_cache::KvCacheManager;
-use crate::model::Decoder;
 use crate::responses::stream::{Finish, Usage};
 use crate::runner;
 use crate::sampling::{Sampler, SamplingParams};
@@ -68,9 +66,7 @@ pub struct KvLayout {
 
 /// Engine thread state.
 pub struct EngineCore {
-    model: Decoder,
-    pool: ThreadPool,
-    kv: PagedKv,
+    exec: Executor,
     sched: Scheduler<SeqState>,
     layout: KvLayout,
     eog_ids: Vec<u32>,
@@ -79,37 +75,26 @@ pub struct EngineCore {
 }
 
 impl EngineCore {
-    /// Allocates the KV memory; fails when it cannot.
-    #[allow(clippy::too_many_arguments)]
+    /// The engine thread's state around `exec` (which holds the KV memory).
     pub fn new(
-        model: Decoder,
-        pool: ThreadPool,
+        exec: Executor,
         layout: KvLayout,
         max_num_seqs: usize,
         max_num_batched_tokens: usize,
         eog_ids: Vec<u32>,
         shared: Arc<Shared>,
         out: Sender<Output>,
-    ) -> crate::error::Result<Self> {
-        let mc = &model.config;
-        let kv = PagedKv::new(
-            mc.n_layers,
-            mc.kv_dim(),
-            layout.block_size,
-            layout.num_blocks,
-        )?;
+    ) -> Self {
         let manager =
             KvCacheManager::new(layout.num_blocks, layout.block_size, layout.prefix_caching);
-        Ok(EngineCore {
-            model,
-            pool,
-            kv,
+        EngineCore {
+            exec,
             sched: Scheduler::new(max_num_seqs, max_num_batched_tokens, manager),
             layout,
             eog_ids,
             shared,
             out,
-        })
+        }
     }
 
     /// The loop; returns on `Command::Shutdown` or when every sender is gone.
@@ -207,23 +192,37 @@ impl EngineCore {
             return;
         }
         let batch = runner::build(&self.sched, &plan);
-        let logits = self.model.forward(&self.pool, &mut self.kv, &batch);
+        // The requests that get a token this step, in batch order, and their samplers.
+        let sampled_idx: Vec<usize> = plan
+            .scheduled
+            .iter()
+            .zip(&batch.seqs)
+            .filter(|(_, meta)| meta.want_logits)
+            .map(|(sc, _)| sc.index)
+            .collect();
+        let result = {
+            let Some(mut reqs) = self.sched.running_many_mut(&sampled_idx) else {
+                self.poison("the step's sequences are not distinct running requests".into());
+                return;
+            };
+            let mut samplers: Vec<&mut Sampler> =
+                reqs.iter_mut().map(|r| &mut r.payload.sampler).collect();
+            self.exec.step(&batch, &mut samplers)
+        };
+        let sampled = match result {
+            Ok(s) => s,
+            Err(e) => return self.poison(e.to_string()),
+        };
         st.steps.fetch_add(1, Ordering::Relaxed);
         self.sched.advance(&plan);
-        // Update: sample where logits came back; collect finished requests.
-        let mut logits = logits.into_iter();
+        // Update: append the sampled tokens; collect finished requests.
         let mut finished: Vec<(u64, Finish)> = Vec::new();
-        for (sc, meta) in plan.scheduled.iter().zip(&batch.seqs) {
-            if !meta.want_logits {
-                continue;
-            }
-            let Some(l) = logits.next() else { break };
-            let r = self.sched.running_mut(sc.index);
+        for (&index, sampled) in sampled_idx.iter().zip(sampled) {
+            let r = self.sched.running_mut(index);
             if r.num_output_tokens() == 0 {
                 st.cached_prompt_tokens
                     .fetch_add(r.num_cached_tokens.unwrap_or(0) as u64, Ordering::Relaxed);
             }
-            let sampled = r.payload.sampler.sample(&l);
             let tok = sampled.token;
             r.tokens.push(tok);
             st.generated_tokens.fetch_add(1, Ordering::Relaxed);
@@ -273,6 +272,9 @@ impl EngineCore {
     }
 
     fn publish_gauges(&self) {
+        if let Some(b) = self.exec.stats() {
+            *self.shared.backend_stats.lock() = Some(b);
+        }
         let st = &self.shared.stats;
         let kv = &self.sched.kv;
         st.running

@@ -5,6 +5,7 @@
 
 pub mod core;
 pub mod delivery;
+pub mod executor;
 pub mod generate;
 pub mod kv_budget;
 pub mod poll_queue;
@@ -20,7 +21,6 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::backend::cpu::kv::PagedKv;
-use crate::backend::cpu::pool::ThreadPool;
 use crate::chat_template::{self, ChatTemplate};
 use crate::config::{EngineConfig, GenerationDefaults};
 use crate::error::{Error, Result};
@@ -109,6 +109,9 @@ pub struct Shared {
     pub poll: PollQueue,
     pub poisoned: Mutex<Option<String>>,
     pub stats: Stats,
+    /// The backend's own counters (CUDA graphs), published by the engine thread after
+    /// each step; `None` on the CPU.
+    pub backend_stats: Mutex<Option<serde_json::Value>>,
 }
 
 /// A running engine. Dropping it cancels what is in flight, delivers the terminal events
@@ -138,9 +141,10 @@ impl Engine {
     /// Loads the model named by `config` and starts the engine's threads.
     ///
     /// The device is resolved first ([`crate::backend::select`]): `"auto"` without a usable
-    /// CUDA device runs on the CPU and says why in the stats (`"device_note"`); a CUDA
-    /// device (named, or found by `"auto"`) fails with [`Error::Config`] on `device`,
-    /// because the CUDA backend is not implemented yet in this build.
+    /// CUDA device runs on the CPU and says why in the stats (`"device_note"`); a named
+    /// CUDA device that is missing fails with [`Error::Config`] on `device`. On a GPU the
+    /// weights are uploaded (bf16) and the KV cache sized from the GPU's free memory; an
+    /// allocation that does not fit fails with [`Error::Device`] naming it.
     pub fn new(config: EngineConfig) -> Result<Engine> {
         let t0 = Instant::now();
         let selection = crate::backend::select(config.device)?;
@@ -223,16 +227,9 @@ impl Engine {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
         let model_names = vec![stem, mc.name.clone()];
-        let pool = ThreadPool::new(config.num_threads)
-            .map_err(|e| Error::Internal(format!("cannot start CPU worker threads: {e}")))?;
-        let layout = kv_budget::plan(
-            config.kv_cache,
-            &mc,
-            config.block_size,
-            max_model_len,
-            config.max_num_seqs,
-            config.enable_prefix_caching,
-        )?;
+        let weight_bytes = model.weight_bytes();
+        let backend = executor::create(&selection, model, &config, max_model_len)?;
+        let layout = backend.layout;
         let kv_bytes = layout.num_blocks
             * layout.block_size
             * PagedKv::bytes_per_token(mc.n_layers, mc.kv_dim());
@@ -241,12 +238,10 @@ impl Engine {
             "model_name": mc.name,
             "architecture": mc.arch,
             "device": selection.device,
-            "kernels": model.isa_name(),
-            "num_threads": config.num_threads,
             "max_num_seqs": config.max_num_seqs,
             "max_model_len": max_model_len,
             "max_num_batched_tokens": config.max_num_batched_tokens,
-            "weight_bytes": model.weight_bytes(),
+            "weight_bytes": weight_bytes,
             "kv_cache": {
                 "bytes": kv_bytes,
                 "num_blocks": layout.num_blocks,
@@ -263,24 +258,28 @@ impl Engine {
         if let Some(note) = selection.note {
             info["device_note"] = json!(note);
         }
+        if let (Some(info), serde_json::Value::Object(extra)) = (info.as_object_mut(), backend.info)
+        {
+            info.extend(extra);
+        }
         let shared = Arc::new(Shared {
             tokenizer: Arc::clone(&tokenizer),
             poll: PollQueue::default(),
             poisoned: Mutex::new(None),
             stats: Stats::default(),
+            backend_stats: Mutex::new(None),
         });
         let (cmd_tx, cmd_rx) = unbounded();
         let (out_tx, out_rx) = unbounded();
         let core = EngineCore::new(
-            model,
-            pool,
+            backend.exec,
             layout,
             config.max_num_seqs,
             config.max_num_batched_tokens.max(1),
             tokenizer.eog_ids.clone(),
             Arc::clone(&shared),
             out_tx.clone(),
-        )?;
+        );
         let spawn_err =
             |e: std::io::Error| Error::Internal(format!("cannot start engine threads: {e}"));
         let delivery_shared = Arc::clone(&shared);
@@ -459,6 +458,9 @@ impl Engine {
         v["kv_cache"]["free_blocks"] = json!(get(&s.kv_blocks_free));
         v["kv_cache"]["cached_blocks"] = json!(get(&s.kv_blocks_cached));
         v["poisoned"] = json!(self.shared.poisoned.lock().clone());
+        if let Some(b) = self.shared.backend_stats.lock().clone() {
+            v["backend"] = b;
+        }
         v
     }
 

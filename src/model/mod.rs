@@ -8,6 +8,7 @@
 
 pub mod arch;
 pub mod decoder;
+pub mod dense;
 pub mod ggml;
 pub mod gguf;
 pub mod hf;

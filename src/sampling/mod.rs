@@ -60,6 +60,23 @@ pub struct Sampled {
     pub logprobs: Option<TokenLogprobs>,
 }
 
+/// A request's sampling settings for one step on a device backend ([`Sampler::device_pick`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DevicePick {
+    /// Argmax (temperature 0 or top-k 1): the other fields are not used.
+    pub greedy: bool,
+    pub temperature: f32,
+    /// 0 disables.
+    pub top_k: usize,
+    pub top_p: f32,
+    /// 0 disables.
+    pub min_p: f32,
+    /// The uniform in [0, 1) of this draw (0 when greedy).
+    pub uniform: f64,
+    /// `Some(n)`: the token's logprob and the top `n`.
+    pub logprobs: Option<usize>,
+}
+
 /// A request's sampler: its settings, its random stream and its penalty statistics.
 pub struct Sampler {
     params: SamplingParams,
@@ -109,6 +126,36 @@ impl Sampler {
             .params
             .logprobs
             .map(|n| logprobs::compute(logits, token, n, &mut self.probs));
+        Sampled { token, logprobs }
+    }
+
+    /// What a device backend needs to sample this request's next token itself, or `None`
+    /// when the request must be sampled on the host with [`Sampler::sample`] (a penalty
+    /// is on: those need the request's token counts). Draws the uniform the host path
+    /// would draw (only for a non-greedy pick), so a seeded request gives the same
+    /// random stream on either backend; the caller must then call
+    /// [`Sampler::record_device`] with the token the device chose.
+    pub fn device_pick(&mut self) -> Option<DevicePick> {
+        if self.penalties.is_active() {
+            return None;
+        }
+        let p = &self.params;
+        let greedy = p.temperature <= 0.0 || p.top_k == 1;
+        Some(DevicePick {
+            greedy,
+            temperature: if greedy { 0.0 } else { p.temperature },
+            top_k: p.top_k,
+            top_p: p.top_p,
+            min_p: p.min_p,
+            uniform: if greedy { 0.0 } else { self.rng.next_f64() },
+            logprobs: p.logprobs,
+        })
+    }
+
+    /// Records the token a device backend sampled after [`Sampler::device_pick`], with its
+    /// logprobs (computed on the device when the request asked for them).
+    pub fn record_device(&mut self, token: u32, logprobs: Option<TokenLogprobs>) -> Sampled {
+        self.penalties.record(token);
         Sampled { token, logprobs }
     }
 
@@ -194,6 +241,35 @@ mod tests {
 
     fn tokens(s: &mut Sampler, logits: &[f32], n: usize) -> Vec<u32> {
         (0..n).map(|_| s.sample(logits).token).collect()
+    }
+
+    #[test]
+    fn device_pick_draws_the_hosts_uniform_and_refuses_penalties() {
+        let mut dev = sampler(params(0.8, 0.9, 40, 7));
+        let mut host = sampler(params(0.8, 0.9, 40, 7));
+        for _ in 0..3 {
+            let p = dev.device_pick().expect("no penalties");
+            assert!(!p.greedy && p.top_k == 40 && p.top_p == 0.9);
+            assert_eq!(p.uniform, host.rng.next_f64());
+        }
+        let mut greedy = sampler(params(0.0, 1.0, 0, 7));
+        let p = greedy.device_pick().unwrap();
+        assert!(p.greedy && p.uniform == 0.0);
+        // Greedy draws nothing: the stream is where a fresh one starts.
+        assert_eq!(
+            greedy.rng.next_f64(),
+            sampler(params(0.0, 1.0, 0, 7)).rng.next_f64()
+        );
+        let mut pen = Sampler::new(
+            SamplingParams {
+                repetition_penalty: 1.3,
+                ..Default::default()
+            },
+            &[1, 2],
+            0,
+        );
+        assert!(pen.device_pick().is_none());
+        assert_eq!(pen.record_device(5, None).token, 5);
     }
 
     #[test]

@@ -113,6 +113,16 @@ impl<P> Scheduler<P> {
         &mut self.running[index]
     }
 
+    /// Mutable references to the running requests at `indices` (distinct), in that
+    /// order; `None` if an index repeats or is out of range.
+    pub fn running_many_mut(&mut self, indices: &[usize]) -> Option<Vec<&mut Request<P>>> {
+        let mut slots: Vec<Option<&mut Request<P>>> = self.running.iter_mut().map(Some).collect();
+        indices
+            .iter()
+            .map(|&i| slots.get_mut(i).and_then(Option::take))
+            .collect()
+    }
+
     /// Ids of every request, running then waiting.
     pub fn ids(&self) -> Vec<u64> {
         let r = self.running.iter().map(|r| r.id);

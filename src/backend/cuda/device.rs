@@ -12,8 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::ValidAsZeroBits;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    ValidAsZeroBits,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::kernels;
@@ -39,7 +41,13 @@ pub struct Gpu {
     _modules: Vec<Arc<CudaModule>>,
     /// How many kernel files came from the PTX cache (the rest were compiled).
     pub ptx_from_cache: usize,
+    /// cuBLAS's workspace, set once so that no cuBLAS call allocates (a CUDA graph
+    /// capture cannot hold an allocation).
+    _blas_workspace: CudaSlice<u8>,
 }
+
+/// cuBLAS workspace bytes (NVIDIA's recommendation for Hopper is 32 MiB).
+const BLAS_WORKSPACE: usize = 32 << 20;
 
 impl Gpu {
     /// Opens device `ordinal`: probes the driver, creates the primary context and a
@@ -87,6 +95,25 @@ impl Gpu {
             modules.push(module);
         }
         let blas = guarded_device("cublasCreate", || CudaBlas::new(stream.clone()))?;
+        let workspace = stream
+            .alloc_zeros::<u8>(BLAS_WORKSPACE)
+            .map_err(|e| device_error("allocating the cuBLAS workspace (32 MiB)", e))?;
+        {
+            let (ptr, _guard) = workspace.device_ptr(&stream);
+            // SAFETY: the handle is live; the workspace is a device allocation of
+            // BLAS_WORKSPACE bytes that lives as long as the handle (both in `Gpu`, the
+            // workspace declared after `blas`, so dropped after it).
+            let status = unsafe {
+                cudarc::cublas::sys::cublasSetWorkspace_v2(
+                    *blas.handle(),
+                    ptr as *mut std::ffi::c_void,
+                    BLAS_WORKSPACE,
+                )
+            };
+            if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                return Err(device_error("cublasSetWorkspace", status));
+            }
+        }
         Ok(Gpu {
             info,
             ctx,
@@ -95,6 +122,7 @@ impl Gpu {
             functions,
             _modules: modules,
             ptx_from_cache,
+            _blas_workspace: workspace,
         })
     }
 

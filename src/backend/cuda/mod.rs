@@ -1,4 +1,5 @@
-//! The CUDA backend (feature `cuda`), being written. What exists:
+//! The CUDA backend (feature `cuda`): the decoder on one NVIDIA GPU, with our kernels
+//! (`kernels/*.cu`, compiled by NVRTC at create) and cuBLAS. Modules, bottom up:
 //!
 //! - [`probe`]: loads the driver at run time and lists the devices. A machine without a
 //!   driver gets an `Err` naming the reason (no `libcuda.so.1`, driver too old, `cuInit`
@@ -7,8 +8,16 @@
 //!   into cudarc run under `catch_unwind` (cudarc also panics on a missing symbol).
 //! - [`kernels`]: the CUDA C sources of `kernels/` embedded at build time, compiled with
 //!   NVRTC for a device's compute capability, the PTX cached on disk.
+//! - [`device`]: an open GPU (context, the one stream, every kernel loaded, cuBLAS).
+//! - `ops` / `linear`: bounds-checked launches of each kernel and the cuBLAS matmuls.
+//! - [`weights`]: the model's weights uploaded as bf16 (fused Q/K/V and gate/up).
+//! - [`staging`]: a step's batch turned into the kernels' index arrays (host only).
+//! - [`runner`]: one engine step (forward pass, sampling) over the paged KV cache.
+//! - [`graphs`]: decode steps captured as CUDA graphs and replayed.
 //!
-//! The forward pass is not written yet; `backend::select` refuses a CUDA device.
+//! NOT YET RUN ON A GPU: everything above the probe and NVRTC has only been compiled.
+//! The parity tests (`tests/cuda_kernels.rs`, `tests/cuda_engine.rs`) are written to run
+//! on a GPU machine (`scripts/gpu/`).
 //!
 //! cudarc is used with CUDA 13.0's bindings (`cuda-13000`, the GPU machine's driver 580)
 //! and `dynamic-loading`: nothing CUDA is needed to build, and the driver, NVRTC and
@@ -16,7 +25,11 @@
 //! the bindings may name entry points it lacks.
 
 pub mod device;
+pub mod graphs;
 pub mod kernels;
 pub mod linear;
 pub mod ops;
 pub mod probe;
+pub mod runner;
+pub mod staging;
+pub mod weights;

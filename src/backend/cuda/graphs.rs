@@ -1,0 +1,206 @@
+//! CUDA graphs for decode steps (vLLM's `CUDAGraphRunner`): a decode step's launches
+//! (forward pass and sampling: some 15 kernels and cuBLAS calls per layer) are captured
+//! once per padded batch size and partition bucket, then replayed with one launch, so a
+//! small model is not bound by launch and host time.
+//!
+//! Every captured kernel reads its per-step inputs (ids, positions, slots, block tables,
+//! lengths, sampling settings) from the runner's fixed device buffers, which the step
+//! fills before the replay; the launch sizes are the graph's key. A batch of `n` decode
+//! sequences runs in the graph of the smallest captured size `>= n`; the padding rows get
+//! token 0 at position 0, slot -1 (no cache write), length 0 (attention writes zeros) and
+//! greedy sampling, and their results are not read. The decode kernel's partition count
+//! (grid z) is a power-of-two bucket of the longest context, capped at what the scratch
+//! holds; partitions past a sequence's length exit at once.
+//!
+//! A capture that fails (a driver without graph support for some call, say) switches
+//! graphs off for the runner, with the reason kept for the stats, and the step runs
+//! eagerly: a graph is an optimisation, never a reason to fail a request.
+
+use std::collections::HashMap;
+
+use cudarc::driver::sys::{CUgraphInstantiate_flags_enum, CUstreamCaptureMode};
+use cudarc::driver::CudaGraph;
+
+use super::device::device_error;
+use super::runner::{CudaRunner, RunnerCounters, PARTITION};
+use super::staging::StepShape;
+use crate::error::Result;
+
+/// A captured graph's launch sizes: (padded batch size, partition count).
+pub(super) type GraphKey = (usize, usize);
+
+/// A graph owned by the runner's thread.
+struct OwnedGraph(CudaGraph);
+
+// SAFETY: CUDA graph objects are not bound to a thread; the driver only requires that
+// calls on one graph are not concurrent. The runner that owns it is used by one thread at
+// a time (the engine thread; `&mut self` on every step).
+unsafe impl Send for OwnedGraph {}
+
+/// The runner's captured decode graphs.
+pub(super) struct DecodeGraphs {
+    /// Batch sizes captured on first use (vLLM's list: 1, 2, 4, then multiples of 8).
+    sizes: Vec<usize>,
+    graphs: HashMap<GraphKey, OwnedGraph>,
+    /// Why graphs are off (`RILL_CUDA_GRAPHS=0`, or a failed capture).
+    pub disabled: Option<String>,
+    pub counters: RunnerCounters,
+}
+
+impl DecodeGraphs {
+    pub fn new(max_num_seqs: usize) -> DecodeGraphs {
+        let mut sizes: Vec<usize> = [1, 2, 4]
+            .into_iter()
+            .filter(|&s| s <= max_num_seqs)
+            .collect();
+        sizes.extend((8..=max_num_seqs.min(512)).step_by(8));
+        if max_num_seqs <= 512 && sizes.last() != Some(&max_num_seqs) {
+            sizes.push(max_num_seqs);
+        }
+        let disabled = std::env::var("RILL_CUDA_GRAPHS")
+            .ok()
+            .filter(|v| v == "0")
+            .map(|_| "off: RILL_CUDA_GRAPHS=0".to_owned());
+        DecodeGraphs {
+            sizes,
+            graphs: HashMap::new(),
+            disabled,
+            counters: RunnerCounters::default(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.disabled.is_none()
+    }
+
+    /// Drops every graph (their buffers are about to change).
+    pub fn clear(&mut self) {
+        self.graphs.clear();
+    }
+
+    /// How many graphs are captured.
+    pub fn len(&self) -> usize {
+        self.graphs.len()
+    }
+
+    /// The graph a decode step of `shape` runs in, or `None` (too many sequences, or
+    /// graphs are off).
+    pub fn key_for(&self, shape: &StepShape, scratch_partitions: usize) -> Option<GraphKey> {
+        if !self.enabled() || !shape.decode {
+            return None;
+        }
+        let size = *self.sizes.iter().find(|&&s| s >= shape.num_seqs)?;
+        Some((
+            size,
+            partition_bucket(shape.max_partitions, scratch_partitions),
+        ))
+    }
+}
+
+/// The smallest power of two `>= needed`, capped at `max` (the scratch's partitions;
+/// should `needed` exceed it, the kernel's last partition covers the rest).
+pub(super) fn partition_bucket(needed: usize, max: usize) -> usize {
+    needed.max(1).next_power_of_two().min(max.max(1))
+}
+
+/// The block-table stride of graph `key`: the blocks its partition count covers (at
+/// least every sequence's blocks, since the partitions cover the longest context), at
+/// most `max_blocks_per_seq`.
+pub(super) fn table_stride(key: GraphKey, block_size: usize, max_blocks_per_seq: usize) -> usize {
+    (key.1 * PARTITION)
+        .div_ceil(block_size)
+        .min(max_blocks_per_seq)
+}
+
+impl CudaRunner {
+    /// Runs the padded decode step `shape` through graph `key`, capturing it first if
+    /// needed; falls back to running it eagerly when a capture fails.
+    pub(super) fn replay_or_capture(&mut self, key: GraphKey, shape: &StepShape) -> Result<()> {
+        if let Some(g) = self.graphs.graphs.get(&key) {
+            g.0.launch().map_err(|e| {
+                device_error(
+                    format!("CUDA graph launch (batch {}, {} partitions)", key.0, key.1),
+                    e,
+                )
+            })?;
+            self.graphs.counters.graph_replays += 1;
+            return Ok(());
+        }
+        let stream = self.gpu.stream.clone();
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| device_error("cuStreamBeginCapture", e))?;
+        let queued = self
+            .run_forward(shape)
+            .and_then(|()| self.run_sampling(shape, true));
+        // Always end the capture, so the stream leaves capture mode whatever happened.
+        let ended = stream.end_capture(CUgraphInstantiate_flags_enum(0));
+        match (queued, ended) {
+            (Ok(()), Ok(Some(graph))) => {
+                graph
+                    .launch()
+                    .map_err(|e| device_error("CUDA graph launch after capture", e))?;
+                self.graphs.graphs.insert(key, OwnedGraph(graph));
+                self.graphs.counters.graph_replays += 1;
+                Ok(())
+            }
+            (queued, ended) => {
+                let why = match (queued, ended) {
+                    (Err(e), _) => format!("a launch failed during capture: {e}"),
+                    (_, Err(e)) => format!("cuStreamEndCapture: {e:?}"),
+                    _ => "the capture produced no graph".to_owned(),
+                };
+                self.graphs.disabled = Some(format!(
+                    "off after a failed capture (batch {}): {why}",
+                    key.0
+                ));
+                self.graphs.clear();
+                self.run_forward(shape)?;
+                self.run_sampling(shape, true)?;
+                self.graphs.counters.eager_steps += 1;
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_buckets() {
+        let g = DecodeGraphs::new(20);
+        assert_eq!(g.sizes, [1, 2, 4, 8, 16, 20]);
+        assert_eq!(DecodeGraphs::new(256).sizes.len(), 3 + 32);
+        assert_eq!(DecodeGraphs::new(1).sizes, [1]);
+        assert_eq!(partition_bucket(1, 80), 1);
+        assert_eq!(partition_bucket(3, 80), 4);
+        assert_eq!(partition_bucket(65, 80), 80);
+        assert_eq!(partition_bucket(5, 4), 4);
+        let shape = StepShape {
+            num_tokens: 3,
+            num_seqs: 3,
+            num_rows: 3,
+            decode: true,
+            max_q_len: 1,
+            max_partitions: 3,
+            table_stride: 1,
+        };
+        if g.enabled() {
+            assert_eq!(g.key_for(&shape, 8), Some((4, 4)));
+            let wide = StepShape {
+                num_seqs: 21,
+                ..shape
+            };
+            assert_eq!(g.key_for(&wide, 8), None);
+        }
+        let prefill = StepShape {
+            decode: false,
+            ..shape
+        };
+        assert_eq!(g.key_for(&prefill, 8), None);
+        assert_eq!(table_stride((4, 2), 16, 1000), 64);
+        assert_eq!(table_stride((4, 80), 16, 2560), 2560);
+    }
+}

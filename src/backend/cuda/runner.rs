@@ -1,0 +1,673 @@
+//! The CUDA model runner: one engine step on the GPU. It owns the device weights, the paged
+//! KV cache, and every buffer a step uses, allocated once at create for the engine's
+//! limits (`max_num_batched_tokens` tokens, `max_num_seqs` sequences), so a step
+//! allocates nothing. A step copies the batch's index arrays up (token ids, positions,
+//! slot mapping, block tables, sequence lengths), runs the decoder, samples on the device,
+//! and copies back only the token ids (and the logprobs or logits rows that were asked
+//! for): that read is the step's one host synchronisation.
+//!
+//! The forward pass (same math as `model::decoder`, bf16 activations, f32 accumulation):
+//!
+//! ```text
+//! x = embed(ids)
+//! per layer: xn = rmsnorm(x += proj)            (fused; layer 0: xn = rmsnorm(x))
+//!            qkv = xn W_qkv (+ bias) ; q, k per-head rmsnorm (Qwen3) ; rope(q, k)
+//!            cache[slot] = k, v ; attn = attention(q, cache)   (decode or varlen prefill)
+//!            proj = attn W_o ; xn = rmsnorm(x += proj) ; proj = silu(xn W_gate) * (xn W_up) W_down
+//! xn = rmsnorm(x += proj) ; logits = xn[rows] W_out   (f32)
+//! ```
+//!
+//! A batch of decode tokens only (one new token per sequence) uses the partitioned decode
+//! kernel; any batch with a prefill chunk uses the varlen prefill kernel for all its
+//! sequences (both read the paged cache, so prefix-cache hits and chunked prefill work).
+//! Decode batches replay CUDA graphs (see `graphs`).
+
+use cudarc::driver::CudaSlice;
+use half::{bf16, f16};
+
+use super::device::Gpu;
+use super::graphs::{self, DecodeGraphs};
+use super::linear::{linear, linear_f32};
+use super::ops::{self, AttnScratch, AttnShape, Dev};
+use super::staging::{self, fill_tables, Staging, StepShape};
+use super::weights::DeviceWeights;
+use crate::backend::cpu::ops::Rope;
+use crate::error::{Error, Result};
+use crate::model::{Decoder, ModelConfig, StepBatch};
+use crate::sampling::{DevicePick, Sampled, Sampler, TokenLogprobs};
+
+/// The most top logprobs a request may ask for (the Responses API's `top_logprobs` limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// The engine's limits the buffers are sized for.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub max_model_len: usize,
+    pub block_size: usize,
+}
+
+/// The paged KV cache: per layer, K and V `[num_blocks, block_size, n_kv_heads, head_dim]`
+/// f16 (the CPU's layout and precision).
+pub struct DeviceKv {
+    pub layers: Vec<(CudaSlice<f16>, CudaSlice<f16>)>,
+    pub num_blocks: usize,
+}
+
+/// The step's device-side inputs and activations.
+pub(super) struct Buffers {
+    pub ids: CudaSlice<i32>,
+    pub positions: CudaSlice<i32>,
+    pub slots: CudaSlice<i64>,
+    pub block_tables: CudaSlice<i32>,
+    pub seq_lens: CudaSlice<i32>,
+    pub cu_seqlens_q: CudaSlice<i32>,
+    pub rows: CudaSlice<i32>,
+    pub x: CudaSlice<bf16>,
+    pub xn: CudaSlice<bf16>,
+    pub qkv: CudaSlice<bf16>,
+    pub attn: CudaSlice<bf16>,
+    pub proj: CudaSlice<bf16>,
+    pub gate_up: CudaSlice<bf16>,
+    pub act: CudaSlice<bf16>,
+    pub gathered: CudaSlice<bf16>,
+    pub logits: CudaSlice<f32>,
+    pub scratch: AttnScratch,
+    // Sampling, one entry per logits row.
+    pub temperatures: CudaSlice<f32>,
+    pub top_k: CudaSlice<i32>,
+    pub top_p: CudaSlice<f32>,
+    pub min_p: CudaSlice<f32>,
+    pub uniforms: CudaSlice<f64>,
+    pub out_ids: CudaSlice<i32>,
+    pub num_top: CudaSlice<i32>,
+    pub out_logprob: CudaSlice<f32>,
+    pub top_ids: CudaSlice<i32>,
+    pub top_logprobs: CudaSlice<f32>,
+}
+
+/// A model on one GPU, ready to run steps.
+pub struct CudaRunner {
+    pub(super) gpu: Gpu,
+    pub(super) config: ModelConfig,
+    pub(super) rope: Rope,
+    pub(super) weights: DeviceWeights,
+    pub(super) kv: Option<DeviceKv>,
+    pub(super) bufs: Buffers,
+    pub(super) host: Staging,
+    pub(super) limits: Limits,
+    pub(super) max_blocks_per_seq: usize,
+    pub(super) graphs: DecodeGraphs,
+}
+
+/// Steps the runner counts (stats).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunnerCounters {
+    pub graph_replays: u64,
+    pub eager_steps: u64,
+}
+
+impl CudaRunner {
+    /// Uploads `model`'s weights to `gpu` and allocates the step buffers for `limits`; the
+    /// KV cache comes next ([`CudaRunner::allocate_kv`]), sized from the memory left.
+    pub fn load(gpu: Gpu, model: &Decoder, limits: Limits) -> Result<CudaRunner> {
+        let c = model.config.clone();
+        check_model(&c)?;
+        let weights = DeviceWeights::upload(&gpu, model)?;
+        let bufs = Buffers::new(&gpu, &c, &limits)?;
+        Ok(CudaRunner {
+            max_blocks_per_seq: limits.max_model_len.div_ceil(limits.block_size),
+            rope: model.rope().clone(),
+            gpu,
+            config: c,
+            weights,
+            kv: None,
+            bufs,
+            host: Staging::default(),
+            limits,
+            graphs: DecodeGraphs::new(limits.max_num_seqs),
+        })
+    }
+
+    /// Loads `model` and allocates a KV cache of `num_blocks` blocks (tests and tools;
+    /// the engine sizes the cache from the free memory).
+    pub fn new(
+        gpu: Gpu,
+        model: &Decoder,
+        block_size: usize,
+        num_blocks: usize,
+        max_num_seqs: usize,
+        max_num_batched_tokens: usize,
+        max_model_len: usize,
+    ) -> Result<CudaRunner> {
+        let limits = Limits {
+            max_num_seqs,
+            max_num_batched_tokens,
+            max_model_len,
+            block_size,
+        };
+        let mut r = CudaRunner::load(gpu, model, limits)?;
+        r.allocate_kv(num_blocks)?;
+        Ok(r)
+    }
+
+    /// The GPU.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Bytes of matrices one decoded token reads.
+    pub fn matrix_bytes_per_token(&self) -> usize {
+        self.weights.matrix_bytes_per_token
+    }
+
+    /// Bytes of device memory the weights take.
+    pub fn weight_bytes(&self) -> usize {
+        self.weights.total_bytes
+    }
+
+    /// Bytes one KV block takes over all layers.
+    pub fn kv_bytes_per_block(&self) -> usize {
+        2 * 2 * self.config.n_layers * self.config.kv_dim() * self.limits.block_size
+    }
+
+    /// Allocates the paged KV cache (`num_blocks` blocks of `block_size` tokens).
+    pub fn allocate_kv(&mut self, num_blocks: usize) -> Result<()> {
+        self.kv = None;
+        self.graphs.clear();
+        let n = num_blocks * self.limits.block_size * self.config.kv_dim();
+        let mut layers = Vec::with_capacity(self.config.n_layers);
+        for l in 0..self.config.n_layers {
+            let k = self
+                .gpu
+                .zeros::<f16>(n, &format!("the KV cache (layer {l} K)"))?;
+            let v = self
+                .gpu
+                .zeros::<f16>(n, &format!("the KV cache (layer {l} V)"))?;
+            layers.push((k, v));
+        }
+        self.kv = Some(DeviceKv { layers, num_blocks });
+        Ok(())
+    }
+
+    /// The step's graph and eager counters.
+    pub fn counters(&self) -> RunnerCounters {
+        self.graphs.counters
+    }
+
+    /// Counters for the engine's stats (`"backend"`).
+    pub fn stats(&self) -> serde_json::Value {
+        let c = self.graphs.counters;
+        serde_json::json!({
+            "cuda_graphs": self.graphs.disabled.clone().unwrap_or_else(|| "on".into()),
+            "graphs_captured": self.graphs.len(),
+            "graph_steps": c.graph_replays,
+            "eager_steps": c.eager_steps,
+        })
+    }
+
+    /// Runs `batch` and returns the logits (`vocab_size` f32 each) of the last token of
+    /// every sequence that wants them, in batch order (the contract of `Decoder::forward`;
+    /// for tests and tools: the engine samples on the device with [`CudaRunner::step`]).
+    pub fn forward(&mut self, batch: &StepBatch) -> Result<Vec<Vec<f32>>> {
+        let shape = self.stage(batch, None)?;
+        self.upload_inputs(&shape)?;
+        self.run_forward(&shape)?;
+        let vocab = self.config.vocab_size;
+        let mut all = vec![0f32; shape.num_rows * vocab];
+        if !all.is_empty() {
+            self.gpu.read(&self.bufs.logits, &mut all, "logits")?;
+        }
+        Ok(all.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Runs `batch` and samples the next token of every sequence that wants logits, with
+    /// `samplers[i]` for the i-th such sequence: on the device when the sampler allows it
+    /// ([`Sampler::device_pick`]), else on the host from that row's logits.
+    pub fn step(
+        &mut self,
+        batch: &StepBatch,
+        samplers: &mut [&mut Sampler],
+    ) -> Result<Vec<Sampled>> {
+        let picks: Vec<Option<DevicePick>> = samplers.iter_mut().map(|s| s.device_pick()).collect();
+        let shape = self.stage(batch, Some(&picks))?;
+        let rows = shape.num_rows;
+        if rows != samplers.len() {
+            return Err(Error::Internal(format!(
+                "CUDA step: {rows} sequences want logits but {} samplers were given",
+                samplers.len()
+            )));
+        }
+        let key = self
+            .graphs
+            .key_for(&shape, self.bufs.scratch.max_partitions);
+        match key {
+            Some(key) => {
+                let stride =
+                    graphs::table_stride(key, self.limits.block_size, self.max_blocks_per_seq);
+                fill_tables(&mut self.host, batch, stride);
+                let padded = staging::pad(&mut self.host, shape, key, stride);
+                self.upload_inputs(&padded)?;
+                self.replay_or_capture(key, &padded)?;
+            }
+            None => {
+                self.upload_inputs(&shape)?;
+                self.run_forward(&shape)?;
+                let any_sampled = picks.iter().any(|p| p.is_some_and(|p| !p.greedy));
+                self.run_sampling(&shape, any_sampled)?;
+                self.graphs.counters.eager_steps += 1;
+            }
+        }
+        self.finish_sampling(rows, &picks, samplers)
+    }
+}
+
+impl CudaRunner {
+    /// Stages `batch` into the host arrays (see `staging::stage`).
+    fn stage(
+        &mut self,
+        batch: &StepBatch,
+        picks: Option<&[Option<DevicePick>]>,
+    ) -> Result<StepShape> {
+        let num_blocks = self.kv.as_ref().map_or(0, |k| k.num_blocks);
+        let vocab = self.config.vocab_size;
+        staging::stage(
+            &mut self.host,
+            batch,
+            &self.limits,
+            vocab,
+            num_blocks,
+            picks,
+        )
+    }
+}
+
+/// The decode kernel's partition length (kernels/paged_attention.cu's PARTITION_SIZE).
+pub(super) const PARTITION: usize = 512;
+
+/// Shapes the kernels cannot run are refused at load, naming the limit.
+fn check_model(c: &ModelConfig) -> Result<()> {
+    let bad = |m: String| {
+        Err(Error::config(
+            "device",
+            format!("the CUDA backend cannot run this model: {m}"),
+        ))
+    };
+    if c.head_dim > 256 || !c.head_dim.is_multiple_of(2) {
+        return bad(format!(
+            "head_dim {} (the kernels take even head_dim <= 256)",
+            c.head_dim
+        ));
+    }
+    if c.n_rot > c.head_dim || !c.n_rot.is_multiple_of(2) {
+        return bad(format!(
+            "rotary width {} of head_dim {}",
+            c.n_rot, c.head_dim
+        ));
+    }
+    if c.n_kv_heads == 0 || !c.n_heads.is_multiple_of(c.n_kv_heads) {
+        return bad(format!(
+            "{} heads over {} KV heads",
+            c.n_heads, c.n_kv_heads
+        ));
+    }
+    Ok(())
+}
+
+impl Buffers {
+    fn new(gpu: &Gpu, c: &ModelConfig, l: &Limits) -> Result<Buffers> {
+        let t = l.max_num_batched_tokens.max(1);
+        let s = l.max_num_seqs.max(1);
+        let mb = l.max_model_len.div_ceil(l.block_size);
+        let qkv_dim = c.q_dim() + 2 * c.kv_dim();
+        Ok(Buffers {
+            ids: gpu.zeros(t, "token ids")?,
+            positions: gpu.zeros(t, "positions")?,
+            slots: gpu.zeros(t, "the slot mapping")?,
+            block_tables: gpu.zeros(s * mb, "block tables")?,
+            seq_lens: gpu.zeros(s, "sequence lengths")?,
+            cu_seqlens_q: gpu.zeros(s + 1, "query offsets")?,
+            rows: gpu.zeros(s, "logits rows")?,
+            x: gpu.zeros(t * c.dim, "the residual stream")?,
+            xn: gpu.zeros(t * c.dim, "normed activations")?,
+            qkv: gpu.zeros(t * qkv_dim, "q/k/v activations")?,
+            attn: gpu.zeros(t * c.q_dim(), "attention output")?,
+            proj: gpu.zeros(t * c.dim, "projection output")?,
+            gate_up: gpu.zeros(t * 2 * c.ffn_dim, "gate/up activations")?,
+            act: gpu.zeros(t * c.ffn_dim, "MLP activations")?,
+            gathered: gpu.zeros(s * c.dim, "logits rows' activations")?,
+            logits: gpu.zeros(s * c.vocab_size, "logits")?,
+            scratch: AttnScratch::new(gpu, s, c.n_heads, c.head_dim, l.max_model_len)?,
+            temperatures: gpu.zeros(s, "temperatures")?,
+            top_k: gpu.zeros(s, "top_k")?,
+            top_p: gpu.zeros(s, "top_p")?,
+            min_p: gpu.zeros(s, "min_p")?,
+            uniforms: gpu.zeros(s, "uniforms")?,
+            out_ids: gpu.zeros(s, "sampled ids")?,
+            num_top: gpu.zeros(s, "logprobs counts")?,
+            out_logprob: gpu.zeros(s, "logprobs")?,
+            top_ids: gpu.zeros(s * MAX_TOP_LOGPROBS, "top logprob ids")?,
+            top_logprobs: gpu.zeros(s * MAX_TOP_LOGPROBS, "top logprobs")?,
+        })
+    }
+}
+
+impl CudaRunner {
+    /// Copies the staged index arrays (and sampling rows) to the device.
+    pub(super) fn upload_inputs(&mut self, shape: &StepShape) -> Result<()> {
+        let (g, h, b) = (&self.gpu, &self.host, &mut self.bufs);
+        g.write(&h.ids, &mut b.ids, "token ids")?;
+        g.write(&h.positions, &mut b.positions, "positions")?;
+        g.write(&h.slots, &mut b.slots, "the slot mapping")?;
+        g.write(&h.block_tables, &mut b.block_tables, "block tables")?;
+        g.write(&h.seq_lens, &mut b.seq_lens, "sequence lengths")?;
+        g.write(&h.cu_seqlens_q, &mut b.cu_seqlens_q, "query offsets")?;
+        if !shape.decode && !h.rows.is_empty() {
+            g.write(&h.rows, &mut b.rows, "logits rows")?;
+        }
+        if !h.temperatures.is_empty() {
+            g.write(&h.temperatures, &mut b.temperatures, "temperatures")?;
+            g.write(&h.top_k, &mut b.top_k, "top_k")?;
+            g.write(&h.top_p, &mut b.top_p, "top_p")?;
+            g.write(&h.min_p, &mut b.min_p, "min_p")?;
+            g.write(&h.uniforms, &mut b.uniforms, "uniforms")?;
+            g.write(&h.num_top, &mut b.num_top, "logprobs counts")?;
+        }
+        Ok(())
+    }
+
+    /// Queues the decoder for `shape` (everything reads the device buffers; nothing here
+    /// waits for the device, so a decode step can be captured into a graph).
+    pub(super) fn run_forward(&mut self, shape: &StepShape) -> Result<()> {
+        let c = &self.config;
+        let kv = self
+            .kv
+            .as_ref()
+            .ok_or_else(|| Error::Internal("CUDA step before the KV cache was allocated".into()))?;
+        let g = &self.gpu;
+        let b = &self.bufs;
+        let w = &self.weights;
+        let n = shape.num_tokens;
+        let (dim, q_dim, kv_dim) = (c.dim, c.q_dim(), c.kv_dim());
+        let qkv_dim = q_dim + 2 * kv_dim;
+        let eps = c.rms_eps;
+        let attn_shape = AttnShape {
+            num_heads: c.n_heads,
+            num_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            block_size: self.limits.block_size,
+            max_blocks_per_seq: shape.table_stride,
+            num_blocks: kv.num_blocks,
+            scale: 1.0 / (c.head_dim as f32).sqrt(),
+        };
+        let num_slots = kv.num_blocks * self.limits.block_size;
+        let (x, xn, qkv) = (Dev::of(&b.x), Dev::of(&b.xn), Dev::of(&b.qkv));
+        let (attn, proj) = (Dev::of(&b.attn), Dev::of(&b.proj));
+        let (k_at, v_at) = (qkv.at(q_dim)?, qkv.at(q_dim + kv_dim)?);
+        ops::embedding(
+            g,
+            x,
+            Dev::of(&b.ids),
+            Dev::of(&w.embedding),
+            n,
+            c.vocab_size,
+            dim,
+        )?;
+        for (li, (lw, (kc, vc))) in w.layers.iter().zip(&kv.layers).enumerate() {
+            if li == 0 {
+                ops::rms_norm(g, xn, dim, x, dim, Dev::of(&lw.attn_norm), eps, n, 1, dim)?;
+            } else {
+                ops::fused_add_rms_norm(g, xn, x, proj, Dev::of(&lw.attn_norm), eps, n, dim)?;
+            }
+            linear(g, qkv, xn, Dev::of(&lw.qkv), n, dim, qkv_dim)?;
+            if let Some(bias) = &lw.qkv_bias {
+                ops::add_bias(g, qkv, qkv_dim, Dev::of(bias), n, qkv_dim)?;
+            }
+            if let Some(qn) = &lw.q_norm {
+                ops::rms_norm(
+                    g,
+                    qkv,
+                    qkv_dim,
+                    qkv,
+                    qkv_dim,
+                    Dev::of(qn),
+                    eps,
+                    n,
+                    c.n_heads,
+                    c.head_dim,
+                )?;
+            }
+            if let Some(kn) = &lw.k_norm {
+                ops::rms_norm(
+                    g,
+                    k_at,
+                    qkv_dim,
+                    k_at,
+                    qkv_dim,
+                    Dev::of(kn),
+                    eps,
+                    n,
+                    c.n_kv_heads,
+                    c.head_dim,
+                )?;
+            }
+            let freq = w.freq_factors.as_ref().map(Dev::of);
+            ops::rope(
+                g,
+                qkv,
+                qkv_dim,
+                k_at,
+                qkv_dim,
+                Dev::of(&b.positions),
+                freq,
+                n,
+                c.n_heads,
+                c.n_kv_heads,
+                c.head_dim,
+                &self.rope,
+            )?;
+            let (kc, vc) = (Dev::of(kc), Dev::of(vc));
+            ops::reshape_and_cache(
+                g,
+                k_at,
+                qkv_dim,
+                v_at,
+                qkv_dim,
+                kc,
+                vc,
+                Dev::of(&b.slots),
+                n,
+                kv_dim,
+                num_slots,
+            )?;
+            let tables = Dev::of(&b.block_tables);
+            let lens = Dev::of(&b.seq_lens);
+            if shape.decode {
+                ops::paged_attention(
+                    g,
+                    attn,
+                    q_dim,
+                    qkv,
+                    qkv_dim,
+                    kc,
+                    vc,
+                    tables,
+                    lens,
+                    shape.num_seqs,
+                    shape.max_partitions,
+                    &attn_shape,
+                    &b.scratch,
+                )?;
+            } else {
+                ops::prefill_attention(
+                    g,
+                    attn,
+                    q_dim,
+                    qkv,
+                    qkv_dim,
+                    kc,
+                    vc,
+                    tables,
+                    Dev::of(&b.cu_seqlens_q),
+                    lens,
+                    shape.num_seqs,
+                    shape.max_q_len,
+                    &attn_shape,
+                )?;
+            }
+            linear(g, proj, attn, Dev::of(&lw.o), n, q_dim, dim)?;
+            ops::fused_add_rms_norm(g, xn, x, proj, Dev::of(&lw.ffn_norm), eps, n, dim)?;
+            linear(
+                g,
+                Dev::of(&b.gate_up),
+                xn,
+                Dev::of(&lw.gate_up),
+                n,
+                dim,
+                2 * c.ffn_dim,
+            )?;
+            ops::silu_and_mul(g, Dev::of(&b.act), Dev::of(&b.gate_up), n, c.ffn_dim)?;
+            linear(
+                g,
+                proj,
+                Dev::of(&b.act),
+                Dev::of(&lw.down),
+                n,
+                c.ffn_dim,
+                dim,
+            )?;
+        }
+        ops::fused_add_rms_norm(g, xn, x, proj, Dev::of(&w.out_norm), eps, n, dim)?;
+        if shape.num_rows == 0 {
+            return Ok(());
+        }
+        // Decode: row i is token i. Otherwise gather the rows that want logits (the
+        // embedding kernel is a row gather: table = xn, ids = row indices).
+        let rows_src = if shape.decode {
+            xn
+        } else {
+            let gathered = Dev::of(&b.gathered);
+            ops::embedding(g, gathered, Dev::of(&b.rows), xn, shape.num_rows, n, dim)?;
+            gathered
+        };
+        linear_f32(
+            g,
+            Dev::of(&b.logits),
+            rows_src,
+            Dev::of(self.weights.lm_head()),
+            shape.num_rows,
+            dim,
+            c.vocab_size,
+        )
+    }
+
+    /// Queues the sampling kernels over the logits rows: argmax when every row is greedy,
+    /// else the filtered draw (greedy rows take the argmax inside it).
+    pub(super) fn run_sampling(&mut self, shape: &StepShape, any_sampled: bool) -> Result<()> {
+        let (g, b) = (&self.gpu, &self.bufs);
+        let rows = shape.num_rows;
+        let vocab = self.config.vocab_size;
+        let logits = Dev::of(&b.logits);
+        if any_sampled {
+            ops::sample(
+                g,
+                Dev::of(&b.out_ids),
+                logits,
+                vocab,
+                Dev::of(&b.temperatures),
+                Dev::of(&b.top_k),
+                Dev::of(&b.top_p),
+                Dev::of(&b.min_p),
+                Dev::of(&b.uniforms),
+                vocab,
+                rows,
+            )
+        } else {
+            ops::argmax(g, Dev::of(&b.out_ids), logits, vocab, vocab, rows)
+        }
+    }
+
+    /// Reads the sampled ids back (the step's synchronisation), computes the logprobs
+    /// asked for on the device, and samples host-only rows on the host.
+    fn finish_sampling(
+        &mut self,
+        rows: usize,
+        picks: &[Option<DevicePick>],
+        samplers: &mut [&mut Sampler],
+    ) -> Result<Vec<Sampled>> {
+        let vocab = self.config.vocab_size;
+        let max_top = self.host.num_top.iter().copied().max().unwrap_or(0).max(0) as usize;
+        let want_logprobs = picks
+            .iter()
+            .any(|p| p.is_some_and(|p| p.logprobs.is_some()));
+        if want_logprobs {
+            let (g, b) = (&self.gpu, &self.bufs);
+            ops::logprobs_topn(
+                g,
+                Dev::of(&b.out_logprob),
+                Dev::of(&b.top_ids),
+                Dev::of(&b.top_logprobs),
+                Dev::of(&b.logits),
+                vocab,
+                Dev::of(&b.out_ids),
+                Dev::of(&b.num_top),
+                max_top.max(1),
+                vocab,
+                rows,
+            )?;
+        }
+        let mut ids = vec![0i32; rows];
+        self.gpu.read(&self.bufs.out_ids, &mut ids, "sampled ids")?;
+        let (mut lp, mut top_ids, mut top_lp) = (Vec::new(), Vec::new(), Vec::new());
+        if want_logprobs {
+            let stride = max_top.max(1);
+            lp = vec![0f32; rows];
+            top_ids = vec![0i32; rows * stride];
+            top_lp = vec![0f32; rows * stride];
+            self.gpu.read(&self.bufs.out_logprob, &mut lp, "logprobs")?;
+            self.gpu
+                .read(&self.bufs.top_ids, &mut top_ids, "top logprob ids")?;
+            self.gpu
+                .read(&self.bufs.top_logprobs, &mut top_lp, "top logprobs")?;
+        }
+        let mut out = Vec::with_capacity(rows);
+        let mut row_logits = Vec::new();
+        for (r, (pick, sampler)) in picks.iter().zip(samplers.iter_mut()).enumerate() {
+            match pick {
+                None => {
+                    row_logits.resize(vocab, 0f32);
+                    let view = self.bufs.logits.slice(r * vocab..(r + 1) * vocab);
+                    self.gpu
+                        .stream
+                        .memcpy_dtoh(&view, &mut row_logits[..])
+                        .map_err(|e| {
+                            super::device::device_error("copy of a logits row to the host", e)
+                        })?;
+                    out.push(sampler.sample(&row_logits));
+                }
+                Some(p) => {
+                    let token = ids[r];
+                    if token < 0 || token as usize >= vocab {
+                        return Err(Error::Internal(format!("the device sampled token {token}")));
+                    }
+                    let logprobs = p.logprobs.map(|n| {
+                        let stride = max_top.max(1);
+                        let n = n.min(MAX_TOP_LOGPROBS);
+                        let top = (0..n)
+                            .map(|j| (top_ids[r * stride + j], top_lp[r * stride + j]))
+                            .filter(|&(id, _)| id >= 0)
+                            .map(|(id, l)| (id as u32, l))
+                            .collect();
+                        TokenLogprobs {
+                            logprob: lp[r],
+                            top,
+                        }
+                    });
+                    out.push(sampler.record_device(token as u32, logprobs));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
