@@ -16,28 +16,23 @@
 //! bf16 output type, as the CPU accumulates. It belongs in `Gpu::open`; here it cannot be
 //! forgotten.
 //!
-//! CUDA graphs: cudarc's `CudaBlas::new` sets no workspace, and cuBLAS then allocates its
-//! own (stream-ordered since CUDA 12.2, but still an allocation under capture). Give it
-//! one of ours with [`set_workspace`] before capturing ([`WORKSPACE_BYTES`]: 32 MiB, the
-//! size cuBLAS recommends for Hopper; 4 MiB suffices before it).
+//! CUDA graphs: `Gpu::open` gives the handle a workspace of its own (cudarc's
+//! `CudaBlas::new` sets none, and cuBLAS would otherwise allocate one, an allocation
+//! under capture), so these calls can be captured.
 
 use std::ffi::c_void;
 
 use cudarc::cublas::result::gemm_ex;
 use cudarc::cublas::sys::{
     cublasComputeType_t, cublasGemmAlgo_t, cublasMath_t, cublasOperation_t, cublasSetMathMode,
-    cublasSetWorkspace_v2, cudaDataType,
+    cudaDataType,
 };
-use cudarc::driver::{CudaSlice, DevicePtr};
 use half::bf16;
 
 use super::device::{device_error, Gpu};
 use super::ops::launch::Check;
 use super::ops::Dev;
 use crate::error::Result;
-
-/// The cuBLAS workspace size recommended for Hopper (cublasSetWorkspace's documentation).
-pub const WORKSPACE_BYTES: usize = 32 << 20;
 
 /// `out[tokens, n_out] = x[tokens, n_in] · w[n_out, n_in]ᵀ`, bf16 out.
 pub fn linear(
@@ -164,25 +159,6 @@ fn gemm(gpu: &Gpu, g: Option<Gemm>, out: u64, c_type: cudaDataType) -> Result<()
             e,
         )
     })
-}
-
-/// Gives the Gpu's cuBLAS handle `workspace` as its workspace (cublasSetWorkspace), so
-/// GEMMs allocate nothing (needed before capturing them into a CUDA graph). Allocate it
-/// with `gpu.zeros::<u8>(WORKSPACE_BYTES, ...)`.
-///
-/// # Safety
-///
-/// `workspace` must stay allocated while the handle is used (until the `Gpu` is dropped,
-/// or until another workspace is set): cuBLAS keeps the address.
-pub unsafe fn set_workspace(gpu: &Gpu, workspace: &CudaSlice<u8>) -> Result<()> {
-    let (ptr, _sync) = workspace.device_ptr(workspace.stream());
-    // SAFETY: the handle is live; `ptr` addresses `workspace.len()` bytes of device memory
-    // in the handle's context (Gpu::open allocates everything in one context) that stay
-    // allocated by this function's contract. cuBLAS needs 256-byte alignment; cuMemAlloc
-    // returns at least that.
-    unsafe { cublasSetWorkspace_v2(*gpu.blas.handle(), ptr as *mut c_void, workspace.len()) }
-        .result()
-        .map_err(|e| device_error("cublasSetWorkspace", e))
 }
 
 #[cfg(test)]

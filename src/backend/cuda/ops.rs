@@ -21,7 +21,7 @@
 //!
 //! The linear layers (cuBLAS) are in [`super::linear`].
 //!
-//! Inside: [`dev`] (the `Dev` type), [`launch`] (checks, launch plans and the one place
+//! Inside: [`dev`] (the `Dev` type), `launch` (checks, launch plans and the one place
 //! that launches), and the wrappers by kind: [`rowwise`], [`attention`], [`sampling`].
 //! Every wrapper is a `plan_*` function (pure: checks and the launch's grid, block and
 //! arguments) and a run of that plan; the unit tests check the plans without a GPU,

@@ -1,0 +1,86 @@
+//! Parity of the cuBLAS linear layers (`linear`: bf16 out, `linear_f32`: f32 logits) with
+//! an f64 reference `out[t][o] = sum_i x[t][i] * w[o][i]` over the same bf16 values (the
+//! CPU backend's matmul quantizes activations to Q8, so it is no reference for bf16).
+
+use half::bf16;
+use rill::backend::cuda::linear;
+use rill::backend::cuda::ops::Dev;
+
+use super::util::{gpu, rows, up, Ctx, Out, Rng, Tol, Val};
+
+/// Products of bf16 values are exact in f32; the f32 accumulation of k of them errs by a
+/// small multiple of 2^-24 * sum|x w| (atol 1e-5 * sum|x w|, scaled per element).
+const ACC: f64 = 1e-5;
+
+/// (tokens, n_in, n_out): decode and prefill rows, Qwen3-0.6B's q projection, odd sizes.
+const SHAPES: [(usize, usize, usize); 5] = [
+    (1, 1024, 2048),
+    (7, 1000, 333),
+    (33, 128, 4096),
+    (3, 17, 5),
+    (64, 896, 1152),
+];
+
+/// Runs `f(out, x, w)` for every shape and checks the `tokens x n_out` result.
+fn check<T: Val>(
+    name: &str,
+    tol: Tol,
+    f: impl Fn(Dev<T>, Dev<bf16>, Dev<bf16>, (usize, usize, usize)) -> rill::Result<()>,
+) -> Result<(), String> {
+    let mut rng = Rng::new(40);
+    for (tokens, n_in, n_out) in SHAPES {
+        let x_host = rng.bf16s(tokens * n_in, 2.0);
+        let w_host = rng.bf16s(n_out * n_in, 0.1);
+        let (x, w) = (up(&x_host)?, up(&w_host)?);
+        let out = Out::<T>::poisoned(tokens * n_out + 4)?;
+        let what = format!("{name} tokens {tokens} n_in {n_in} n_out {n_out}");
+        f(out.dev(), Dev::of(&x), Dev::of(&w), (tokens, n_in, n_out)).ctx(&what)?;
+        let (mut want, mut scale) = (Vec::new(), Vec::new());
+        for t in 0..tokens {
+            let xr = &x_host[t * n_in..][..n_in];
+            for o in 0..n_out {
+                let wr = &w_host[o * n_in..][..n_in];
+                let (s, a) = xr.iter().zip(wr).fold((0f64, 0f64), |(s, a), (x, w)| {
+                    let p = x.to_f64() * w.to_f64();
+                    (s + p, a + p.abs())
+                });
+                want.push(s);
+                scale.push(a);
+            }
+        }
+        out.check_scaled(
+            &what,
+            &rows(0, 1, 0, tokens * n_out),
+            &want,
+            Some(&scale),
+            tol,
+        )?;
+    }
+    Ok(())
+}
+
+/// bf16 out: the accumulation error plus one bf16 rounding.
+pub fn linear() -> Result<(), String> {
+    let g = gpu()?;
+    let tol = Tol {
+        rtol: 1.0 / 256.0,
+        atol: ACC,
+        norm: 1.0 / 256.0 + 1e-5,
+    };
+    check::<bf16>("linear", tol, |out, x, w, (t, i, o)| {
+        linear::linear(g, out, x, w, t, i, o)
+    })
+}
+
+/// f32 out: the accumulation error only.
+pub fn linear_f32() -> Result<(), String> {
+    let g = gpu()?;
+    let tol = Tol {
+        rtol: 1e-6,
+        atol: ACC,
+        norm: 1e-5,
+    };
+    check::<f32>("linear_f32", tol, |out, x, w, (t, i, o)| {
+        linear::linear_f32(g, out, x, w, t, i, o)
+    })
+}

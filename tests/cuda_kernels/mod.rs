@@ -1,0 +1,21 @@
+//! The bodies of tests/cuda_kernels.rs (built with the `cuda` feature only), one module
+//! per kind of kernel, over the helpers of `util`.
+
+mod attention;
+mod limits;
+mod linear;
+mod rowwise;
+mod sampling;
+mod util;
+
+pub use attention::{
+    paged_attention, paged_attention_gqa, paged_attention_long, prefill_attention,
+    prefill_attention_prefix,
+};
+pub use limits::launch_limits;
+pub use linear::{linear, linear_f32};
+pub use rowwise::{
+    add_bias, embedding, fused_add_rms_norm, reshape_and_cache, rms_norm, rms_norm_heads, rope,
+    silu_and_mul,
+};
+pub use sampling::{argmax, logprobs_topn, sample, softmax_temperature};
