@@ -45,6 +45,7 @@ macro_rules! tests {
 
 fn main() -> ExitCode {
     let tests: Vec<gpu_harness::Test> = tests![
+        ptx_cache,
         launch_limits,
         embedding,
         rms_norm,

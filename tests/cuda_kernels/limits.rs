@@ -61,3 +61,39 @@ pub fn launch_limits() -> Result<(), String> {
         Err(problems.join("; "))
     }
 }
+
+/// Every embedded kernel file compiles with NVRTC for this GPU, and a second build comes
+/// from the PTX cache (the engine's second start).
+pub fn ptx_cache() -> Result<(), String> {
+    use rill::backend::cuda::{kernels, probe};
+    let driver = probe::probe().map_err(|e| e.to_string())?;
+    let dev = driver.devices.first().ok_or("no CUDA device")?;
+    let cache = std::env::temp_dir().join(format!("rill-ptx-test-{}", std::process::id()));
+    let arch = dev.arch();
+    let first = kernels::compile_all(&arch, Some(&cache)).map_err(|e| e.to_string())?;
+    let second = kernels::compile_all(&arch, Some(&cache)).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&cache);
+    if first.len() != kernels::kernel_files().count() {
+        return Err(format!(
+            "{} of {} files compiled",
+            first.len(),
+            kernels::kernel_files().count()
+        ));
+    }
+    for (a, b) in first.iter().zip(&second) {
+        if a.from_cache || !b.from_cache || a.ptx != b.ptx {
+            return Err(format!(
+                "{}: first from cache {}, second from cache {}, same PTX {}",
+                a.name,
+                a.from_cache,
+                b.from_cache,
+                a.ptx == b.ptx
+            ));
+        }
+    }
+    println!(
+        "    {} kernel files compiled for {arch} ({dev}); the second build came from the cache",
+        first.len()
+    );
+    Ok(())
+}

@@ -12,7 +12,7 @@ pub use attention::{
     paged_attention, paged_attention_gqa, paged_attention_long, prefill_attention,
     prefill_attention_prefix,
 };
-pub use limits::launch_limits;
+pub use limits::{launch_limits, ptx_cache};
 pub use linear::{linear, linear_f32};
 pub use rowwise::{
     add_bias, embedding, fused_add_rms_norm, reshape_and_cache, rms_norm, rms_norm_heads, rope,
