@@ -53,14 +53,14 @@ pub fn main(suite: &str, tests: &[Test]) -> ExitCode {
         .collect();
     if let Some(reason) = unavailable() {
         let required = std::env::var("RILL_GPU_TESTS").is_ok_and(|v| v == "required");
-        println!(
-            "\n{suite}: NOT RUN ({} GPU tests): {reason}",
-            chosen.len()
-        );
+        println!("\n{suite}: NOT RUN ({} GPU tests): {reason}", chosen.len());
         for (name, _) in &chosen {
             println!("  not run: {name}");
         }
-        println!("{suite}: 0 passed; 0 failed; {} not run (no CUDA device)\n", chosen.len());
+        println!(
+            "{suite}: 0 passed; 0 failed; {} not run (no CUDA device)\n",
+            chosen.len()
+        );
         return if required {
             println!("RILL_GPU_TESTS=required: a GPU test run without a device is a failure");
             ExitCode::FAILURE
