@@ -249,7 +249,7 @@ stage_check() {
   sanitize initcheck cuda_kernels 60
   if ((engine_ok != 0)) && [ -x "$bin/cuda_engine" ]; then
     # Triage: the same checks on the CPU alone (is the reference, or the test, at fault?).
-    step cuda_engine-cpu-reference-check 120 env RILL_GPU_MODELS="$MODELS" \
+    step cuda_engine-cpu-reference-check 180 env RILL_GPU_MODELS="$MODELS" \
       RILL_HF_REFERENCE="$REF" "$bin/cuda_engine" --cpu-reference-check
   fi
   return 0
