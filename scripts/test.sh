@@ -48,14 +48,15 @@ step "rust tests"
 cargo test --locked
 
 step "the cuda feature (no GPU needed: lint, unit tests, device selection on the default model)"
-# The driver probe, device config, kernel registry and PTX cache; the tests that need a
-# GPU print NOT RUN here (never counted as passed). The heavy integration tests are not run twice.
+# The driver probe, device config, kernel registry and PTX cache, the launch plans' checks
+# and the step staging; the GPU test binaries (cuda_kernels, cuda_engine) build and print
+# NOT RUN here (never counted as passed). The heavy integration tests are not run twice.
 cargo clippy --all-targets --locked --features cuda -- -D warnings
 # NVRTC 13.0 from the pinned wheels: the kernel registry compiles every embedded kernel
 # through cudarc for compute_80 and compute_90 (and caches the PTX).
 cuda_wheels=$(./scripts/cuda_wheels.sh)/nvidia/cu13
 LD_LIBRARY_PATH="$cuda_wheels/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RILL_CUDA_INCLUDE="$cuda_wheels/include" \
-  cargo test --locked --features cuda --lib --test cuda_device
+  cargo test --locked --features cuda --lib --test cuda_device --test cuda_kernels --test cuda_engine
 
 step "release build (cdylib, rill-cli)"
 cargo build --release --locked

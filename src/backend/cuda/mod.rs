@@ -24,6 +24,7 @@
 //! cuBLAS are opened when first used. A driver older than 13.0 is refused by the probe:
 //! the bindings may name entry points it lacks.
 
+pub mod bandwidth;
 pub mod device;
 pub mod graphs;
 pub mod kernels;

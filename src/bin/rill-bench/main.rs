@@ -9,10 +9,22 @@
 //! ```text
 //! rill-bench --model PATH [--threads 2] [--backend rill|llama-server|both]
 //!            [--llama-server-bin PATH] [--prompt-tokens 512] [--gen-tokens 128] [--runs 3]
-//!            [--levels 1,4,16,64|none] [--prefix-requests 8] [--prefix-tokens 1000]
-//!            [--prefix-gen-tokens 16] [--ctx-per-slot 2048] [--timeout-s 600] [--json PATH]
+//!            [--levels 1,4,16,64|none] [--level-prompt-tokens 0] [--prefix-requests 8]
+//!            [--prefix-tokens 1000] [--prefix-gen-tokens 16] [--ctx-per-slot 2048]
+//!            [--timeout-s 600] [--json PATH] [--device cpu] [--engine-config JSON]
+//!            [--bandwidth-mib 1024] [--baseline-json PATH]
 //! ```
+//!
+//! On a GPU (`--device cuda[:N]`, a build with the `cuda` feature) it first measures the
+//! device's copy bandwidth (`gpu.rs`), then reports the single-stream decode against the
+//! roofline bandwidth / weight bytes per token. `--engine-config` merges extra engine
+//! config keys (`max_num_seqs`, `kv_cache_bytes`, `max_num_batched_tokens`, ...) over the
+//! ones rill-bench sets; `--level-prompt-tokens N` gives the concurrency levels prompts of
+//! about N tokens instead of the short ones; `--baseline-json` adds the transformers
+//! baseline (`scripts/gpu/hf_baseline.py`) as a column. With `--json`, the file is
+//! rewritten after every workload, so a run cut short still leaves what it measured.
 
+mod gpu;
 mod http;
 mod llama_server;
 mod rill_capi;
@@ -23,7 +35,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use llama_server::{LlamaServer, ServerConfig};
 use rill_capi::RillCapi;
@@ -47,11 +59,22 @@ struct Opts {
     ctx_per_slot: usize,
     timeout: Duration,
     json: Option<PathBuf>,
+    /// The engine config's `device`.
+    device: String,
+    /// Extra engine config keys, merged over rill-bench's.
+    engine_config: Map<String, Value>,
+    /// Prompt length of the concurrency levels (0: the short prompts).
+    level_prompt_tokens: usize,
+    /// Buffer size of the copy-bandwidth measurement (0: skip it).
+    bandwidth_mib: usize,
+    baseline_json: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: rill-bench --model PATH [--threads N] [--backend rill|llama-server|both] \
 [--llama-server-bin PATH] [--prompt-tokens N] [--gen-tokens N] [--runs N] [--levels 1,4,16,64|none] \
-[--prefix-requests K] [--prefix-tokens N] [--prefix-gen-tokens N] [--ctx-per-slot N] [--timeout-s S] [--json PATH]";
+[--level-prompt-tokens N] [--prefix-requests K] [--prefix-tokens N] [--prefix-gen-tokens N] [--ctx-per-slot N] \
+[--timeout-s S] [--json PATH] [--device cpu|cuda|cuda:N|auto] [--engine-config JSON] [--bandwidth-mib N] \
+[--baseline-json PATH]";
 
 fn default_llama_bin() -> PathBuf {
     let cache = std::env::var_os("RILL_CACHE")
@@ -92,6 +115,11 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         ctx_per_slot: 2048,
         timeout: Duration::from_secs(600),
         json: None,
+        device: "cpu".into(),
+        engine_config: Map::new(),
+        level_prompt_tokens: 0,
+        bandwidth_mib: 1024,
+        baseline_json: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -126,6 +154,17 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--ctx-per-slot" => o.ctx_per_slot = num(val()?)?.max(64),
             "--timeout-s" => o.timeout = Duration::from_secs(num(val()?)?.max(1) as u64),
             "--json" => o.json = Some(PathBuf::from(val()?)),
+            "--device" => o.device = val()?.clone(),
+            "--engine-config" => {
+                let v = val()?;
+                match serde_json::from_str::<Value>(v) {
+                    Ok(Value::Object(m)) => o.engine_config.extend(m),
+                    _ => return Err(format!("--engine-config: {v:?} is not a JSON object")),
+                }
+            }
+            "--level-prompt-tokens" => o.level_prompt_tokens = num(val()?)?,
+            "--bandwidth-mib" => o.bandwidth_mib = num(val()?)?,
+            "--baseline-json" => o.baseline_json = Some(PathBuf::from(val()?)),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
@@ -159,17 +198,25 @@ fn parse_cpu_model(cpuinfo: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_owned())
 }
 
-/// Runs every workload on one backend.
-fn bench(b: &mut dyn Backend, o: &Opts, report: &mut Report) -> Result<(), String> {
+/// Runs every workload on one backend; `progress` sees the report after each workload.
+fn bench(
+    b: &mut dyn Backend,
+    o: &Opts,
+    report: &mut Report,
+    progress: &mut dyn FnMut(&Report),
+) -> Result<(), String> {
     let name = b.name();
     let step = |what: &str| eprintln!("rill-bench: {name}: {what}");
     step("starting");
+    report.info = b.info();
     b.prepare(1)?;
     workloads::warm_up(b)?;
     step("prefill");
     report.prefill = Some(workloads::prefill(b, o.prompt_tokens, o.runs)?);
+    progress(report);
     step("decode");
     report.decode = Some(workloads::decode(b, o.gen_tokens, o.runs)?);
+    progress(report);
     if o.prefix_requests > 0 {
         step("prefix cache");
         report.prefix = Some(workloads::prefix_cache(
@@ -178,14 +225,19 @@ fn bench(b: &mut dyn Backend, o: &Opts, report: &mut Report) -> Result<(), Strin
             o.prefix_tokens,
             o.prefix_gen_tokens,
         )?);
+        progress(report);
     }
     for &n in &o.levels {
         step(&format!("concurrency {n}"));
         b.prepare(n)?;
         workloads::warm_up(b)?;
-        report
-            .levels
-            .push(workloads::concurrency(b, n, o.gen_tokens)?);
+        report.levels.push(workloads::concurrency(
+            b,
+            n,
+            o.gen_tokens,
+            o.level_prompt_tokens,
+        )?);
+        progress(report);
     }
     Ok(())
 }
@@ -194,13 +246,14 @@ fn bench(b: &mut dyn Backend, o: &Opts, report: &mut Report) -> Result<(), Strin
 fn run_backend(
     make: impl FnOnce() -> Result<Box<dyn Backend>, String>,
     o: &Opts,
+    progress: &mut dyn FnMut(&Report),
 ) -> (Report, Option<String>) {
     let mut report = Report::default();
     let mut b = match make() {
         Ok(b) => b,
         Err(e) => return (report, Some(e)),
     };
-    let res = bench(b.as_mut(), o, &mut report);
+    let res = bench(b.as_mut(), o, &mut report, progress);
     report.peak_rss_kib = b.peak_rss_kib();
     report.info = b.info();
     (report, res.err())
@@ -237,16 +290,27 @@ fn table(o: &Opts, reports: &[(&str, Report)]) -> Vec<(String, Vec<String>)> {
         format!("decode 1 stream, {} tokens, tok/s", o.gen_tokens),
         &|r| fmt(r.decode.as_ref().map(|d| d.tokens_per_s), 1),
     );
-    for (i, &n) in o.levels.iter().enumerate() {
-        let level = move |r: &Report| r.levels.get(i).filter(|l| l.streams == n).cloned();
-        row(format!("aggregate @{n} streams, output tok/s"), &|r| {
-            level(r).map_or("-".into(), |l| {
-                format!(
-                    "{:.1} ({} tok in {:.2} s)",
-                    l.tokens_per_s, l.output_tokens, l.wall_s
-                )
-            })
-        });
+    let prompt = match o.level_prompt_tokens {
+        0 => String::new(),
+        n => format!(", ~{n}-token prompts"),
+    };
+    for &n in &o.levels {
+        let level = move |r: &Report| r.levels.iter().find(|l| l.streams == n).cloned();
+        row(
+            format!(
+                "aggregate @{n} streams ({} tokens each{prompt}), output tok/s",
+                o.gen_tokens
+            ),
+            &|r| {
+                level(r).map_or("-".into(), |l| match &l.error {
+                    Some(e) => e.chars().take(60).collect(),
+                    None => format!(
+                        "{:.1} ({} tok in {:.2} s)",
+                        l.tokens_per_s, l.output_tokens, l.wall_s
+                    ),
+                })
+            },
+        );
         row(format!("  TTFT p50 / p99 @{n}, ms"), &|r| {
             let t = level(r).and_then(|l| l.ttft);
             format!(
@@ -262,6 +326,9 @@ fn table(o: &Opts, reports: &[(&str, Report)]) -> Vec<(String, Vec<String>)> {
                 fmt(t.map(|t| t.p50_ms), 2),
                 fmt(t.map(|t| t.p99_ms), 2)
             )
+        });
+        row(format!("  decode tok/s per stream (median) @{n}"), &|r| {
+            fmt(level(r).map(|l| l.decode_tps), 1)
         });
     }
     if o.prefix_requests > 0 {
@@ -308,6 +375,66 @@ fn print_table(o: &Opts, reports: &[(&str, Report)]) {
     }
 }
 
+/// The `--json` document.
+struct Doc<'a> {
+    o: &'a Opts,
+    args: &'a [String],
+    cpu: &'a str,
+    cpus: usize,
+    gpu: Value,
+    baseline: Option<&'a Value>,
+}
+
+impl Doc<'_> {
+    fn to_json(&self, reports: &[(&str, Report)], errors: &[String], partial: bool) -> Value {
+        let o = self.o;
+        json!({
+            "command": self.args, "machine": {"cpu": self.cpu, "logical_cpus": self.cpus},
+            "threads": o.threads, "model": o.model, "device": o.device,
+            "engine_config_extra": o.engine_config,
+            "settings": {"prompt_tokens": o.prompt_tokens, "gen_tokens": o.gen_tokens,
+                         "runs": o.runs, "levels": o.levels,
+                         "level_prompt_tokens": o.level_prompt_tokens,
+                         "prefix_requests": o.prefix_requests,
+                         "prefix_tokens": o.prefix_tokens, "prefix_gen_tokens": o.prefix_gen_tokens,
+                         "ctx_per_slot": o.ctx_per_slot},
+            "gpu": self.gpu,
+            "backends": reports.iter().map(|(n, r)| (n.to_string(), r.to_json())).collect::<Map<_, _>>(),
+            "baseline": self.baseline,
+            "errors": errors,
+            "partial": partial,
+        })
+    }
+
+    fn write(
+        &self,
+        reports: &[(&str, Report)],
+        errors: &[String],
+        partial: bool,
+    ) -> Result<(), String> {
+        let Some(path) = &self.o.json else {
+            return Ok(());
+        };
+        let text = serde_json::to_string_pretty(&self.to_json(reports, errors, partial))
+            .map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+}
+
+/// Weight bytes per decoded token: the engine's own count (`weight_bytes` in its stats),
+/// else the count from the checkpoint's config.json; with where it came from, and the
+/// config.json count for comparison.
+fn weight_bytes(info: &Value, model: &str) -> Option<(u64, &'static str, Option<u64>)> {
+    let from_config = std::fs::read_to_string(std::path::Path::new(model).join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|c| gpu::hf_weight_bytes(&c));
+    match info["stats_weight_bytes"].as_u64() {
+        Some(w) => Some((w, "engine stats weight_bytes", from_config)),
+        None => from_config.map(|w| (w, "config.json", from_config)),
+    }
+}
+
 fn run() -> Result<bool, String> {
     let args: Vec<String> = std::env::args().collect();
     let o = parse_args(&args[1..])?;
@@ -323,17 +450,74 @@ fn run() -> Result<bool, String> {
         o.threads
     );
     println!("model: {}", o.model);
+    let baseline: Option<Value> = match &o.baseline_json {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("--baseline-json {}: {e}", p.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("--baseline-json {}: {e}", p.display()))?,
+            )
+        }
+    };
+    // The copy bandwidth first, before an engine holds the device's memory.
+    let bandwidth = if o.rill {
+        gpu::measure_bandwidth(&o.device, o.bandwidth_mib, 10)
+    } else {
+        None
+    };
+    let mut gpu_json = json!({});
+    match &bandwidth {
+        Some(Ok(b)) => {
+            println!(
+                "copy bandwidth: {:.1} GB/s on {} (bytes read + written; {} MiB copied, median of {}: {:.3} ms)",
+                b.bytes_per_s / 1e9,
+                b.device_name,
+                b.bytes_per_copy >> 20,
+                b.copies,
+                b.median_ms
+            );
+            gpu_json["copy_bandwidth"] = b.to_json();
+            gpu_json["name"] = json!(b.device_name);
+        }
+        Some(Err(e)) => {
+            println!("copy bandwidth: not measured: {e}");
+            gpu_json["copy_bandwidth_error"] = json!(e);
+        }
+        None => {}
+    }
+    let mut doc = Doc {
+        o: &o,
+        args: &args,
+        cpu: &cpu,
+        cpus,
+        gpu: gpu_json.clone(),
+        baseline: baseline.as_ref(),
+    };
 
     let mut reports: Vec<(&str, Report)> = Vec::new();
     let mut errors = Vec::new();
     if o.rill {
         let max_seqs = o.levels.iter().copied().max().unwrap_or(1);
+        let mut progress = |r: &Report| {
+            let _ = doc.write(&[("rill", r.clone())], &[], true);
+        };
         let (r, err) = run_backend(
             || {
-                RillCapi::new(&o.model, o.threads, max_seqs, o.ctx_per_slot, o.timeout)
-                    .map(|b| Box::new(b) as Box<dyn Backend>)
+                RillCapi::new(
+                    &o.model,
+                    o.threads,
+                    max_seqs,
+                    o.ctx_per_slot,
+                    o.timeout,
+                    &o.device,
+                    &o.engine_config,
+                )
+                .map(|b| Box::new(b) as Box<dyn Backend>)
             },
             &o,
+            &mut progress,
         );
         errors.extend(err.map(|e| format!("rill: {e}")));
         reports.push(("rill", r));
@@ -349,30 +533,62 @@ fn run() -> Result<bool, String> {
         let (r, err) = run_backend(
             || LlamaServer::new(cfg).map(|b| Box::new(b) as Box<dyn Backend>),
             &o,
+            &mut |_| {},
         );
         errors.extend(err.map(|e| format!("llama-server: {e}")));
         reports.push(("llama-server", r));
     }
+    if let Some(b) = &baseline {
+        match gpu::baseline_report(b) {
+            Ok(r) => reports.push(("transformers", r)),
+            Err(e) => errors.push(format!("--baseline-json: {e}")),
+        }
+    }
     for (name, r) in &reports {
         println!("{name}: {}", r.info);
     }
+    // The single-stream roofline, on a GPU with a measured bandwidth.
+    if let (Some(Ok(bw)), Some((_, rill))) =
+        (&bandwidth, reports.iter().find(|(n, _)| *n == "rill"))
+    {
+        let device = rill.info["device"].as_str().unwrap_or("?");
+        println!("device: {device} ({})", bw.device_name);
+        match weight_bytes(&rill.info, &o.model) {
+            Some((w, source, from_config)) => {
+                let decode = rill.decode.as_ref().map_or(f64::NAN, |d| d.tokens_per_s);
+                let roof = gpu::Roofline::new(bw.bytes_per_s, w, decode);
+                println!(
+                    "weight bytes per decoded token: {:.3} GB ({source}; config.json: {})",
+                    w as f64 / 1e9,
+                    from_config.map_or("-".into(), |c| format!("{:.3} GB", c as f64 / 1e9))
+                );
+                println!(
+                    "single-stream bandwidth limit: {:.1} tok/s (copy bandwidth / weight bytes); \
+                     rill decode {:.1} tok/s = {:.1}% of it",
+                    roof.limit_tokens_per_s,
+                    decode,
+                    100.0 * roof.fraction
+                );
+                let mut r = roof.to_json();
+                r["weight_bytes_source"] = json!(source);
+                r["config_json_weight_bytes"] = json!(from_config);
+                gpu_json["roofline"] = r;
+            }
+            None => println!("weight bytes per token unknown: no roofline"),
+        }
+        gpu_json["device"] = json!(device);
+    }
+    doc.gpu = gpu_json;
     println!();
     print_table(&o, &reports);
-    if let Some(path) = &o.json {
-        let doc = json!({
-            "command": args, "machine": {"cpu": cpu, "logical_cpus": cpus},
-            "threads": o.threads, "model": o.model,
-            "settings": {"prompt_tokens": o.prompt_tokens, "gen_tokens": o.gen_tokens,
-                         "runs": o.runs, "levels": o.levels, "prefix_requests": o.prefix_requests,
-                         "prefix_tokens": o.prefix_tokens, "prefix_gen_tokens": o.prefix_gen_tokens,
-                         "ctx_per_slot": o.ctx_per_slot},
-            "backends": reports.iter().map(|(n, r)| (n.to_string(), r.to_json())).collect::<serde_json::Map<_, _>>(),
-            "errors": errors,
-        });
-        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
-        std::fs::write(path, text + "\n")
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    if baseline.is_some() {
+        println!(
+            "\ntransformers column: static batches (hf_baseline.py); its TTFT is the time of a \
+             max_new_tokens=1 call for the batch, its ITL the mean step time; same prompt and \
+             output lengths, random prompt ids."
+        );
     }
+    doc.write(&reports, &errors, false)?;
     for e in &errors {
         eprintln!("rill-bench: {e}");
     }
@@ -450,5 +666,34 @@ mod tests {
         assert!(parse_args(&args("--model m --runs")).is_err());
         assert!(parse_args(&args("--model m --runs -1")).is_err());
         assert!(parse_args(&args("--model m --frobnicate 1")).is_err());
+        let o = parse_args(&args(
+            "--model m --device cuda:0 --engine-config {\"kv_cache_bytes\":1024,\"max_num_batched_tokens\":8192} \
+             --level-prompt-tokens 1000 --bandwidth-mib 0 --baseline-json b.json",
+        ))
+        .map(|o| {
+            (
+                o.device,
+                o.engine_config.len(),
+                o.engine_config.get("kv_cache_bytes").cloned(),
+                o.level_prompt_tokens,
+                o.bandwidth_mib,
+                o.baseline_json,
+            )
+        });
+        assert_eq!(
+            o,
+            Ok((
+                "cuda:0".into(),
+                2,
+                Some(json!(1024)),
+                1000,
+                0,
+                Some(PathBuf::from("b.json"))
+            ))
+        );
+        let d = parse_args(&args("--model m")).map(|o| (o.device, o.level_prompt_tokens));
+        assert_eq!(d, Ok(("cpu".into(), 0)));
+        assert!(parse_args(&args("--model m --engine-config [1]")).is_err());
+        assert!(parse_args(&args("--model m --engine-config {")).is_err());
     }
 }

@@ -15,7 +15,7 @@ use rill::ffi::{
     rill_engine_cancel, rill_engine_create, rill_engine_destroy, rill_engine_stats,
     rill_engine_submit, rill_last_error, rill_string_free, RillEngine,
 };
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::stats::Stream;
 use crate::workloads::{Backend, Req};
@@ -78,16 +78,18 @@ unsafe extern "C" fn on_event(
 
 impl RillCapi {
     /// Creates the engine: `max_num_seqs` = the largest concurrency level, and
-    /// `max_model_len` = llama-server's per-slot context, so both hold the same KV budget.
+    /// `max_model_len` = llama-server's per-slot context, so both hold the same KV budget;
+    /// on `device`, with the keys of `extra` merged over these.
     pub fn new(
         model: &str,
         threads: usize,
         max_num_seqs: usize,
         max_model_len: usize,
         timeout: Duration,
+        device: &str,
+        extra: &Map<String, Value>,
     ) -> Result<Self, String> {
-        let cfg = json!({"model": model, "num_threads": threads, "max_num_seqs": max_num_seqs,
-                         "max_model_len": max_model_len});
+        let cfg = engine_config(model, threads, max_num_seqs, max_model_len, device, extra);
         let config = cfg.clone();
         let cfg = CString::new(cfg.to_string()).map_err(|e| e.to_string())?;
         let mut engine: *mut RillEngine = std::ptr::null_mut();
@@ -158,6 +160,23 @@ impl RillCapi {
             }
         }
     }
+}
+
+/// The engine config JSON rill-bench creates its engine with.
+pub fn engine_config(
+    model: &str,
+    threads: usize,
+    max_num_seqs: usize,
+    max_model_len: usize,
+    device: &str,
+    extra: &Map<String, Value>,
+) -> Value {
+    let mut cfg = json!({"model": model, "num_threads": threads, "max_num_seqs": max_num_seqs,
+                         "max_model_len": max_model_len, "device": device});
+    if let Some(m) = cfg.as_object_mut() {
+        m.extend(extra.clone());
+    }
+    cfg
 }
 
 impl Drop for RillCapi {
@@ -308,13 +327,32 @@ impl Backend for RillCapi {
         let stats = self.stats().unwrap_or_else(|e| json!(e));
         json!({"api": "C API: rill_engine_create / rill_engine_submit (callback) / rill_engine_cancel / rill_engine_destroy",
                "config": self.config, "model": stats["model"], "device": stats["device"],
-               "kernels": stats["kernels"]})
+               "device_note": stats["device_note"], "kernels": stats["kernels"],
+               "stats_weight_bytes": stats["weight_bytes"], "kv_cache": stats["kv_cache"],
+               "max_num_batched_tokens": stats["max_num_batched_tokens"],
+               "preemptions": stats["preemptions"]})
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_config_merges_extra_keys() {
+        let mut extra = Map::new();
+        extra.insert("max_num_seqs".into(), json!(300));
+        extra.insert("kv_cache_bytes".into(), json!(1 << 30));
+        let c = engine_config("m", 2, 256, 1280, "cuda:0", &extra);
+        assert_eq!(c["device"], "cuda:0");
+        assert_eq!(c["max_num_seqs"], 300);
+        assert_eq!(c["kv_cache_bytes"], 1 << 30);
+        assert_eq!(c["max_model_len"], 1280);
+        assert_eq!(
+            engine_config("m", 2, 4, 64, "cpu", &Map::new())["device"],
+            "cpu"
+        );
+    }
 
     #[test]
     fn classifies_events() {

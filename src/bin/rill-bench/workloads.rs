@@ -4,8 +4,10 @@
 //! prompts, all submitted at once), and a prefix-cache workload (a shared ~1,000-token
 //! system prompt, requests one after another). Modelled on vLLM's `benchmark_serving`
 //! metrics (TTFT, ITL percentiles, output throughput) and llama.cpp's `llama-bench`
-//! pp/tg tests. Public operations: the [`Backend`] trait, [`Req`], [`warm_up`],
-//! [`prefill`], [`decode`], [`concurrency`], [`prefix_cache`] and their result types.
+//! pp/tg tests. The concurrency levels can also use long prompts (`long_prompt`, e.g. the
+//! GPU benchmark's 1,000-token prompts with 200-token outputs). Public operations: the
+//! [`Backend`] trait, [`Req`], [`warm_up`], [`prefill`], [`decode`], [`concurrency`],
+//! [`prefix_cache`], [`long_prompt`] and their result types.
 
 use serde_json::{json, Value};
 
@@ -65,6 +67,17 @@ pub fn short_prompt(tag: &str, i: usize) -> String {
         w(3),
         w(4),
         w(5)
+    )
+}
+
+/// A distinct prompt of about `tokens` tokens (the words count about one token each) for
+/// stream `i` of the workload tagged `tag`: distinct from its first word, and its word list
+/// starts at a different offset per stream, so no two streams share a cacheable prefix
+/// beyond the chat template's head.
+pub fn long_prompt(tag: &str, i: usize, tokens: usize) -> String {
+    format!(
+        "Request {tag}-{i}: continue this list. {}",
+        words(tokens.saturating_sub(12), i * 7 + 3)
     )
 }
 
@@ -155,19 +168,31 @@ pub struct Level {
     pub tokens_per_s: f64,
     pub ttft: Option<Latency>,
     pub itl: Option<Latency>,
+    /// Median over the streams of each one's decode rate (output tokens after the first
+    /// over the time from its first to its last token).
+    pub decode_tps: f64,
+    /// Why the level has no numbers (a baseline that ran out of memory), if so.
+    pub error: Option<String>,
 }
 
-/// `streams` distinct short prompts with `gen_tokens` output tokens each, submitted at
-/// once; aggregate = all output tokens / (last stream end - first submit).
+/// `streams` distinct prompts with `gen_tokens` output tokens each, submitted at once;
+/// aggregate = all output tokens / (last stream end - first submit). The prompts are the
+/// short ones (`prompt_tokens` 0) or [`long_prompt`]s of about `prompt_tokens` tokens.
 pub fn concurrency(
     b: &mut dyn Backend,
     streams: usize,
     gen_tokens: usize,
+    prompt_tokens: usize,
 ) -> Result<Level, String> {
+    let tag = format!("c{streams}");
     let reqs: Vec<Req> = (0..streams)
         .map(|i| Req {
             instructions: None,
-            input: short_prompt(&format!("c{streams}"), i),
+            input: if prompt_tokens == 0 {
+                short_prompt(&tag, i)
+            } else {
+                long_prompt(&tag, i, prompt_tokens)
+            },
             max_tokens: gen_tokens,
         })
         .collect();
@@ -186,6 +211,7 @@ pub fn summarize(streams: usize, out: &[Stream]) -> Level {
     let output_tokens: u64 = out.iter().map(|s| s.output_tokens).sum();
     let ttft: Vec<f64> = out.iter().map(Stream::ttft).collect();
     let itl: Vec<f64> = out.iter().flat_map(Stream::itl).collect();
+    let decode: Vec<f64> = out.iter().filter_map(Stream::decode_tps).collect();
     Level {
         streams,
         input_tokens: out.iter().map(|s| s.input_tokens).sum(),
@@ -198,6 +224,8 @@ pub fn summarize(streams: usize, out: &[Stream]) -> Level {
         },
         ttft: Latency::of_secs(&ttft),
         itl: Latency::of_secs(&itl),
+        decode_tps: median(&decode).unwrap_or(f64::NAN),
+        error: None,
     }
 }
 
@@ -304,7 +332,9 @@ impl Report {
                 "streams": l.streams, "input_tokens": l.input_tokens,
                 "output_tokens": l.output_tokens, "wall_s": num(l.wall_s),
                 "aggregate_tokens_per_s": num(l.tokens_per_s),
-                "ttft": latency_json(l.ttft), "itl": latency_json(l.itl)})).collect::<Vec<_>>(),
+                "decode_tokens_per_s_median": num(l.decode_tps),
+                "ttft": latency_json(l.ttft), "itl": latency_json(l.itl),
+                "error": l.error})).collect::<Vec<_>>(),
             "prefix_cache": self.prefix.as_ref().map(|p| json!({
                 "requests": p.requests, "input_tokens": p.input_tokens,
                 "cached_tokens": p.cached_tokens, "hit_rate": num(p.hit_rate),
@@ -349,6 +379,8 @@ mod tests {
         assert!((ttft - 147.5).abs() < 1e-6, "{ttft}");
         let itl = l.itl.map_or(0.0, |t| t.p50_ms);
         assert!((itl - 10.0).abs() < 1e-6, "{itl}");
+        // Per-stream decode rates 2 / 20 ms = 100 and 1 / 40 ms = 25 tok/s.
+        assert!((l.decode_tps - 62.5).abs() < 1e-6, "{}", l.decode_tps);
     }
 
     #[test]
@@ -369,6 +401,18 @@ mod tests {
         assert!((p.ttft_first_ms - 400.0).abs() < 1e-6);
         assert!((p.ttft_later_median_ms - 100.0).abs() < 1e-6);
         assert!((p.ttft_ratio - 4.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn long_prompts_are_distinct_and_about_the_asked_length() {
+        let a = long_prompt("c16", 0, 1000);
+        let b = long_prompt("c16", 1, 1000);
+        assert_ne!(a, b);
+        let n = a.split_whitespace().count();
+        assert!((985..=1000).contains(&n), "{n} words");
+        // Different streams' word lists start at different words.
+        let body = |s: &str| s.split(". ").nth(1).map(str::to_owned).unwrap_or_default();
+        assert_ne!(body(&a).split(' ').next(), body(&b).split(' ').next());
     }
 
     #[test]
