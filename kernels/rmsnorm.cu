@@ -45,7 +45,7 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
     return s;
 }
 
-extern "C" __global__ void rms_norm_kernel(__nv_bfloat16* out, long long out_stride,
+extern "C" __global__ void __launch_bounds__(1024) rms_norm_kernel(__nv_bfloat16* out, long long out_stride,
                                            const __nv_bfloat16* x, long long x_stride,
                                            const __nv_bfloat16* __restrict__ weight, float eps,
                                            int num_tokens, int num_heads, int dim) {
@@ -68,7 +68,7 @@ extern "C" __global__ void rms_norm_kernel(__nv_bfloat16* out, long long out_str
     }
 }
 
-extern "C" __global__ void fused_add_rms_norm_kernel(__nv_bfloat16* out,
+extern "C" __global__ void __launch_bounds__(1024) fused_add_rms_norm_kernel(__nv_bfloat16* out,
                                                      __nv_bfloat16* residual,
                                                      const __nv_bfloat16* x,
                                                      const __nv_bfloat16* __restrict__ weight,

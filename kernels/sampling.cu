@@ -121,7 +121,7 @@ __device__ int row_argmax(const float* row, int vocab, Best* sh) {
     return r.id < vocab ? r.id : 0;
 }
 
-extern "C" __global__ void argmax_kernel(int* __restrict__ out_ids, const float* __restrict__ logits,
+extern "C" __global__ void __launch_bounds__(1024) argmax_kernel(int* __restrict__ out_ids, const float* __restrict__ logits,
                                          long long row_stride, int vocab, int rows) {
     __shared__ Best sh[32];
     const int r = blockIdx.x;
@@ -130,7 +130,7 @@ extern "C" __global__ void argmax_kernel(int* __restrict__ out_ids, const float*
     if (threadIdx.x == 0) out_ids[r] = id;
 }
 
-extern "C" __global__ void softmax_temperature_kernel(float* __restrict__ probs,
+extern "C" __global__ void __launch_bounds__(1024) softmax_temperature_kernel(float* __restrict__ probs,
                                                       const float* __restrict__ logits,
                                                       long long row_stride,
                                                       const float* __restrict__ temperatures,
@@ -162,7 +162,7 @@ extern "C" __global__ void softmax_temperature_kernel(float* __restrict__ probs,
     }
 }
 
-extern "C" __global__ void logprobs_topn_kernel(float* __restrict__ out_logprob,
+extern "C" __global__ void __launch_bounds__(1024) logprobs_topn_kernel(float* __restrict__ out_logprob,
                                                 int* __restrict__ top_ids,
                                                 float* __restrict__ top_logprobs,
                                                 const float* __restrict__ logits,
@@ -272,7 +272,7 @@ __device__ bool find_cutoff(const Row& w, double target, bool mass, bool strict,
     return true;
 }
 
-extern "C" __global__ void sample_kernel(int* __restrict__ out_ids, const float* __restrict__ logits,
+extern "C" __global__ void __launch_bounds__(1024) sample_kernel(int* __restrict__ out_ids, const float* __restrict__ logits,
                                          long long row_stride, const float* __restrict__ temperatures,
                                          const int* __restrict__ top_k, const float* __restrict__ top_p,
                                          const float* __restrict__ min_p,

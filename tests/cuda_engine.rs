@@ -755,9 +755,16 @@ fn concurrent_with_cancels(device: &str, n: usize) -> TestResult {
             && req["cancelled"] == cancelled;
         if settled {
             println!(
-                "  stats after: requests {}, kv_cache free {} of {} blocks, preemptions {}",
-                req, kv["free_blocks"], kv["num_blocks"], st["preemptions"]
+                "  stats after: requests {}, kv_cache free {} of {} blocks, preemptions {}, \
+                 backend {}",
+                req, kv["free_blocks"], kv["num_blocks"], st["preemptions"], st["backend"]
             );
+            // Decode steps must have replayed CUDA graphs: a failed capture turns them off
+            // silently otherwise (the engine keeps running eagerly).
+            let b = &st["backend"];
+            if b["cuda_graphs"] != "on" || b["graph_steps"].as_u64().unwrap_or(0) == 0 {
+                return Err(format!("CUDA graphs were not used: backend stats {b}"));
+            }
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -4,6 +4,8 @@
 //! `device` to one of them at create.
 
 pub mod cpu;
+/// The CUDA backend; not part of the C API (its launch constants are Rust-only):
+/// cbindgen:ignore
 #[cfg(feature = "cuda")]
 pub mod cuda;
 

@@ -12,9 +12,10 @@
 //! (grid z) is a power-of-two bucket of the longest context, capped at what the scratch
 //! holds; partitions past a sequence's length exit at once.
 //!
-//! A capture that fails (a driver without graph support for some call, say) switches
-//! graphs off for the runner, with the reason kept for the stats, and the step runs
-//! eagerly: a graph is an optimisation, never a reason to fail a request.
+//! The first step of a key runs eagerly (so cuBLAS picks and loads its kernels outside a
+//! capture) and is then recorded. A capture that fails (a driver without graph support
+//! for some call, say) switches graphs off for the runner, with the reason kept for the
+//! stats: a graph is an optimisation, never a reason to fail a request.
 
 use std::collections::HashMap;
 
@@ -48,7 +49,10 @@ pub(super) struct DecodeGraphs {
 }
 
 impl DecodeGraphs {
-    pub fn new(max_num_seqs: usize) -> DecodeGraphs {
+    /// Graphs for decode batches of up to `max_batch` sequences: `max_num_seqs`, but never
+    /// more than `max_num_batched_tokens` (a padded batch must fit the token buffers).
+    pub fn new(max_batch: usize) -> DecodeGraphs {
+        let max_num_seqs = max_batch;
         let mut sizes: Vec<usize> = [1, 2, 4]
             .into_iter()
             .filter(|&s| s <= max_num_seqs)
@@ -113,8 +117,9 @@ pub(super) fn table_stride(key: GraphKey, block_size: usize, max_blocks_per_seq:
 }
 
 impl CudaRunner {
-    /// Runs the padded decode step `shape` through graph `key`, capturing it first if
-    /// needed; falls back to running it eagerly when a capture fails.
+    /// Runs the padded decode step `shape` through graph `key`; the first step of a key
+    /// runs eagerly and captures the graph for the next ones (a failed capture turns
+    /// graphs off; the step's results stand either way).
     pub(super) fn replay_or_capture(&mut self, key: GraphKey, shape: &StepShape) -> Result<()> {
         if let Some(g) = self.graphs.graphs.get(&key) {
             g.0.launch().map_err(|e| {
@@ -126,6 +131,12 @@ impl CudaRunner {
             self.graphs.counters.graph_replays += 1;
             return Ok(());
         }
+        // First time for this key: run the step eagerly (its results are this step's,
+        // and cuBLAS loads its kernels for these shapes outside the capture), then
+        // record the same launches into a graph. A capture executes nothing.
+        self.run_forward(shape)?;
+        self.run_sampling(shape, true)?;
+        self.graphs.counters.eager_steps += 1;
         let stream = self.gpu.stream.clone();
         stream
             .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
@@ -137,12 +148,7 @@ impl CudaRunner {
         let ended = stream.end_capture(CUgraphInstantiate_flags_enum(0));
         match (queued, ended) {
             (Ok(()), Ok(Some(graph))) => {
-                graph
-                    .launch()
-                    .map_err(|e| device_error("CUDA graph launch after capture", e))?;
                 self.graphs.graphs.insert(key, OwnedGraph(graph));
-                self.graphs.counters.graph_replays += 1;
-                Ok(())
             }
             (queued, ended) => {
                 let why = match (queued, ended) {
@@ -155,12 +161,9 @@ impl CudaRunner {
                     key.0
                 ));
                 self.graphs.clear();
-                self.run_forward(shape)?;
-                self.run_sampling(shape, true)?;
-                self.graphs.counters.eager_steps += 1;
-                Ok(())
             }
         }
+        Ok(())
     }
 }
 

@@ -126,7 +126,7 @@ impl CudaRunner {
             bufs,
             host: Staging::default(),
             limits,
-            graphs: DecodeGraphs::new(limits.max_num_seqs),
+            graphs: DecodeGraphs::new(limits.max_num_seqs.min(limits.max_num_batched_tokens)),
         })
     }
 
