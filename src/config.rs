@@ -193,12 +193,13 @@ pub struct EngineConfig {
     pub device: Device,
     /// CPU worker threads for the forward pass (the engine thread included).
     pub num_threads: usize,
-    /// Most sequences in one step.
-    pub max_num_seqs: usize,
+    /// Most sequences in one step; `None`: the backend's default ([`EngineConfig::limits`]).
+    pub max_num_seqs: Option<usize>,
     /// Most tokens (prompt + output) per sequence; defaults to the model's context length.
     pub max_model_len: Option<usize>,
-    /// Most tokens in one forward pass (prefill is chunked to fit).
-    pub max_num_batched_tokens: usize,
+    /// Most tokens in one forward pass (prefill is chunked to fit); `None`: the backend's
+    /// default.
+    pub max_num_batched_tokens: Option<usize>,
     /// Seed for requests that do not give their own.
     pub seed: u64,
     /// Sampling defaults for requests that omit a field (the host's `generation_config`
@@ -272,7 +273,26 @@ const KEYS: &[&str] = &[
     "tool_call_parser",
 ];
 
+/// The scheduler's limits on one backend: `max_num_seqs` and `max_num_batched_tokens`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepLimits {
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+}
+
 impl EngineConfig {
+    /// The limits the config gives, with the backend's defaults for those it omits: on the
+    /// CPU 16 sequences and 512 tokens per step (its steps are slow: small batches keep
+    /// the latency of each request low); on a GPU vLLM's 256 and 8192 (a GPU step costs
+    /// about the same for 1 or 256 decodes).
+    pub fn limits(&self, gpu: bool) -> StepLimits {
+        let (seqs, tokens) = if gpu { (256, 8192) } else { (16, 512) };
+        StepLimits {
+            max_num_seqs: self.max_num_seqs.unwrap_or(seqs),
+            max_num_batched_tokens: self.max_num_batched_tokens.unwrap_or(tokens),
+        }
+    }
+
     /// Parses and validates a JSON config document.
     pub fn from_json(text: &str) -> Result<Self> {
         let value: Value = serde_json::from_str(text).map_err(|e| Error::InvalidJson {
@@ -364,10 +384,10 @@ impl EngineConfig {
             device,
             num_threads: get_uint(map, "num_threads", 1, 1024)?.unwrap_or(default_threads as u64)
                 as usize,
-            max_num_seqs: get_uint(map, "max_num_seqs", 1, 4096)?.unwrap_or(16) as usize,
+            max_num_seqs: get_uint(map, "max_num_seqs", 1, 4096)?.map(|v| v as usize),
             max_model_len: get_uint(map, "max_model_len", 2, 1 << 24)?.map(|v| v as usize),
             max_num_batched_tokens: get_uint(map, "max_num_batched_tokens", 16, 1 << 20)?
-                .unwrap_or(512) as usize,
+                .map(|v| v as usize),
             seed: get_uint(map, "seed", 0, u64::MAX)?.unwrap_or(0),
             generation: GenerationDefaults::from_value(map.get("generation_config"))?,
             generation_overrides: map.get("generation_config").cloned(),
@@ -483,6 +503,41 @@ mod tests {
         ))
         .unwrap();
         assert_eq!((ok.num_threads, ok.seed, ok.device), (2, 7, Device::Cpu));
+    }
+
+    #[test]
+    fn step_limits_default_per_backend_and_keep_what_the_config_gives() {
+        let c = |extra: &str| {
+            // The model must be an existing file; the test binary is one.
+            let exe = std::env::current_exe().unwrap();
+            let json = format!(r#"{{"model": "{}"{extra}}}"#, exe.to_str().unwrap());
+            EngineConfig::from_json(&json).unwrap()
+        };
+        let none = c("");
+        assert_eq!(
+            (
+                none.limits(false).max_num_seqs,
+                none.limits(false).max_num_batched_tokens
+            ),
+            (16, 512)
+        );
+        assert_eq!(
+            (
+                none.limits(true).max_num_seqs,
+                none.limits(true).max_num_batched_tokens
+            ),
+            (256, 8192)
+        );
+        let given = c(r#", "max_num_seqs": 3, "max_num_batched_tokens": 64"#);
+        for gpu in [false, true] {
+            assert_eq!(
+                given.limits(gpu),
+                StepLimits {
+                    max_num_seqs: 3,
+                    max_num_batched_tokens: 64
+                }
+            );
+        }
     }
 
     #[test]

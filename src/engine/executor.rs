@@ -13,7 +13,7 @@ use crate::backend::cpu::pool::ThreadPool;
 #[cfg(feature = "cuda")]
 use crate::backend::cuda::runner::CudaRunner;
 use crate::backend::Selection;
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, StepLimits};
 use crate::error::{Error, Result};
 use crate::model::{Decoder, StepBatch};
 use crate::sampling::{Sampled, Sampler};
@@ -77,11 +77,12 @@ pub fn create(
     selection: &Selection,
     model: Decoder,
     config: &EngineConfig,
+    limits: StepLimits,
     max_model_len: usize,
 ) -> Result<Created> {
     #[cfg(feature = "cuda")]
     if let Some(ordinal) = selection.cuda_ordinal {
-        return create_cuda(ordinal, model, config, max_model_len);
+        return create_cuda(ordinal, model, config, limits, max_model_len);
     }
     let _ = selection;
     let mc = &model.config;
@@ -92,7 +93,7 @@ pub fn create(
         mc,
         config.block_size,
         max_model_len,
-        config.max_num_seqs,
+        limits.max_num_seqs,
         config.enable_prefix_caching,
         Memory::host(),
     )?;
@@ -123,6 +124,7 @@ fn create_cuda(
     ordinal: usize,
     model: Decoder,
     config: &EngineConfig,
+    step: StepLimits,
     max_model_len: usize,
 ) -> Result<Created> {
     use crate::backend::cuda::device::Gpu;
@@ -130,8 +132,8 @@ fn create_cuda(
 
     let gpu = Gpu::open(ordinal)?;
     let limits = Limits {
-        max_num_seqs: config.max_num_seqs,
-        max_num_batched_tokens: config.max_num_batched_tokens.max(1),
+        max_num_seqs: step.max_num_seqs,
+        max_num_batched_tokens: step.max_num_batched_tokens,
         max_model_len,
         block_size: config.block_size,
     };
@@ -150,7 +152,7 @@ fn create_cuda(
         &mc,
         config.block_size,
         max_model_len,
-        config.max_num_seqs,
+        step.max_num_seqs,
         config.enable_prefix_caching,
         memory,
     )?;

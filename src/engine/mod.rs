@@ -228,7 +228,8 @@ impl Engine {
         .unwrap_or_default();
         let model_names = vec![stem, mc.name.clone()];
         let weight_bytes = model.weight_bytes();
-        let backend = executor::create(&selection, model, &config, max_model_len)?;
+        let limits = config.limits(selection.cuda_ordinal.is_some());
+        let backend = executor::create(&selection, model, &config, limits, max_model_len)?;
         let layout = backend.layout;
         let kv_bytes = layout.num_blocks
             * layout.block_size
@@ -238,9 +239,9 @@ impl Engine {
             "model_name": mc.name,
             "architecture": mc.arch,
             "device": selection.device,
-            "max_num_seqs": config.max_num_seqs,
+            "max_num_seqs": limits.max_num_seqs,
             "max_model_len": max_model_len,
-            "max_num_batched_tokens": config.max_num_batched_tokens,
+            "max_num_batched_tokens": limits.max_num_batched_tokens,
             "weight_bytes": weight_bytes,
             "kv_cache": {
                 "bytes": kv_bytes,
@@ -274,8 +275,8 @@ impl Engine {
         let core = EngineCore::new(
             backend.exec,
             layout,
-            config.max_num_seqs,
-            config.max_num_batched_tokens.max(1),
+            limits.max_num_seqs,
+            limits.max_num_batched_tokens,
             tokenizer.eog_ids.clone(),
             Arc::clone(&shared),
             out_tx.clone(),
