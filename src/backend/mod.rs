@@ -9,8 +9,43 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
 use crate::config::Device;
 use crate::error::{Error, Result};
+
+/// What a backend counts about its steps, shared with the engine's stats (read from any
+/// thread, written by the engine thread; no lock on the step's path). The CPU keeps none.
+#[derive(Debug, Default)]
+pub struct StepCounters {
+    /// Decode steps replayed from a CUDA graph.
+    pub graph_steps: AtomicU64,
+    /// Steps launched one kernel at a time.
+    pub eager_steps: AtomicU64,
+    pub graphs_captured: AtomicU64,
+    /// Why graphs are off (`None`: on). Written once, when they are turned off.
+    pub graphs_off: Mutex<Option<String>>,
+}
+
+impl StepCounters {
+    /// The stats' `"backend"` object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "cuda_graphs": self.graphs_off.lock().clone().unwrap_or_else(|| "on".into()),
+            "graphs_captured": get(&self.graphs_captured),
+            "graph_steps": get(&self.graph_steps),
+            "eager_steps": get(&self.eager_steps),
+        })
+    }
+
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// The backend an engine runs on, resolved from the config's [`Device`] at create.
 #[derive(Debug, Clone, PartialEq, Eq)]

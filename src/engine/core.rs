@@ -210,7 +210,15 @@ impl EngineCore {
             self.exec.step(&batch, &mut samplers)
         };
         let sampled = match result {
-            Ok(s) => s,
+            Ok(s) if s.len() == sampled_idx.len() => s,
+            Ok(s) => {
+                let msg = format!(
+                    "{} tokens sampled for {} sequences",
+                    s.len(),
+                    sampled_idx.len()
+                );
+                return self.poison(msg);
+            }
             Err(e) => return self.poison(e.to_string()),
         };
         st.steps.fetch_add(1, Ordering::Relaxed);
@@ -272,9 +280,6 @@ impl EngineCore {
     }
 
     fn publish_gauges(&self) {
-        if let Some(b) = self.exec.stats() {
-            *self.shared.backend_stats.lock() = Some(b);
-        }
         let st = &self.shared.stats;
         let kv = &self.sched.kv;
         st.running

@@ -4,6 +4,8 @@
 //! samples on the host; CUDA runs the step on the GPU and samples there (see
 //! `backend::cuda::runner`).
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use super::core::KvLayout;
@@ -12,7 +14,7 @@ use crate::backend::cpu::kv::PagedKv;
 use crate::backend::cpu::pool::ThreadPool;
 #[cfg(feature = "cuda")]
 use crate::backend::cuda::runner::CudaRunner;
-use crate::backend::Selection;
+use crate::backend::{Selection, StepCounters};
 use crate::config::{EngineConfig, StepLimits};
 use crate::error::{Error, Result};
 use crate::model::{Decoder, StepBatch};
@@ -53,12 +55,13 @@ impl Executor {
         }
     }
 
-    /// The backend's counters for the stats (`None` on the CPU, which has none).
-    pub fn stats(&self) -> Option<serde_json::Value> {
+    /// The backend's step counters, shared with the stats (`None` on the CPU, which
+    /// keeps none).
+    pub fn counters(&self) -> Option<Arc<StepCounters>> {
         match self {
             Executor::Cpu { .. } => None,
             #[cfg(feature = "cuda")]
-            Executor::Cuda(r) => Some(r.stats()),
+            Executor::Cuda(r) => Some(r.counters()),
         }
     }
 }

@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::backend::cpu::kv::PagedKv;
+use crate::backend::StepCounters;
 use crate::chat_template::{self, ChatTemplate};
 use crate::config::{EngineConfig, GenerationDefaults};
 use crate::error::{Error, Result};
@@ -109,9 +110,8 @@ pub struct Shared {
     pub poll: PollQueue,
     pub poisoned: Mutex<Option<String>>,
     pub stats: Stats,
-    /// The backend's own counters (CUDA graphs), published by the engine thread after
-    /// each step; `None` on the CPU.
-    pub backend_stats: Mutex<Option<serde_json::Value>>,
+    /// The backend's step counters (CUDA graphs); `None` on the CPU.
+    pub backend: Option<Arc<StepCounters>>,
 }
 
 /// A running engine. Dropping it cancels what is in flight, delivers the terminal events
@@ -268,7 +268,7 @@ impl Engine {
             poll: PollQueue::default(),
             poisoned: Mutex::new(None),
             stats: Stats::default(),
-            backend_stats: Mutex::new(None),
+            backend: backend.exec.counters(),
         });
         let (cmd_tx, cmd_rx) = unbounded();
         let (out_tx, out_rx) = unbounded();
@@ -459,8 +459,8 @@ impl Engine {
         v["kv_cache"]["free_blocks"] = json!(get(&s.kv_blocks_free));
         v["kv_cache"]["cached_blocks"] = json!(get(&s.kv_blocks_cached));
         v["poisoned"] = json!(self.shared.poisoned.lock().clone());
-        if let Some(b) = self.shared.backend_stats.lock().clone() {
-            v["backend"] = b;
+        if let Some(b) = &self.shared.backend {
+            v["backend"] = b.to_json();
         }
         v
     }

@@ -52,6 +52,13 @@ impl Default for SamplingParams {
     }
 }
 
+impl SamplingParams {
+    /// Whether the pick is the argmax (temperature 0, or top-k 1).
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k == 1
+    }
+}
+
 /// One sampled token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampled {
@@ -140,7 +147,7 @@ impl Sampler {
             return None;
         }
         let p = &self.params;
-        let greedy = p.temperature <= 0.0 || p.top_k == 1;
+        let greedy = p.is_greedy();
         Some(DevicePick {
             greedy,
             temperature: if greedy { 0.0 } else { p.temperature },
@@ -162,7 +169,7 @@ impl Sampler {
     /// Greedy or a seeded draw from the filtered distribution of `logits`.
     fn pick(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
-        if p.temperature <= 0.0 || p.top_k == 1 {
+        if p.is_greedy() {
             return argmax(logits);
         }
         let inv_t = 1.0 / p.temperature;

@@ -168,3 +168,27 @@ fn shared_prefix_is_reported_as_cached() {
     assert_eq!(s.running(1).num_cached_tokens, Some(20));
     assert_eq!(out.scheduled[0].num_new_tokens, 2);
 }
+
+#[test]
+fn running_many_mut_keeps_the_order_and_refuses_repeats() {
+    let kv = KvCacheManager::new(16, 4, true);
+    let mut s: Scheduler<usize> = Scheduler::new(4, 64, kv);
+    for id in 0..3 {
+        s.add(Request::new(id, vec![1, 2, 3], id as usize));
+    }
+    let out = s.schedule();
+    assert_eq!(out.scheduled.len(), 3);
+    let ids: Vec<u64> = s
+        .running_many_mut(&[2, 0])
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [s.running(2).id, s.running(0).id]);
+    for r in s.running_many_mut(&[1]).unwrap() {
+        r.payload = 7;
+    }
+    assert_eq!(s.running(1).payload, 7);
+    assert!(s.running_many_mut(&[1, 1]).is_none());
+    assert!(s.running_many_mut(&[3]).is_none());
+}

@@ -190,13 +190,6 @@ impl Gpu {
             .map_err(|e| device_error(format!("copy of {what} to the host"), e))
     }
 
-    /// Waits for everything queued on the stream.
-    pub fn sync(&self, what: &str) -> Result<()> {
-        self.stream
-            .synchronize()
-            .map_err(|e| device_error(format!("stream synchronize ({what})"), e))
-    }
-
     /// (free, total) device memory in bytes.
     pub fn memory(&self) -> Result<(usize, usize)> {
         self.ctx

@@ -18,13 +18,15 @@
 //! stats: a graph is an optimisation, never a reason to fail a request.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags_enum, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
 
 use super::device::device_error;
-use super::runner::{CudaRunner, RunnerCounters, PARTITION};
+use super::runner::{CudaRunner, PARTITION};
 use super::staging::StepShape;
+use crate::backend::StepCounters;
 use crate::error::Result;
 
 /// A captured graph's launch sizes: (padded batch size, partition count).
@@ -44,33 +46,37 @@ pub(super) struct DecodeGraphs {
     sizes: Vec<usize>,
     graphs: HashMap<GraphKey, OwnedGraph>,
     /// Why graphs are off (`RILL_CUDA_GRAPHS=0`, or a failed capture).
-    pub disabled: Option<String>,
-    pub counters: RunnerCounters,
+    disabled: Option<String>,
+    /// Shared with the engine's stats.
+    pub counters: Arc<StepCounters>,
 }
 
 impl DecodeGraphs {
     /// Graphs for decode batches of up to `max_batch` sequences: `max_num_seqs`, but never
     /// more than `max_num_batched_tokens` (a padded batch must fit the token buffers).
     pub fn new(max_batch: usize) -> DecodeGraphs {
-        let max_num_seqs = max_batch;
-        let mut sizes: Vec<usize> = [1, 2, 4]
-            .into_iter()
-            .filter(|&s| s <= max_num_seqs)
-            .collect();
-        sizes.extend((8..=max_num_seqs.min(512)).step_by(8));
-        if max_num_seqs <= 512 && sizes.last() != Some(&max_num_seqs) {
-            sizes.push(max_num_seqs);
+        let mut sizes: Vec<usize> = [1, 2, 4].into_iter().filter(|&s| s <= max_batch).collect();
+        sizes.extend((8..=max_batch.min(512)).step_by(8));
+        if max_batch <= 512 && sizes.last() != Some(&max_batch) {
+            sizes.push(max_batch);
         }
-        let disabled = std::env::var("RILL_CUDA_GRAPHS")
-            .ok()
-            .filter(|v| v == "0")
-            .map(|_| "off: RILL_CUDA_GRAPHS=0".to_owned());
-        DecodeGraphs {
+        let mut graphs = DecodeGraphs {
             sizes,
             graphs: HashMap::new(),
-            disabled,
-            counters: RunnerCounters::default(),
+            disabled: None,
+            counters: Arc::default(),
+        };
+        if std::env::var("RILL_CUDA_GRAPHS").is_ok_and(|v| v == "0") {
+            graphs.turn_off("off: RILL_CUDA_GRAPHS=0".to_owned());
         }
+        graphs
+    }
+
+    /// Turns graphs off for good, saying why (in the stats too).
+    fn turn_off(&mut self, why: String) {
+        *self.counters.graphs_off.lock() = Some(why.clone());
+        self.disabled = Some(why);
+        self.graphs.clear();
     }
 
     pub fn enabled(&self) -> bool {
@@ -80,11 +86,6 @@ impl DecodeGraphs {
     /// Drops every graph (their buffers are about to change).
     pub fn clear(&mut self) {
         self.graphs.clear();
-    }
-
-    /// How many graphs are captured.
-    pub fn len(&self) -> usize {
-        self.graphs.len()
     }
 
     /// The graph a decode step of `shape` runs in, or `None` (too many sequences, or
@@ -128,7 +129,7 @@ impl CudaRunner {
                     e,
                 )
             })?;
-            self.graphs.counters.graph_replays += 1;
+            StepCounters::bump(&self.graphs.counters.graph_steps);
             return Ok(());
         }
         // First time for this key: run the step eagerly (its results are this step's,
@@ -136,7 +137,7 @@ impl CudaRunner {
         // record the same launches into a graph. A capture executes nothing.
         self.run_forward(shape)?;
         self.run_sampling(shape, true)?;
-        self.graphs.counters.eager_steps += 1;
+        StepCounters::bump(&self.graphs.counters.eager_steps);
         let stream = self.gpu.stream.clone();
         stream
             .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
@@ -149,6 +150,7 @@ impl CudaRunner {
         match (queued, ended) {
             (Ok(()), Ok(Some(graph))) => {
                 self.graphs.graphs.insert(key, OwnedGraph(graph));
+                StepCounters::bump(&self.graphs.counters.graphs_captured);
             }
             (queued, ended) => {
                 let why = match (queued, ended) {
@@ -156,11 +158,10 @@ impl CudaRunner {
                     (_, Err(e)) => format!("cuStreamEndCapture: {e:?}"),
                     _ => "the capture produced no graph".to_owned(),
                 };
-                self.graphs.disabled = Some(format!(
+                self.graphs.turn_off(format!(
                     "off after a failed capture (batch {}): {why}",
                     key.0
                 ));
-                self.graphs.clear();
             }
         }
         Ok(())

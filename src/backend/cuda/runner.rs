@@ -22,6 +22,8 @@
 //! sequences (both read the paged cache, so prefix-cache hits and chunked prefill work).
 //! Decode batches replay CUDA graphs (see `graphs`).
 
+use std::sync::Arc;
+
 use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
 
@@ -32,6 +34,7 @@ use super::ops::{self, AttnScratch, AttnShape, Dev};
 use super::staging::{self, fill_tables, Staging, StepShape};
 use super::weights::DeviceWeights;
 use crate::backend::cpu::ops::Rope;
+use crate::backend::StepCounters;
 use crate::error::{Error, Result};
 use crate::model::{Decoder, ModelConfig, StepBatch};
 use crate::sampling::{DevicePick, Sampled, Sampler, TokenLogprobs};
@@ -101,13 +104,6 @@ pub struct CudaRunner {
     pub(super) graphs: DecodeGraphs,
 }
 
-/// Steps the runner counts (stats).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RunnerCounters {
-    pub graph_replays: u64,
-    pub eager_steps: u64,
-}
-
 impl CudaRunner {
     /// Uploads `model`'s weights to `gpu` and allocates the step buffers for `limits`; the
     /// KV cache comes next ([`CudaRunner::allocate_kv`]), sized from the memory left.
@@ -167,11 +163,6 @@ impl CudaRunner {
         self.weights.total_bytes
     }
 
-    /// Bytes one KV block takes over all layers.
-    pub fn kv_bytes_per_block(&self) -> usize {
-        2 * 2 * self.config.n_layers * self.config.kv_dim() * self.limits.block_size
-    }
-
     /// Allocates the paged KV cache (`num_blocks` blocks of `block_size` tokens).
     pub fn allocate_kv(&mut self, num_blocks: usize) -> Result<()> {
         self.kv = None;
@@ -191,20 +182,9 @@ impl CudaRunner {
         Ok(())
     }
 
-    /// The step's graph and eager counters.
-    pub fn counters(&self) -> RunnerCounters {
-        self.graphs.counters
-    }
-
-    /// Counters for the engine's stats (`"backend"`).
-    pub fn stats(&self) -> serde_json::Value {
-        let c = self.graphs.counters;
-        serde_json::json!({
-            "cuda_graphs": self.graphs.disabled.clone().unwrap_or_else(|| "on".into()),
-            "graphs_captured": self.graphs.len(),
-            "graph_steps": c.graph_replays,
-            "eager_steps": c.eager_steps,
-        })
+    /// The step counters (graphs), shared with the engine's stats.
+    pub fn counters(&self) -> Arc<StepCounters> {
+        Arc::clone(&self.graphs.counters)
     }
 
     /// Runs `batch` and returns the logits (`vocab_size` f32 each) of the last token of
@@ -256,7 +236,7 @@ impl CudaRunner {
                 self.run_forward(&shape)?;
                 let any_sampled = picks.iter().any(|p| p.is_some_and(|p| !p.greedy));
                 self.run_sampling(&shape, any_sampled)?;
-                self.graphs.counters.eager_steps += 1;
+                StepCounters::bump(&self.graphs.counters.eager_steps);
             }
         }
         self.finish_sampling(rows, &picks, samplers)
