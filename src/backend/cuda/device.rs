@@ -184,7 +184,21 @@ impl Gpu {
     /// Copies the first `dst.len()` elements of `src` to the host; this waits for the
     /// stream.
     pub fn read<T: DeviceRepr>(&self, src: &CudaSlice<T>, dst: &mut [T], what: &str) -> Result<()> {
-        let view = src.slice(..dst.len());
+        self.read_at(src, 0, dst, what)
+    }
+
+    /// Copies `dst.len()` elements of `src` from element `offset` to the host; this waits
+    /// for the stream.
+    pub fn read_at<T: DeviceRepr>(
+        &self,
+        src: &CudaSlice<T>,
+        offset: usize,
+        dst: &mut [T],
+        what: &str,
+    ) -> Result<()> {
+        let view = src
+            .try_slice(offset..offset + dst.len())
+            .ok_or_else(|| Error::Internal(format!("{what}: read past the end of its buffer")))?;
         self.stream
             .memcpy_dtoh(&view, dst)
             .map_err(|e| device_error(format!("copy of {what} to the host"), e))

@@ -577,7 +577,8 @@ impl CudaRunner {
         samplers: &mut [&mut Sampler],
     ) -> Result<Vec<Sampled>> {
         let vocab = self.config.vocab_size;
-        let max_top = self.host.num_top.iter().copied().max().unwrap_or(0).max(0) as usize;
+        // Entries per row of the top-logprobs outputs (the kernel's max_top).
+        let stride = self.host.num_top.iter().copied().max().unwrap_or(0).max(1) as usize;
         let want_logprobs = picks
             .iter()
             .any(|p| p.is_some_and(|p| p.logprobs.is_some()));
@@ -592,7 +593,7 @@ impl CudaRunner {
                 vocab,
                 Dev::of(&b.out_ids),
                 Dev::of(&b.num_top),
-                max_top.max(1),
+                stride,
                 vocab,
                 rows,
             )?;
@@ -601,7 +602,6 @@ impl CudaRunner {
         self.gpu.read(&self.bufs.out_ids, &mut ids, "sampled ids")?;
         let (mut lp, mut top_ids, mut top_lp) = (Vec::new(), Vec::new(), Vec::new());
         if want_logprobs {
-            let stride = max_top.max(1);
             lp = vec![0f32; rows];
             top_ids = vec![0i32; rows * stride];
             top_lp = vec![0f32; rows * stride];
@@ -617,13 +617,9 @@ impl CudaRunner {
             match pick {
                 None => {
                     row_logits.resize(vocab, 0f32);
-                    let view = self.bufs.logits.slice(r * vocab..(r + 1) * vocab);
+                    let logits = &self.bufs.logits;
                     self.gpu
-                        .stream
-                        .memcpy_dtoh(&view, &mut row_logits[..])
-                        .map_err(|e| {
-                            super::device::device_error("copy of a logits row to the host", e)
-                        })?;
+                        .read_at(logits, r * vocab, &mut row_logits, "a logits row")?;
                     out.push(sampler.sample(&row_logits));
                 }
                 Some(p) => {
@@ -632,7 +628,6 @@ impl CudaRunner {
                         return Err(Error::Internal(format!("the device sampled token {token}")));
                     }
                     let logprobs = p.logprobs.map(|n| {
-                        let stride = max_top.max(1);
                         let n = n.min(MAX_TOP_LOGPROBS);
                         let top = (0..n)
                             .map(|j| (top_ids[r * stride + j], top_lp[r * stride + j]))
