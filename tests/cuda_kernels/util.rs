@@ -271,7 +271,8 @@ pub fn close_scaled(
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
         let bound = tol.atol * scale.map_or(1.0, |s| s[i]) + tol.rtol * w.abs();
-        let ok = g == w || (!g.is_nan() && err <= bound);
+        // Infinities must match exactly (an infinite bound would pass anything).
+        let ok = g == w || (!g.is_nan() && w.is_finite() && err <= bound);
         if !ok {
             bad += 1;
             first.get_or_insert(i);

@@ -14,7 +14,8 @@
 
 use cudarc::driver::{sys, CudaContext};
 
-use super::probe::{self, guarded, ProbeError};
+use super::device::guarded_device;
+use super::probe;
 use crate::error::{Error, Result};
 
 /// One measurement.
@@ -49,25 +50,12 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Runs a cudarc call under `catch_unwind`, turning its error or panic into
-/// [`Error::Device`] naming `op`.
+/// A cudarc call as [`guarded_device`], its operation named as the measurement's.
 fn device_call<T, E: std::fmt::Debug>(
     op: &str,
     f: impl FnOnce() -> std::result::Result<T, E>,
 ) -> Result<T> {
-    guarded(|| {
-        f().map_err(|e| ProbeError::Call {
-            call: "cuda",
-            error: format!("{e:?}"),
-        })
-    })
-    .map_err(|e| Error::Device {
-        op: format!("bandwidth measurement: {op}"),
-        message: match e {
-            ProbeError::Call { error, .. } => error,
-            other => other.to_string(),
-        },
-    })
+    guarded_device(format!("bandwidth measurement: {op}"), f)
 }
 
 /// Measures device `ordinal`'s copy bandwidth with `reps` timed copies of `bytes` bytes

@@ -113,6 +113,17 @@ impl Gpu {
             if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
                 return Err(device_error("cublasSetWorkspace", status));
             }
+            // Split-K reductions stay in f32 (the linear layers' f32 accumulation).
+            // SAFETY: the handle is live; the mode is a valid cublasMath_t.
+            let status = unsafe {
+                cudarc::cublas::sys::cublasSetMathMode(
+                    *blas.handle(),
+                    cudarc::cublas::sys::cublasMath_t::CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION,
+                )
+            };
+            if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                return Err(device_error("cublasSetMathMode", status));
+            }
         }
         Ok(Gpu {
             info,
@@ -229,7 +240,7 @@ fn gib(bytes: usize) -> f64 {
 
 /// Runs a cudarc call under `catch_unwind` (cudarc panics on a missing symbol), turning
 /// both its error and a panic into [`Error::Device`] naming `op`.
-fn guarded_device<T, E: std::fmt::Debug>(
+pub(super) fn guarded_device<T, E: std::fmt::Debug>(
     op: impl Into<String>,
     f: impl FnOnce() -> std::result::Result<T, E>,
 ) -> Result<T> {

@@ -24,7 +24,8 @@ use cudarc::driver::sys::{CUgraphInstantiate_flags_enum, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
 
 use super::device::device_error;
-use super::runner::{CudaRunner, PARTITION};
+use super::ops::attention::PARTITION_SIZE;
+use super::runner::CudaRunner;
 use super::staging::StepShape;
 use crate::backend::StepCounters;
 use crate::error::Result;
@@ -112,7 +113,7 @@ pub(super) fn partition_bucket(needed: usize, max: usize) -> usize {
 /// least every sequence's blocks, since the partitions cover the longest context), at
 /// most `max_blocks_per_seq`.
 pub(super) fn table_stride(key: GraphKey, block_size: usize, max_blocks_per_seq: usize) -> usize {
-    (key.1 * PARTITION)
+    (key.1 * PARTITION_SIZE)
         .div_ceil(block_size)
         .min(max_blocks_per_seq)
 }

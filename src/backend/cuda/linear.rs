@@ -11,10 +11,9 @@
 //! activations seen as column-major `[n_in, tokens]` (ldb = n_in) as they are
 //! (`transb = N`): m = n_out, n = tokens, k = n_in.
 //!
-//! Every call sets the handle's math mode to `CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_
-//! REDUCTION` (a host-side field store): split-K reductions then run in f32, not in the
-//! bf16 output type, as the CPU accumulates. It belongs in `Gpu::open`; here it cannot be
-//! forgotten.
+//! `Gpu::open` sets the handle's math mode to `CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_
+//! REDUCTION`: split-K reductions run in f32, not in the bf16 output type, as the CPU
+//! accumulates.
 //!
 //! CUDA graphs: `Gpu::open` gives the handle a workspace of its own (cudarc's
 //! `CudaBlas::new` sets none, and cuBLAS would otherwise allocate one, an allocation
@@ -23,10 +22,7 @@
 use std::ffi::c_void;
 
 use cudarc::cublas::result::gemm_ex;
-use cudarc::cublas::sys::{
-    cublasComputeType_t, cublasGemmAlgo_t, cublasMath_t, cublasOperation_t, cublasSetMathMode,
-    cudaDataType,
-};
+use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use half::bf16;
 
 use super::device::{device_error, Gpu};
@@ -112,16 +108,6 @@ fn gemm(gpu: &Gpu, g: Option<Gemm>, out: u64, c_type: cudaDataType) -> Result<()
         .bind_to_thread()
         .map_err(|e| device_error("binding the CUDA context for cuBLAS", e))?;
     let (alpha, beta) = (1.0f32, 0.0f32);
-    // SAFETY: `handle` is the Gpu's live cuBLAS handle (set to its stream); the mode is a
-    // valid cublasMath_t.
-    unsafe {
-        cublasSetMathMode(
-            handle,
-            cublasMath_t::CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION,
-        )
-    }
-    .result()
-    .map_err(|e| device_error("cublasSetMathMode", e))?;
     // SAFETY: plan_gemm checked that A (w) holds n_out * n_in = lda * m elements, B (x)
     // tokens * n_in = ldb * n, and C (out) tokens * n_out = ldc * n elements of the types
     // given (bf16 A and B; C bf16 or f32 as the caller's Dev type); alpha and beta are

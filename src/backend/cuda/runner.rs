@@ -30,6 +30,7 @@ use half::{bf16, f16};
 use super::device::Gpu;
 use super::graphs::{self, DecodeGraphs};
 use super::linear::{linear, linear_f32};
+use super::ops::attention::MAX_HEAD_DIM;
 use super::ops::{self, AttnScratch, AttnShape, Dev};
 use super::staging::{self, fill_tables, Staging, StepShape};
 use super::weights::DeviceWeights;
@@ -263,9 +264,6 @@ impl CudaRunner {
     }
 }
 
-/// The decode kernel's partition length (kernels/paged_attention.cu's PARTITION_SIZE).
-pub(super) const PARTITION: usize = 512;
-
 /// Shapes the kernels cannot run are refused at load, naming the limit.
 fn check_model(c: &ModelConfig) -> Result<()> {
     let bad = |m: String| {
@@ -274,9 +272,9 @@ fn check_model(c: &ModelConfig) -> Result<()> {
             format!("the CUDA backend cannot run this model: {m}"),
         ))
     };
-    if c.head_dim > 256 || !c.head_dim.is_multiple_of(2) {
+    if c.head_dim > MAX_HEAD_DIM || !c.head_dim.is_multiple_of(2) {
         return bad(format!(
-            "head_dim {} (the kernels take even head_dim <= 256)",
+            "head_dim {} (the kernels take even head_dim <= {MAX_HEAD_DIM})",
             c.head_dim
         ));
     }

@@ -5,7 +5,8 @@
 //! padding of a decode step to a CUDA graph's batch size.
 
 use super::graphs::GraphKey;
-use super::runner::{Limits, MAX_TOP_LOGPROBS, PARTITION};
+use super::ops;
+use super::runner::{Limits, MAX_TOP_LOGPROBS};
 use crate::error::{Error, Result};
 use crate::model::StepBatch;
 use crate::sampling::DevicePick;
@@ -165,7 +166,7 @@ pub(super) fn stage(
         num_rows: rows,
         decode,
         max_q_len,
-        max_partitions: max_len.div_ceil(PARTITION).max(1),
+        max_partitions: ops::partitions(max_len),
         table_stride,
     })
 }

@@ -95,17 +95,6 @@ impl<T> Dev<T> {
         })
     }
 
-    /// The first `n` elements (an [`Error::Internal`] when there are fewer).
-    pub fn first(self, n: usize) -> Result<Dev<T>> {
-        if n > self.len {
-            return Err(Error::Internal(format!(
-                "device view of {n} elements of a buffer of {}",
-                self.len
-            )));
-        }
-        Ok(Dev { len: n, ..self })
-    }
-
     /// Elements available from [`Dev::ptr`].
     pub fn len(self) -> usize {
         self.len
@@ -143,8 +132,6 @@ mod tests {
         assert_eq!(end.ptr(), 0x1028);
         let m = d.at(11).unwrap_err().to_string();
         assert!(m.contains("element 11 of a buffer of 10"), "{m}");
-        assert_eq!(d.first(4).unwrap().len(), 4);
-        assert!(d.first(11).is_err());
         let n = Dev::<f32>::null();
         assert_eq!((n.ptr(), n.len()), (0, 0));
         assert_eq!(v.byte_range(2), (0x100c, 0x1014));

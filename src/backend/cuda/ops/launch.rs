@@ -101,7 +101,10 @@ pub fn run(gpu: &Gpu, launches: &[Launch]) -> Result<()> {
         // `.cu` sources), and every pointer argument came from a `Check` that verified the
         // buffer holds every element the kernel reads or writes for that shape (the
         // kernel's documented layout), that outputs do not overlap inputs where the kernel
-        // forbids it, and alignment where it loads pairs. The grid and block are within
+        // forbids it, and alignment where it loads pairs (one exception, documented on
+        // `prefill_attention`: its q/out rows past `max_q_len` are bounded by
+        // `cu_seqlens_q`, which is on the device; the runner's staging builds both from
+        // one batch and checks them against the buffers). The grid and block are within
         // the device limits and the kernel's documented launch shape (`Launch::new`). The
         // buffers outlive the work by `Dev`'s contract (stream-ordered frees).
         unsafe { b.launch(cfg) }.map_err(|e| device_error(format!("launch of {}", l.kernel), e))?;

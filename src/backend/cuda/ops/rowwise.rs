@@ -53,6 +53,12 @@ pub(super) fn plan_embedding(
         return Ok(vec![]);
     }
     let c = Check(K);
+    // The runner also uses it as a row gather (table = activations): out must be apart.
+    let (n_out, n_table) = (
+        c.product("out", &[num_tokens, dim])?,
+        c.product("table", &[vocab, dim])?,
+    );
+    c.disjoint(("out", out, n_out), ("table", table, n_table))?;
     let args = vec![
         c.buf("out", out, c.product("out", &[num_tokens, dim])?)?,
         c.buf("ids", ids, num_tokens)?,
@@ -430,7 +436,7 @@ mod tests {
         let b = |len| fake::<bf16>(0x10000, len);
         let qkv = fake::<bf16>(0x100000, 3 * 4096);
         let plans = [
-            plan_embedding(b(3 * 64), fake(0x200, 3), b(10 * 64), 3, 10, 64).unwrap(),
+            plan_embedding(b(3 * 64), fake(0x200, 3), fake(0x40000, 10 * 64), 3, 10, 64).unwrap(),
             plan_rms_norm(b(96), 32, b(96), 32, b(32), 1e-6, 3, 1, 32).unwrap(),
             plan_fused_add_rms_norm(b(96), fake(0x90000, 96), b(96), b(32), 1e-6, 3, 32).unwrap(),
             plan_rope(
@@ -505,9 +511,12 @@ mod tests {
     fn short_buffers_and_bad_shapes_are_refused() {
         let b = |len| fake::<bf16>(0x10000, len);
         let err = |r: Result<Vec<Launch>>| r.unwrap_err().to_string();
-        let m = err(plan_embedding(b(191), fake(0x200, 3), b(640), 3, 10, 64));
+        let table = fake::<bf16>(0x40000, 640);
+        let m = err(plan_embedding(b(191), fake(0x200, 3), table, 3, 10, 64));
         assert!(m.contains("embedding_kernel: argument `out`"), "{m}");
-        let m = err(plan_embedding(b(192), fake(0x200, 2), b(640), 3, 10, 64));
+        let m = err(plan_embedding(b(192), fake(0x200, 3), b(640), 3, 10, 64));
+        assert!(m.contains("out and table overlap"), "{m}");
+        let m = err(plan_embedding(b(192), fake(0x200, 2), table, 3, 10, 64));
         assert!(
             m.contains("`ids` holds 2 elements, the launch touches 3"),
             "{m}"

@@ -155,6 +155,13 @@ pub(super) fn plan_logprobs_topn(
     let c = Check(K);
     let [l, stride, v, r] = rows_args(c, logits, row_stride, vocab, rows)?;
     let top = c.product("top_ids", &[rows, max_top])?;
+    let span = c.rows("logits", rows, row_stride, vocab)?;
+    c.disjoint(("out_logprob", out_logprob, rows), ("logits", logits, span))?;
+    c.disjoint(("top_ids", top_ids, top), ("logits", logits, span))?;
+    c.disjoint(
+        ("top_logprobs", top_logprobs, top),
+        ("logits", logits, span),
+    )?;
     let args = vec![
         c.buf("out_logprob", out_logprob, rows)?,
         c.buf("top_ids", top_ids, top)?,
