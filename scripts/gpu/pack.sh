@@ -15,7 +15,7 @@
 # A test binary whose tests/<name>.rs is missing is reported and left out (run_all.sh
 # then records it as MISSING). Then, on the GPU machine:
 #   bash scripts/gpu/run_all.sh check     (carry: [".gpu"])
-#   bash scripts/gpu/run_all.sh bench     (carry: [".gpu"])
+#   bash scripts/gpu/run_all.sh bench qwen3-0.6b   (then bench llama3-8b; carry: [".gpu"])
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -91,4 +91,4 @@ if ((total > limit_mib * 1024 * 1024)); then
   echo "pack.sh: FAILED: .gpu/ is over ${limit_mib} MiB (a device call carries 64 MiB with the tree)" >&2
   exit 1
 fi
-echo "pack.sh: ok. On the GPU machine: bash scripts/gpu/run_all.sh check|bench, carry [\".gpu\"]"
+echo "pack.sh: ok. On the GPU machine: bash scripts/gpu/run_all.sh check, then bench qwen3-0.6b and bench llama3-8b (one call each), carry [\".gpu\"]"

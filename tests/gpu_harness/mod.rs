@@ -51,8 +51,20 @@ pub fn main(suite: &str, tests: &[Test]) -> ExitCode {
         .iter()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
         .collect();
+    // A filter that matches nothing (a renamed test) must not pass having run nothing.
+    if chosen.is_empty() {
+        println!("{suite}: no test matches {filters:?}");
+        return ExitCode::FAILURE;
+    }
+    let required = match std::env::var("RILL_GPU_TESTS").ok().as_deref() {
+        None | Some("") => false,
+        Some("required") => true,
+        Some(other) => {
+            println!("RILL_GPU_TESTS={other:?}: the only value is \"required\"");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(reason) = unavailable() {
-        let required = std::env::var("RILL_GPU_TESTS").is_ok_and(|v| v == "required");
         println!("\n{suite}: NOT RUN ({} GPU tests): {reason}", chosen.len());
         for (name, _) in &chosen {
             println!("  not run: {name}");

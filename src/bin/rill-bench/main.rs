@@ -421,7 +421,8 @@ impl Doc<'_> {
     }
 }
 
-/// Weight bytes per decoded token: the engine's own count (`weight_bytes` in its stats),
+/// Weight bytes per decoded token: the GPU's own count (`gpu.matrix_bytes_per_token`: bf16
+/// bytes, whatever the file's types), else the engine's `weight_bytes` (the file's bytes),
 /// else the count from the checkpoint's config.json; with where it came from, and the
 /// config.json count for comparison.
 fn weight_bytes(info: &Value, model: &str) -> Option<(u64, &'static str, Option<u64>)> {
@@ -429,6 +430,9 @@ fn weight_bytes(info: &Value, model: &str) -> Option<(u64, &'static str, Option<
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .and_then(|c| gpu::hf_weight_bytes(&c));
+    if let Some(w) = info["gpu_matrix_bytes_per_token"].as_u64() {
+        return Some((w, "engine stats gpu.matrix_bytes_per_token", from_config));
+    }
     match info["stats_weight_bytes"].as_u64() {
         Some(w) => Some((w, "engine stats weight_bytes", from_config)),
         None => from_config.map(|w| (w, "config.json", from_config)),

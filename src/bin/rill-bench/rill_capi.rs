@@ -328,7 +328,9 @@ impl Backend for RillCapi {
         json!({"api": "C API: rill_engine_create / rill_engine_submit (callback) / rill_engine_cancel / rill_engine_destroy",
                "config": self.config, "model": stats["model"], "device": stats["device"],
                "device_note": stats["device_note"], "kernels": stats["kernels"],
-               "stats_weight_bytes": stats["weight_bytes"], "kv_cache": stats["kv_cache"],
+               "stats_weight_bytes": stats["weight_bytes"],
+               "gpu_matrix_bytes_per_token": stats["gpu"]["matrix_bytes_per_token"],
+               "kv_cache": stats["kv_cache"],
                "max_num_batched_tokens": stats["max_num_batched_tokens"],
                "preemptions": stats["preemptions"]})
     }
