@@ -152,8 +152,7 @@ def main():
                 f"--gpu-architecture={arch}",
                 "-std=c++17",
                 f"--include-path={include}",
-                "--restrict",
-            ]
+            ]  # the engine's options (src/backend/cuda/kernels.rs BASE_OPTIONS + arch)
             ok, log, ptx = nvrtc.compile(source, name, options)
             if not ok:
                 failures.append(f"{name} [{arch}]: compile error")
