@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         paged_attention_long,
         prefill_attention,
         prefill_attention_prefix,
+        prefill_attention_long,
         argmax,
         softmax_temperature,
         logprobs_topn,

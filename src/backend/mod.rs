@@ -100,7 +100,10 @@ fn select_cuda(ordinal: usize, _: &str) -> Result<Selection> {
 #[cfg(feature = "cuda")]
 fn select_auto() -> Result<Selection> {
     match cuda::probe::probe() {
-        Ok(driver) if !driver.devices.is_empty() => select_cuda(0, "auto"),
+        Ok(driver) if !driver.devices.is_empty() => match driver.devices[0].check_supported() {
+            Ok(()) => select_cuda(0, "auto"),
+            Err(why) => Ok(cpu(Some(format!("auto: {why}")))),
+        },
         Ok(driver) => Ok(cpu(Some(format!(
             "auto: CUDA driver {} found but no CUDA device",
             driver.version_string()
@@ -127,6 +130,12 @@ fn select_cuda(ordinal: usize, asked: &str) -> Result<Selection> {
             ),
         ));
     };
+    dev.check_supported().map_err(|why| {
+        Error::config(
+            "device",
+            format!("\"cuda:{ordinal}\" cannot be used: {why}"),
+        )
+    })?;
     Ok(Selection {
         device: format!("cuda:{ordinal}"),
         cuda_ordinal: Some(ordinal),

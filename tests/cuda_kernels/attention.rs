@@ -6,7 +6,7 @@
 //! to f16 before P.V (the CPU does; their docs say so), so the reference does not either.
 
 use half::{bf16, f16};
-use rill::backend::cuda::ops::{self, AttnScratch, AttnShape, Dev};
+use rill::backend::cuda::ops::{self, AttnScratch, AttnShape, Dev, PrefillKernel};
 
 use super::util::{gpu, rows, up, Ctx, Out, Rng, Tol};
 
@@ -223,9 +223,28 @@ pub fn paged_attention_long() -> Result<(), String> {
 }
 
 /// Prefill of `seqs` = (cached prefix, new queries) each; q in a fused [q | k | v] buffer,
-/// out contiguous.
+/// out contiguous. Runs every kernel that handles `hd` (the CUDA-core kernel always, the
+/// tensor-core one for 64 and 128) on the same inputs.
 fn prefill_case(
     rng: &mut Rng,
+    heads: usize,
+    kv: usize,
+    hd: usize,
+    seqs: &[(usize, usize)],
+) -> Result<(), String> {
+    let mut kernels = vec![PrefillKernel::CudaCores];
+    if PrefillKernel::TensorCores.entry(hd).is_some() {
+        kernels.push(PrefillKernel::TensorCores);
+    }
+    for k in kernels {
+        prefill_kernel_case(rng, k, heads, kv, hd, seqs)?;
+    }
+    Ok(())
+}
+
+fn prefill_kernel_case(
+    rng: &mut Rng,
+    kernel: PrefillKernel,
     heads: usize,
     kv: usize,
     hd: usize,
@@ -247,10 +266,12 @@ fn prefill_case(
     let q = up(&q_host)?;
     let cu_d = up(&cu)?;
     let out = Out::<bf16>::poisoned(tokens * q_dim + 3)?;
-    let what =
-        format!("prefill_attention heads {heads}/{kv} head_dim {hd} (prefix, queries) {seqs:?}");
+    let what = format!(
+        "prefill_attention ({kernel:?}) heads {heads}/{kv} head_dim {hd} (prefix, queries) {seqs:?}"
+    );
     ops::prefill_attention(
         g,
+        kernel,
         out.dev(),
         q_dim,
         Dev::of(&q),
@@ -303,4 +324,21 @@ pub fn prefill_attention_prefix() -> Result<(), String> {
     )?;
     prefill_case(&mut rng, 32, 4, 128, &[(2048, 40), (7, 1)])?;
     prefill_case(&mut rng, 14, 2, 64, &[(511, 2), (1, 100)])
+}
+
+/// Prompts over several 64-row blocks of the tensor-core kernel (and the CUDA-core one):
+/// lengths on and around the 64-row and 32-key tile edges, a long prompt after a long
+/// cached prefix, Llama-3-8B's and Qwen3-0.6B's head layouts (32/8 and 16/8 at 128) and
+/// Qwen2-0.5B's (14/2 at 64).
+pub fn prefill_attention_long() -> Result<(), String> {
+    let mut rng = Rng::new(25);
+    prefill_case(
+        &mut rng,
+        32,
+        8,
+        128,
+        &[(0, 64), (0, 65), (0, 127), (0, 300)],
+    )?;
+    prefill_case(&mut rng, 16, 8, 128, &[(1000, 200), (31, 33), (0, 1)])?;
+    prefill_case(&mut rng, 14, 2, 64, &[(0, 257), (64, 64), (95, 1)])
 }

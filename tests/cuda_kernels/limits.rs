@@ -24,6 +24,8 @@ pub fn launch_limits() -> Result<(), String> {
         ("paged_attention_kernel", DECODE_THREADS),
         ("paged_attention_reduce_kernel", DECODE_THREADS),
         ("prefill_attention_kernel", PREFILL_THREADS),
+        ("prefill_attention_mma64_kernel", PREFILL_THREADS),
+        ("prefill_attention_mma128_kernel", PREFILL_THREADS),
         ("argmax_kernel", SAMPLING_THREADS),
         ("softmax_temperature_kernel", SAMPLING_THREADS),
         ("logprobs_topn_kernel", SAMPLING_THREADS),

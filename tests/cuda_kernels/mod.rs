@@ -10,7 +10,7 @@ mod util;
 
 pub use attention::{
     paged_attention, paged_attention_gqa, paged_attention_long, prefill_attention,
-    prefill_attention_prefix,
+    prefill_attention_long, prefill_attention_prefix,
 };
 pub use limits::{launch_limits, ptx_cache};
 pub use linear::{linear, linear_f32};

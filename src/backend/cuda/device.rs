@@ -70,6 +70,12 @@ impl Gpu {
                 ),
             )
         })?;
+        info.check_supported().map_err(|why| {
+            Error::config(
+                "device",
+                format!("\"cuda:{ordinal}\" cannot be used: {why}"),
+            )
+        })?;
         let ctx = guarded_device("cuCtx (primary context)", || CudaContext::new(ordinal))?;
         // SAFETY: no slice exists yet on this context; with one stream, event tracking
         // only adds records that a graph capture cannot hold.

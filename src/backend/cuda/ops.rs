@@ -16,7 +16,7 @@
 //! | [`silu_and_mul`], [`add_bias`] | `silu_and_mul_kernel`, `add_bias_kernel` | activation.cu |
 //! | [`reshape_and_cache`] | `reshape_and_cache_kernel` | cache.cu |
 //! | [`paged_attention`] (+ [`AttnScratch`]) | `paged_attention_kernel`, `paged_attention_reduce_kernel` | paged_attention.cu |
-//! | [`prefill_attention`] | `prefill_attention_kernel` | prefill_attention.cu |
+//! | [`prefill_attention`] ([`PrefillKernel`]) | `prefill_attention_mma64_kernel`, `prefill_attention_mma128_kernel` (tensor cores), `prefill_attention_kernel` (other head sizes) | prefill_attention_mma.cu, prefill_attention.cu |
 //! | [`argmax`], [`softmax_temperature`], [`logprobs_topn`], [`sample`] | `argmax_kernel`, `softmax_temperature_kernel`, `logprobs_topn_kernel`, `sample_kernel` | sampling.cu |
 //!
 //! The linear layers (cuBLAS) are in [`super::linear`].
@@ -39,7 +39,7 @@ pub mod sampling;
 
 pub use attention::{
     group_chunks, paged_attention, partitions, partitions_for, prefill_attention, prefill_grid,
-    AttnScratch, AttnShape,
+    AttnScratch, AttnShape, PrefillKernel,
 };
 pub use dev::Dev;
 pub use launch::check_len;

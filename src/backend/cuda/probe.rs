@@ -18,6 +18,10 @@ use cudarc::driver::{result, sys};
 /// `cuDriverGetVersion` writes it (1000 * major + 10 * minor).
 const MIN_DRIVER_VERSION: i32 = 13000;
 
+/// The oldest GPUs the kernels and cuBLAS calls run on: Ampere (8.0) and newer, for bf16
+/// GEMMs and the f16 `mma.sync.m16n8k16` of the prefill attention kernels.
+pub const MIN_COMPUTE_CAPABILITY: (u32, u32) = (8, 0);
+
 /// One CUDA device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
@@ -33,6 +37,18 @@ impl DeviceInfo {
     pub fn arch(&self) -> String {
         let (major, minor) = self.compute_capability;
         format!("compute_{major}{minor}")
+    }
+
+    /// `Err` naming the device and what it lacks when rill's CUDA backend cannot run on it.
+    pub fn check_supported(&self) -> Result<(), String> {
+        let (major, minor) = MIN_COMPUTE_CAPABILITY;
+        if self.compute_capability >= MIN_COMPUTE_CAPABILITY {
+            return Ok(());
+        }
+        Err(format!(
+            "{self}: the CUDA backend needs compute capability {major}.{minor} or newer \
+             (bf16 GEMMs and tensor-core attention)"
+        ))
     }
 }
 
@@ -329,6 +345,26 @@ mod tests {
         assert_eq!(
             d.to_string(),
             "NVIDIA H100 80GB HBM3, compute capability 9.0, 79.6 GiB"
+        );
+        assert_eq!(d.check_supported(), Ok(()));
+        let ampere = DeviceInfo {
+            compute_capability: (8, 6),
+            ..d.clone()
+        };
+        assert_eq!(ampere.check_supported(), Ok(()));
+        let turing = DeviceInfo {
+            name: "Tesla T4".into(),
+            compute_capability: (7, 5),
+            total_memory: 16 << 30,
+            ..d
+        };
+        assert_eq!(
+            turing.check_supported(),
+            Err(
+                "Tesla T4, compute capability 7.5, 16.0 GiB: the CUDA backend needs compute \
+                 capability 8.0 or newer (bf16 GEMMs and tensor-core attention)"
+                    .into()
+            )
         );
     }
 }

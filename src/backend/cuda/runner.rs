@@ -31,7 +31,7 @@ use super::device::Gpu;
 use super::graphs::{self, DecodeGraphs};
 use super::linear::{linear, linear_f32};
 use super::ops::attention::MAX_HEAD_DIM;
-use super::ops::{self, AttnScratch, AttnShape, Dev};
+use super::ops::{self, AttnScratch, AttnShape, Dev, PrefillKernel};
 use super::staging::{self, fill_tables, Staging, StepShape};
 use super::weights::DeviceWeights;
 use crate::backend::cpu::ops::Rope;
@@ -480,6 +480,7 @@ impl CudaRunner {
             } else {
                 ops::prefill_attention(
                     g,
+                    PrefillKernel::for_head_dim(c.head_dim),
                     attn,
                     q_dim,
                     qkv,

@@ -1,8 +1,8 @@
 //! The attention wrappers: decode ([`paged_attention`], flash-decoding over 512-token
 //! partitions with its scratch [`AttnScratch`] and the reduce kernel) and varlen causal
-//! prefill ([`prefill_attention`]), both over the paged f16 KV cache of one layer, with
-//! the grid arithmetic as pure functions ([`partitions`], [`group_chunks`],
-//! [`prefill_grid`]).
+//! prefill ([`prefill_attention`], on tensor cores for head sizes 64 and 128, see
+//! [`PrefillKernel`]), both over the paged f16 KV cache of one layer, with the grid
+//! arithmetic as pure functions ([`partitions`], [`group_chunks`], [`prefill_grid`]).
 
 use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
@@ -22,8 +22,52 @@ pub const MAX_HEAD_DIM: usize = 256;
 pub const DECODE_THREADS: usize = 128;
 /// Threads of a prefill block: exactly this (`THREADS`; other sizes trap).
 pub const PREFILL_THREADS: usize = 128;
-/// Query rows per prefill block (`BLOCK_M`).
+/// Query rows per block of the CUDA-core prefill kernel (`BLOCK_M`).
 pub const PREFILL_ROWS: usize = 16;
+/// Query rows per block of the tensor-core prefill kernels (prefill_attention_mma.cu's
+/// `BLOCK_M`).
+pub const PREFILL_MMA_ROWS: usize = 64;
+
+/// The prefill attention kernel for a head size: the tensor-core (`mma.sync`) kernels for
+/// head sizes 64 and 128 (every supported model family's common sizes), the CUDA-core
+/// kernel for any other even size up to [`MAX_HEAD_DIM`]. Both compute the same thing
+/// (the parity tests run each against one reference).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefillKernel {
+    /// `prefill_attention_kernel` (prefill_attention.cu): any even head_dim <= 256.
+    CudaCores,
+    /// `prefill_attention_mma{64,128}_kernel` (prefill_attention_mma.cu).
+    TensorCores,
+}
+
+impl PrefillKernel {
+    /// The fastest kernel that handles `head_dim`.
+    pub fn for_head_dim(head_dim: usize) -> PrefillKernel {
+        if matches!(head_dim, 64 | 128) {
+            PrefillKernel::TensorCores
+        } else {
+            PrefillKernel::CudaCores
+        }
+    }
+
+    /// The entry point for `head_dim`, or `None` when this kernel does not handle it.
+    pub fn entry(self, head_dim: usize) -> Option<&'static str> {
+        match (self, head_dim) {
+            (PrefillKernel::CudaCores, _) => Some("prefill_attention_kernel"),
+            (PrefillKernel::TensorCores, 64) => Some("prefill_attention_mma64_kernel"),
+            (PrefillKernel::TensorCores, 128) => Some("prefill_attention_mma128_kernel"),
+            (PrefillKernel::TensorCores, _) => None,
+        }
+    }
+
+    /// Query rows per block.
+    pub fn rows(self) -> usize {
+        match self {
+            PrefillKernel::CudaCores => PREFILL_ROWS,
+            PrefillKernel::TensorCores => PREFILL_MMA_ROWS,
+        }
+    }
+}
 
 /// The attention geometry of one layer and its KV cache.
 #[derive(Clone, Copy, Debug)]
@@ -89,9 +133,15 @@ pub fn group_chunks(num_heads: usize, num_kv_heads: usize) -> usize {
     ceil_div(num_heads / num_kv_heads.max(1), MAX_GROUP).max(1)
 }
 
-/// The prefill grid: `(ceil(max_q_len / 16), num_heads, num_seqs)`.
-pub fn prefill_grid(max_q_len: usize, num_heads: usize, num_seqs: usize) -> (usize, usize, usize) {
-    (ceil_div(max_q_len, PREFILL_ROWS), num_heads, num_seqs)
+/// The prefill grid: `(ceil(max_q_len / rows), num_heads, num_seqs)`, `rows` the kernel's
+/// query rows per block ([`PrefillKernel::rows`]).
+pub fn prefill_grid(
+    kernel: PrefillKernel,
+    max_q_len: usize,
+    num_heads: usize,
+    num_seqs: usize,
+) -> (usize, usize, usize) {
+    (ceil_div(max_q_len, kernel.rows()), num_heads, num_seqs)
 }
 
 /// Decode attention of one query token per sequence (paged_attention.cu): `max_partitions`
@@ -217,10 +267,12 @@ pub(super) fn plan_paged_attention(
 /// cu_seqlens_q[s + 1])` at positions `seq_lens[s] - q_len ..`; `max_q_len` is the
 /// longest `q_len`. The caller promises `cu_seqlens_q[num_seqs]` rows of `q` and `out`
 /// (not checkable here: the offsets are on the device); at least `max_q_len` rows are
-/// checked.
+/// checked. `kernel` is normally [`PrefillKernel::for_head_dim`]; a kernel that does not
+/// handle the head size is refused.
 #[allow(clippy::too_many_arguments)]
 pub fn prefill_attention(
     gpu: &Gpu,
+    kernel: PrefillKernel,
     out: Dev<bf16>,
     out_stride: usize,
     q: Dev<bf16>,
@@ -235,6 +287,7 @@ pub fn prefill_attention(
     shape: &AttnShape,
 ) -> Result<()> {
     let plan = plan_prefill_attention(
+        kernel,
         (out, out_stride),
         (q, q_stride),
         (key_cache, value_cache),
@@ -246,6 +299,7 @@ pub fn prefill_attention(
 }
 
 pub(super) fn plan_prefill_attention(
+    kernel: PrefillKernel,
     (out, out_stride): (Dev<bf16>, usize),
     (q, q_stride): (Dev<bf16>, usize),
     caches: (Dev<f16>, Dev<f16>),
@@ -253,12 +307,22 @@ pub(super) fn plan_prefill_attention(
     (num_seqs, max_q_len): (usize, usize),
     shape: &AttnShape,
 ) -> Result<Vec<Launch>> {
-    const K: &str = "prefill_attention_kernel";
+    let k = kernel.entry(shape.head_dim).ok_or_else(|| {
+        Error::Internal(format!(
+            "prefill attention: the tensor-core kernels take head_dim 64 or 128, not {}",
+            shape.head_dim
+        ))
+    })?;
     if num_seqs == 0 || max_q_len == 0 {
         return Ok(vec![]);
     }
-    let c = Check(K);
+    let c = Check(k);
     let common = common_args(c, shape, num_seqs, caches, (block_tables, seq_lens))?;
+    if kernel == PrefillKernel::TensorCores {
+        // K and V rows are read in 16-byte pieces.
+        c.aligned("key_cache", caches.0, 16)?;
+        c.aligned("value_cache", caches.1, 16)?;
+    }
     c.fit_int("max_q_len", max_q_len)?;
     let (q_arg, out_arg) = q_out_args(c, (q, q_stride), (out, out_stride), max_q_len, shape)?;
     let mut args = vec![
@@ -270,8 +334,8 @@ pub(super) fn plan_prefill_attention(
     args.extend_from_slice(&common[..3]); // key_cache, value_cache, block_tables
     args.push(c.buf("cu_seqlens_q", cu_seqlens_q, num_seqs + 1)?);
     args.extend_from_slice(&common[3..]); // seq_lens, num_seqs .. scale
-    let grid = prefill_grid(max_q_len, shape.num_heads, num_seqs);
-    Ok(vec![Launch::new(K, grid, PREFILL_THREADS, args)?])
+    let grid = prefill_grid(kernel, max_q_len, shape.num_heads, num_seqs);
+    Ok(vec![Launch::new(k, grid, PREFILL_THREADS, args)?])
 }
 
 /// The shape checks both kernels share, and their common trailing arguments in order:
@@ -438,8 +502,19 @@ mod tests {
     }
 
     fn prefill(b: &Bufs, s: &AttnShape, seqs: usize, max_q: usize) -> Result<Vec<Launch>> {
+        prefill_with(PrefillKernel::CudaCores, b, s, seqs, max_q)
+    }
+
+    fn prefill_with(
+        k: PrefillKernel,
+        b: &Bufs,
+        s: &AttnShape,
+        seqs: usize,
+        max_q: usize,
+    ) -> Result<Vec<Launch>> {
         let w = s.num_heads * s.head_dim;
         plan_prefill_attention(
+            k,
             (b.out, w),
             (b.q, w),
             b.caches,
@@ -460,9 +535,12 @@ mod tests {
         assert_eq!(group_chunks(32, 4), 1);
         assert_eq!(group_chunks(64, 4), 2);
         assert_eq!(group_chunks(40, 2), 3);
-        assert_eq!(prefill_grid(1, 16, 3), (1, 16, 3));
-        assert_eq!(prefill_grid(16, 16, 3), (1, 16, 3));
-        assert_eq!(prefill_grid(17, 16, 3), (2, 16, 3));
+        let (cc, tc) = (PrefillKernel::CudaCores, PrefillKernel::TensorCores);
+        assert_eq!(prefill_grid(cc, 1, 16, 3), (1, 16, 3));
+        assert_eq!(prefill_grid(cc, 16, 16, 3), (1, 16, 3));
+        assert_eq!(prefill_grid(cc, 17, 16, 3), (2, 16, 3));
+        assert_eq!(prefill_grid(tc, 64, 16, 3), (1, 16, 3));
+        assert_eq!(prefill_grid(tc, 65, 16, 3), (2, 16, 3));
         // The constants are the kernels' #defines.
         assert_eq!(
             define("paged_attention.cu", "PARTITION_SIZE"),
@@ -473,6 +551,79 @@ mod tests {
         assert_eq!(define("prefill_attention.cu", "MAX_HEAD_DIM"), MAX_HEAD_DIM);
         assert_eq!(define("prefill_attention.cu", "THREADS"), PREFILL_THREADS);
         assert_eq!(define("prefill_attention.cu", "BLOCK_M"), PREFILL_ROWS);
+        assert_eq!(
+            define("prefill_attention_mma.cu", "THREADS"),
+            PREFILL_THREADS
+        );
+        assert_eq!(
+            define("prefill_attention_mma.cu", "BLOCK_M"),
+            PREFILL_MMA_ROWS
+        );
+    }
+
+    #[test]
+    fn prefill_kernel_choice() {
+        use PrefillKernel::*;
+        for (hd, want) in [(64, TensorCores), (128, TensorCores), (96, CudaCores)] {
+            assert_eq!(PrefillKernel::for_head_dim(hd), want);
+        }
+        for hd in [2, 64, 80, 128, 256] {
+            assert_eq!(CudaCores.entry(hd), Some("prefill_attention_kernel"));
+            assert!(PrefillKernel::for_head_dim(hd).entry(hd).is_some());
+        }
+        assert_eq!(
+            TensorCores.entry(64),
+            Some("prefill_attention_mma64_kernel")
+        );
+        assert_eq!(
+            TensorCores.entry(128),
+            Some("prefill_attention_mma128_kernel")
+        );
+        assert_eq!(TensorCores.entry(96), None);
+    }
+
+    #[test]
+    fn tensor_core_prefill_plans_and_refusals() {
+        let tc = PrefillKernel::TensorCores;
+        for hd in [64, 128] {
+            let s = shape(16, 4, hd);
+            let b = bufs(&s, 130);
+            let p = prefill_with(tc, &b, &s, 3, 130).unwrap();
+            assert_signature(&p);
+            assert_eq!(p[0].kernel, tc.entry(hd).unwrap());
+            assert_eq!((p[0].grid, p[0].block), ((3, 16, 3), 128));
+            // The same arguments as the CUDA-core kernel.
+            let cc = prefill(&b, &s, 3, 130).unwrap();
+            assert_eq!(p[0].args, cc[0].args);
+        }
+        let s = shape(16, 4, 96);
+        let m = prefill_with(tc, &bufs(&s, 4), &s, 3, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("take head_dim 64 or 128, not 96"), "{m}");
+        // The 16-byte K/V reads need 16-byte aligned caches (the CUDA-core kernel, 4).
+        let s = shape(8, 2, 64);
+        let b = bufs(&s, 2);
+        let cache = s.num_blocks * s.block_size * s.num_kv_heads * s.head_dim;
+        let w = s.num_heads * s.head_dim;
+        let odd = (b.caches.0, fake::<f16>(0x4_0000_0008, cache));
+        let plan = |k| {
+            plan_prefill_attention(
+                k,
+                (b.out, w),
+                (b.q, w),
+                odd,
+                (b.tables, b.cu, b.lens),
+                (2, 1),
+                &s,
+            )
+        };
+        assert!(plan(PrefillKernel::CudaCores).is_ok());
+        let m = plan(tc).unwrap_err().to_string();
+        assert!(
+            m.contains("value_cache at 0x400000008 is not 16-byte aligned"),
+            "{m}"
+        );
     }
 
     #[test]
