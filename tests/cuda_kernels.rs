@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         silu_and_mul,
         add_bias,
         reshape_and_cache,
+        qk_norm_rope_cache,
         paged_attention,
         paged_attention_gqa,
         paged_attention_long,

@@ -4,6 +4,7 @@
 mod attention;
 mod limits;
 mod linear;
+mod qkv;
 mod rowwise;
 mod sampling;
 mod util;
@@ -14,6 +15,7 @@ pub use attention::{
 };
 pub use limits::{launch_limits, ptx_cache};
 pub use linear::{linear, linear_f32};
+pub use qkv::qk_norm_rope_cache;
 pub use rowwise::{
     add_bias, embedding, fused_add_rms_norm, reshape_and_cache, rms_norm, rms_norm_heads, rope,
     silu_and_mul,

@@ -15,6 +15,7 @@
 //! | [`rope`] | `rope_kernel` | rope.cu |
 //! | [`silu_and_mul`], [`add_bias`] | `silu_and_mul_kernel`, `add_bias_kernel` | activation.cu |
 //! | [`reshape_and_cache`] | `reshape_and_cache_kernel` | cache.cu |
+//! | [`qk_norm_rope_cache`] (the three above in one launch) | `qk_norm_rope_cache_kernel` | qk_norm_rope_cache.cu |
 //! | [`paged_attention`] (+ [`AttnScratch`]) | `paged_attention_kernel`, `paged_attention_reduce_kernel` | paged_attention.cu |
 //! | [`prefill_attention`] ([`PrefillKernel`]) | `prefill_attention_mma64_kernel`, `prefill_attention_mma128_kernel` (tensor cores), `prefill_attention_kernel` (other head sizes) | prefill_attention_mma.cu, prefill_attention.cu |
 //! | [`argmax`], [`softmax_temperature`], [`logprobs_topn`], [`sample`] | `argmax_kernel`, `softmax_temperature_kernel`, `logprobs_topn_kernel`, `sample_kernel` | sampling.cu |
@@ -22,7 +23,8 @@
 //! The linear layers (cuBLAS) are in [`super::linear`].
 //!
 //! Inside: [`dev`] (the `Dev` type), `launch` (checks, launch plans and the one place
-//! that launches), and the wrappers by kind: [`rowwise`], [`attention`], [`sampling`].
+//! that launches), and the wrappers by kind: [`rowwise`], [`qkv`], [`attention`],
+//! [`sampling`].
 //! Every wrapper is a `plan_*` function (pure: checks and the launch's grid, block and
 //! arguments) and a run of that plan; the unit tests check the plans without a GPU,
 //! including every plan's argument types against the kernel's parameter list in the
@@ -34,6 +36,7 @@
 pub mod attention;
 pub mod dev;
 pub(crate) mod launch;
+pub mod qkv;
 pub mod rowwise;
 pub mod sampling;
 
@@ -43,6 +46,7 @@ pub use attention::{
 };
 pub use dev::Dev;
 pub use launch::check_len;
+pub use qkv::{qk_norm_rope_cache, QkNorm, QkvShape};
 pub use rowwise::{
     add_bias, embedding, fused_add_rms_norm, reshape_and_cache, rms_norm, rope, silu_and_mul,
 };

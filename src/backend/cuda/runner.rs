@@ -11,8 +11,9 @@
 //! ```text
 //! x = embed(ids)
 //! per layer: xn = rmsnorm(x += proj)            (fused; layer 0: xn = rmsnorm(x))
-//!            qkv = xn W_qkv (+ bias) ; q, k per-head rmsnorm (Qwen3) ; rope(q, k)
-//!            cache[slot] = k, v ; attn = attention(q, cache)   (decode or varlen prefill)
+//!            qkv = xn W_qkv (+ bias)
+//!            q, k per-head rmsnorm (Qwen3), rope(q, k), cache[slot] = k, v   (one kernel)
+//!            attn = attention(q, cache)   (decode, or varlen prefill on tensor cores)
 //!            proj = attn W_o ; xn = rmsnorm(x += proj) ; proj = silu(xn W_gate) * (xn W_up) W_down
 //! xn = rmsnorm(x += proj) ; logits = xn[rows] W_out   (f32)
 //! ```
@@ -31,7 +32,7 @@ use super::device::Gpu;
 use super::graphs::{self, DecodeGraphs};
 use super::linear::{linear, linear_f32};
 use super::ops::attention::MAX_HEAD_DIM;
-use super::ops::{self, AttnScratch, AttnShape, Dev, PrefillKernel};
+use super::ops::{self, AttnScratch, AttnShape, Dev, PrefillKernel, QkNorm, QkvShape};
 use super::staging::{self, fill_tables, Staging, StepShape};
 use super::weights::DeviceWeights;
 use crate::backend::cpu::ops::Rope;
@@ -379,10 +380,15 @@ impl CudaRunner {
             num_blocks: kv.num_blocks,
             scale: 1.0 / (c.head_dim as f32).sqrt(),
         };
-        let num_slots = kv.num_blocks * self.limits.block_size;
+        let qkv_shape = QkvShape {
+            num_tokens: n,
+            num_heads: c.n_heads,
+            num_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            num_slots: kv.num_blocks * self.limits.block_size,
+        };
         let (x, xn, qkv) = (Dev::of(&b.x), Dev::of(&b.xn), Dev::of(&b.qkv));
         let (attn, proj) = (Dev::of(&b.attn), Dev::of(&b.proj));
-        let (k_at, v_at) = (qkv.at(q_dim)?, qkv.at(q_dim + kv_dim)?);
         ops::embedding(
             g,
             x,
@@ -402,62 +408,21 @@ impl CudaRunner {
             if let Some(bias) = &lw.qkv_bias {
                 ops::add_bias(g, qkv, qkv_dim, Dev::of(bias), n, qkv_dim)?;
             }
-            if let Some(qn) = &lw.q_norm {
-                ops::rms_norm(
-                    g,
-                    qkv,
-                    qkv_dim,
-                    qkv,
-                    qkv_dim,
-                    Dev::of(qn),
-                    eps,
-                    n,
-                    c.n_heads,
-                    c.head_dim,
-                )?;
-            }
-            if let Some(kn) = &lw.k_norm {
-                ops::rms_norm(
-                    g,
-                    k_at,
-                    qkv_dim,
-                    k_at,
-                    qkv_dim,
-                    Dev::of(kn),
-                    eps,
-                    n,
-                    c.n_kv_heads,
-                    c.head_dim,
-                )?;
-            }
-            let freq = w.freq_factors.as_ref().map(Dev::of);
-            ops::rope(
-                g,
-                qkv,
-                qkv_dim,
-                k_at,
-                qkv_dim,
-                Dev::of(&b.positions),
-                freq,
-                n,
-                c.n_heads,
-                c.n_kv_heads,
-                c.head_dim,
-                &self.rope,
-            )?;
             let (kc, vc) = (Dev::of(kc), Dev::of(vc));
-            ops::reshape_and_cache(
+            ops::qk_norm_rope_cache(
                 g,
-                k_at,
-                qkv_dim,
-                v_at,
-                qkv_dim,
-                kc,
-                vc,
+                (qkv, qkv_dim),
+                (kc, vc),
                 Dev::of(&b.slots),
-                n,
-                kv_dim,
-                num_slots,
+                Dev::of(&b.positions),
+                w.freq_factors.as_ref().map(Dev::of),
+                &QkNorm {
+                    q: lw.q_norm.as_ref().map(Dev::of),
+                    k: lw.k_norm.as_ref().map(Dev::of),
+                    eps,
+                },
+                &qkv_shape,
+                &self.rope,
             )?;
             let tables = Dev::of(&b.block_tables);
             let lens = Dev::of(&b.seq_lens);

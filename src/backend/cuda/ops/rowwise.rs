@@ -237,21 +237,7 @@ pub(super) fn plan_rope(
     c.require(n_rot.is_multiple_of(2) && n_rot <= head_dim, || {
         format!("n_rot {n_rot} must be even and at most head_dim {head_dim}")
     })?;
-    let ff = match (freq_factors, &rope.freq_factors) {
-        (Some(d), Some(_)) => c.buf("freq_factors", d, n_rot / 2)?,
-        (None, None) => Arg::Ptr(0),
-        (d, _) => {
-            return Err(c.error(format!(
-                "freq_factors {} on the device but {} in the model's Rope",
-                if d.is_some() { "given" } else { "missing" },
-                if rope.freq_factors.is_some() {
-                    "present"
-                } else {
-                    "absent"
-                },
-            )))
-        }
-    };
+    let ff = freq_factors_arg(c, freq_factors, rope)?;
     let q_width = c.product("a token's q heads", &[num_heads, head_dim])?;
     let k_width = c.product("a token's k heads", &[num_kv_heads, head_dim])?;
     c.fit_int("(num_heads + num_kv_heads) * n_rot / 2", q_width + k_width)?;
@@ -278,6 +264,28 @@ pub(super) fn plan_rope(
         ROPE_THREADS,
         args,
     )?])
+}
+
+/// The `freq_factors` argument of a RoPE kernel: the device copy of `rope.freq_factors`
+/// (`n_rot / 2` values), or null when the model has none; one without the other is refused.
+pub(super) fn freq_factors_arg(
+    c: Check,
+    freq_factors: Option<Dev<f32>>,
+    rope: &Rope,
+) -> Result<Arg> {
+    match (freq_factors, &rope.freq_factors) {
+        (Some(d), Some(_)) => c.buf("freq_factors", d, rope.n_rot / 2),
+        (None, None) => Ok(Arg::Ptr(0)),
+        (d, _) => Err(c.error(format!(
+            "freq_factors {} on the device but {} in the model's Rope",
+            if d.is_some() { "given" } else { "missing" },
+            if rope.freq_factors.is_some() {
+                "present"
+            } else {
+                "absent"
+            },
+        ))),
+    }
 }
 
 /// `out[t, i] = silu(input[t, i]) * input[t, d + i]` (activation.cu; `input` is
