@@ -110,7 +110,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) prefill_attention_kernel(
         for (int j = 0; j < MAX_PAIRS; ++j) acc[rr][j][0] = acc[rr][j][1] = 0.0f;
     }
 
-    const int last_pos = ctx + rows - 1;
+    const int last_pos = ctx + row0 + rows - 1;  // the block's last row's position
     const int n_keys = min(seq_len, last_pos + 1);
     const int* table = block_tables + (long long)s * max_blocks_per_seq;
     for (int k0 = 0; k0 < n_keys; k0 += BLOCK_N) {

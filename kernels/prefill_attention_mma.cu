@@ -38,6 +38,11 @@
 //   B (16 x 8, "col"):      b0 = (k 2t..2t+1, n g), b1 = (k 2t + 8.., n g)
 //   C (16 x 8, f32):        c0, c1 = (g, 2t..2t+1), c2, c3 = (g + 8, 2t..2t+1)
 // The lower-indexed element of a pair is in the low 16 bits.
+//
+// Known edge: a key after a row's position inside the same 32-key tile contributes
+// 0 * V; a V that overflowed f16 to inf would make that 0 * inf = NaN (the CUDA-core
+// kernel skips zero probabilities). V rows come from a working model's projections and
+// stay far inside f16's range.
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -52,7 +57,8 @@
 
 __device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
                                           unsigned b1) {
-    asm volatile(
+    // Not volatile: a pure register operation the compiler may schedule freely.
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
         "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -60,7 +66,8 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4],
 }
 
 // Four 8x8 f16 matrices from shared memory, transposed: lanes 8i..8i+7 give the row
-// addresses of matrix i; r[i] receives matrix i's B fragment register.
+// addresses of matrix i; r[i] receives matrix i's B fragment register. Volatile (it has
+// no memory clobber): keeps it after the tile's __syncthreads and inside the key loop.
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const __half* row) {
     const unsigned addr = (unsigned)__cvta_generic_to_shared(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -145,7 +152,7 @@ __device__ __forceinline__ void prefill_mma(
     qpos[1] = qpos[0] + 8;
     const float scale_log2 = scale * LOG2E;
 
-    const int n_keys = min(seq_len, ctx + rows);  // keys 0 .. the block's last position
+    const int n_keys = min(seq_len, ctx + row0 + rows);  // keys 0 .. the block's last position
     const int* table = block_tables + (long long)s * max_blocks_per_seq;
     for (int k0 = 0; k0 < n_keys; k0 += BLOCK_N) {
         __syncthreads();  // the previous tile is consumed

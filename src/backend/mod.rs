@@ -20,6 +20,11 @@ use crate::error::{Error, Result};
 /// thread, written by the engine thread; no lock on the step's path). The CPU keeps none.
 #[derive(Debug, Default)]
 pub struct StepCounters {
+    /// Time spent copying a step's inputs up, queueing its kernels (or graph), and
+    /// waiting for its results (the step's one synchronisation), ns in all.
+    pub upload_ns: AtomicU64,
+    pub enqueue_ns: AtomicU64,
+    pub wait_ns: AtomicU64,
     /// Decode steps replayed from a CUDA graph.
     pub graph_steps: AtomicU64,
     /// Steps launched one kernel at a time.
@@ -38,6 +43,11 @@ impl StepCounters {
             "graphs_captured": get(&self.graphs_captured),
             "graph_steps": get(&self.graph_steps),
             "eager_steps": get(&self.eager_steps),
+            "time_ms": {
+                "upload": ms(get(&self.upload_ns)),
+                "enqueue": ms(get(&self.enqueue_ns)),
+                "wait": ms(get(&self.wait_ns)),
+            },
         })
     }
 
@@ -45,6 +55,22 @@ impl StepCounters {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Nanoseconds as milliseconds (stats' time counters).
+pub fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Adds the time since `since` to `counter` (ns) and returns now, the start of the next
+/// timed phase.
+pub fn add_elapsed(counter: &AtomicU64, since: std::time::Instant) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    counter.fetch_add(
+        now.duration_since(since).as_nanos() as u64,
+        Ordering::Relaxed,
+    );
+    now
 }
 
 /// The backend an engine runs on, resolved from the config's [`Device`] at create.

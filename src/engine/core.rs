@@ -7,11 +7,13 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::executor::Executor;
 use super::{Output, Shared};
+use crate::backend::add_elapsed;
 use crate::kv_cache::KvCacheManager;
 use crate::responses::stream::{Finish, Usage};
 use crate::runner;
@@ -184,6 +186,7 @@ impl EngineCore {
 
     /// One forward pass: schedule, execute, sample, update.
     fn step(&mut self) {
+        let start = Instant::now();
         let plan = self.sched.schedule();
         let st = &self.shared.stats;
         st.preemptions
@@ -207,8 +210,11 @@ impl EngineCore {
             };
             let mut samplers: Vec<&mut Sampler> =
                 reqs.iter_mut().map(|r| &mut r.payload.sampler).collect();
-            self.exec.step(&batch, &mut samplers)
+            let t = add_elapsed(&st.schedule_ns, start);
+            let result = self.exec.step(&batch, &mut samplers);
+            (result, add_elapsed(&st.backend_ns, t))
         };
+        let (result, updating) = result;
         let sampled = match result {
             Ok(s) if s.len() == sampled_idx.len() => s,
             Ok(s) => {
@@ -252,6 +258,7 @@ impl EngineCore {
                 self.finish_request(id, finish, usage(&r));
             }
         }
+        add_elapsed(&st.update_ns, updating);
     }
 
     /// Sends a request's finish, after updating the gauges so that a host that sees the

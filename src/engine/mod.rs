@@ -102,6 +102,11 @@ pub struct Stats {
     pub kv_blocks_free: AtomicU64,
     pub kv_blocks_cached: AtomicU64,
     pub cached_prompt_tokens: AtomicU64,
+    /// Engine-thread time per phase of a step, ns in all: scheduling and building the
+    /// batch, the backend's step, and appending the tokens.
+    pub schedule_ns: AtomicU64,
+    pub backend_ns: AtomicU64,
+    pub update_ns: AtomicU64,
 }
 
 /// State shared by the host-facing calls and both threads.
@@ -454,6 +459,11 @@ impl Engine {
         v["tokens"] =
             json!({"prompt": get(&s.prompt_tokens), "generated": get(&s.generated_tokens)});
         v["steps"] = json!(get(&s.steps));
+        v["step_time_ms"] = json!({
+            "schedule": crate::backend::ms(get(&s.schedule_ns)),
+            "backend": crate::backend::ms(get(&s.backend_ns)),
+            "update": crate::backend::ms(get(&s.update_ns)),
+        });
         v["tokens"]["cached_prompt"] = json!(get(&s.cached_prompt_tokens));
         v["preemptions"] = json!(get(&s.preemptions));
         v["kv_cache"]["free_blocks"] = json!(get(&s.kv_blocks_free));

@@ -2,8 +2,11 @@
 //! (`prefill_attention`) attention with an f64 reference that mirrors
 //! `Decoder::attention`: causal over the sequence's cached positions, GQA (head h reads
 //! KV head h / group), K and V from the f16 cache through shuffled block tables, Q
-//! rounded to f16, scale 1/sqrt(head_dim). The kernels do not round the probabilities
-//! to f16 before P.V (the CPU does; their docs say so), so the reference does not either.
+//! rounded to f16, scale 1/sqrt(head_dim). The reference does not round the
+//! probabilities to f16 before P.V: the decode and CUDA-core prefill kernels do not, the
+//! tensor-core prefill kernel rounds the unnormalized ones (an f16 rounding, well inside
+//! `ATTN`; a numpy emulation of its fragments on these inputs stayed under half the bound).
+//! Prompts longer than one block of rows (16 / 64) check every block's key range.
 
 use half::{bf16, f16};
 use rill::backend::cuda::ops::{self, AttnScratch, AttnShape, Dev, PrefillKernel};

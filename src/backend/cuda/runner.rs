@@ -36,7 +36,7 @@ use super::ops::{self, AttnScratch, AttnShape, Dev, PrefillKernel, QkNorm, QkvSh
 use super::staging::{self, fill_tables, Staging, StepShape};
 use super::weights::DeviceWeights;
 use crate::backend::cpu::ops::Rope;
-use crate::backend::StepCounters;
+use crate::backend::{add_elapsed, StepCounters};
 use crate::error::{Error, Result};
 use crate::model::{Decoder, ModelConfig, StepBatch};
 use crate::sampling::{DevicePick, Sampled, Sampler, TokenLogprobs};
@@ -212,6 +212,8 @@ impl CudaRunner {
         batch: &StepBatch,
         samplers: &mut [&mut Sampler],
     ) -> Result<Vec<Sampled>> {
+        let counters = self.graphs.counters.clone();
+        let start = std::time::Instant::now();
         let picks: Vec<Option<DevicePick>> = samplers.iter_mut().map(|s| s.device_pick()).collect();
         let shape = self.stage(batch, Some(&picks))?;
         let rows = shape.num_rows;
@@ -231,17 +233,24 @@ impl CudaRunner {
                 fill_tables(&mut self.host, batch, stride);
                 let padded = staging::pad(&mut self.host, shape, key, stride);
                 self.upload_inputs(&padded)?;
+                let t = add_elapsed(&counters.upload_ns, start);
                 self.replay_or_capture(key, &padded)?;
+                add_elapsed(&counters.enqueue_ns, t);
             }
             None => {
                 self.upload_inputs(&shape)?;
+                let t = add_elapsed(&counters.upload_ns, start);
                 self.run_forward(&shape)?;
                 let any_sampled = picks.iter().any(|p| p.is_some_and(|p| !p.greedy));
                 self.run_sampling(&shape, any_sampled)?;
                 StepCounters::bump(&self.graphs.counters.eager_steps);
+                add_elapsed(&counters.enqueue_ns, t);
             }
         }
-        self.finish_sampling(rows, &picks, samplers)
+        let t = std::time::Instant::now();
+        let sampled = self.finish_sampling(rows, &picks, samplers);
+        add_elapsed(&counters.wait_ns, t);
+        sampled
     }
 }
 

@@ -169,6 +169,7 @@ pub fn baseline_report(v: &Value) -> Result<Report, String> {
         r.decode = Some(Decode {
             output_tokens: d["output_tokens"].as_u64().unwrap_or(0),
             tokens_per_s: f(d, "tokens_per_s"),
+            step_us: None,
         });
     }
     let levels = v["concurrency"]

@@ -550,6 +550,12 @@ fn run() -> Result<bool, String> {
     }
     for (name, r) in &reports {
         println!("{name}: {}", r.info);
+        if let Some(v) = r.decode.as_ref().and_then(|d| d.step_us.as_ref()) {
+            println!(
+                "{name} single-stream decode step: {}",
+                workloads::step_breakdown_line(v)
+            );
+        }
     }
     // The single-stream roofline, on a GPU with a measured bandwidth.
     if let (Some(Ok(bw)), Some((_, rill))) =

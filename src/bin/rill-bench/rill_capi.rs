@@ -323,6 +323,10 @@ impl Backend for RillCapi {
         crate::vm_hwm_kib("/proc/self/status")
     }
 
+    fn counters(&self) -> Option<Value> {
+        self.stats().ok()
+    }
+
     fn info(&self) -> Value {
         let stats = self.stats().unwrap_or_else(|e| json!(e));
         json!({"api": "C API: rill_engine_create / rill_engine_submit (callback) / rill_engine_cancel / rill_engine_destroy",

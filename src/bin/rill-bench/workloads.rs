@@ -38,6 +38,11 @@ pub trait Backend {
     fn peak_rss_kib(&mut self) -> Option<u64>;
     /// Details for the report header (engine stats, server command lines).
     fn info(&self) -> Value;
+    /// The engine's counters now (rill's stats), for per-step time breakdowns; `None`
+    /// where the backend has none.
+    fn counters(&self) -> Option<Value> {
+        None
+    }
 }
 
 const WORDS: [&str; 16] = [
@@ -130,17 +135,24 @@ pub fn prefill(b: &mut dyn Backend, prompt_tokens: usize, runs: usize) -> Result
 pub struct Decode {
     pub output_tokens: u64,
     pub tokens_per_s: f64,
+    /// Where a step's time went in the last run, µs per engine step (rill only; see
+    /// [`step_breakdown`]).
+    pub step_us: Option<Value>,
 }
 
 pub fn decode(b: &mut dyn Backend, gen_tokens: usize, runs: usize) -> Result<Decode, String> {
-    let (mut tps, mut n) = (Vec::new(), 0);
+    let (mut tps, mut n, mut step_us) = (Vec::new(), 0, None);
     for run in 0..runs {
         let req = Req {
             instructions: None,
             input: format!("Decode run {run}. Tell me a long story."),
             max_tokens: gen_tokens,
         };
+        let before = b.counters();
         let s = one(b.run(&[req])?)?;
+        step_us = before
+            .zip(b.counters())
+            .and_then(|(a, z)| step_breakdown(&a, &z));
         n = s.output_tokens;
         tps.push(
             s.decode_tps()
@@ -150,7 +162,57 @@ pub fn decode(b: &mut dyn Backend, gen_tokens: usize, runs: usize) -> Result<Dec
     Ok(Decode {
         output_tokens: n,
         tokens_per_s: median(&tps).unwrap_or(f64::NAN),
+        step_us,
     })
+}
+
+/// The engine's time per step between two stats snapshots, µs: the engine thread's
+/// `schedule`, `backend` and `update` (`step_time_ms`) and, on a GPU, the backend's
+/// `upload`, `enqueue` and `wait` (`backend.time_ms`); `None` without steps between them.
+pub fn step_breakdown(before: &Value, after: &Value) -> Option<Value> {
+    let steps = after["steps"]
+        .as_u64()?
+        .checked_sub(before["steps"].as_u64()?)?;
+    if steps == 0 {
+        return None;
+    }
+    let per_step = |path: &[&str]| -> Option<f64> {
+        let get = |v: &Value| path.iter().try_fold(v, |v, k| v.get(k))?.as_f64();
+        Some((get(after)? - get(before)?) * 1000.0 / steps as f64)
+    };
+    let mut out = json!({"steps": steps});
+    for k in ["schedule", "backend", "update"] {
+        out[k] = json!(per_step(&["step_time_ms", k]));
+    }
+    for k in ["upload", "enqueue", "wait"] {
+        if let Some(v) = per_step(&["backend", "time_ms", k]) {
+            out[format!("backend_{k}")] = json!(v);
+        }
+    }
+    Some(out)
+}
+
+/// [`step_breakdown`] as one line: `schedule 3.1, backend 950.2 (upload 20.0, enqueue
+/// 5.1, wait 920.3), update 4.0 µs/step over 127 steps`.
+pub fn step_breakdown_line(v: &Value) -> String {
+    let f = |k: &str| v[k].as_f64().map_or("-".into(), |x| format!("{x:.1}"));
+    let gpu = if v.get("backend_wait").is_some() {
+        format!(
+            " (upload {}, enqueue {}, wait {})",
+            f("backend_upload"),
+            f("backend_enqueue"),
+            f("backend_wait")
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "schedule {}, backend {}{gpu}, update {} µs/step over {} steps",
+        f("schedule"),
+        f("backend"),
+        f("update"),
+        v["steps"]
+    )
 }
 
 fn one(mut v: Vec<Stream>) -> Result<Stream, String> {
@@ -327,7 +389,8 @@ impl Report {
                 "prompt_tokens": p.prompt_tokens, "cached_tokens": p.cached_tokens,
                 "ttft_ms": num(p.ttft_ms), "tokens_per_s": num(p.tokens_per_s)})),
             "decode": self.decode.as_ref().map(|d| json!({
-                "output_tokens": d.output_tokens, "tokens_per_s": num(d.tokens_per_s)})),
+                "output_tokens": d.output_tokens, "tokens_per_s": num(d.tokens_per_s),
+                "step_us": d.step_us})),
             "concurrency": self.levels.iter().map(|l| json!({
                 "streams": l.streams, "input_tokens": l.input_tokens,
                 "output_tokens": l.output_tokens, "wall_s": num(l.wall_s),
@@ -432,10 +495,45 @@ mod tests {
             decode: Some(Decode {
                 output_tokens: 1,
                 tokens_per_s: f64::NAN,
+                step_us: None,
             }),
             ..Report::default()
         };
         assert_eq!(r.to_json()["decode"]["tokens_per_s"], Value::Null);
         assert_eq!(r.to_json()["prefill"], Value::Null);
+    }
+
+    #[test]
+    fn step_breakdown_divides_the_counters_by_the_steps_between_snapshots() {
+        let before = json!({"steps": 10, "step_time_ms": {"schedule": 1.0, "backend": 50.0, "update": 0.5},
+                            "backend": {"time_ms": {"upload": 0.2, "enqueue": 0.3, "wait": 40.0}}});
+        let after = json!({"steps": 110, "step_time_ms": {"schedule": 3.0, "backend": 150.0, "update": 1.5},
+                           "backend": {"time_ms": {"upload": 1.2, "enqueue": 2.3, "wait": 130.0}}});
+        let v = step_breakdown(&before, &after).unwrap();
+        let close = |k: &str, want: f64| {
+            let got = v[k].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-9, "{k}: {got} vs {want}");
+        };
+        close("schedule", 20.0);
+        close("backend", 1000.0);
+        close("update", 10.0);
+        close("backend_upload", 10.0);
+        close("backend_enqueue", 20.0);
+        close("backend_wait", 900.0);
+        assert_eq!(v["steps"], 100);
+        assert_eq!(
+            step_breakdown_line(&v),
+            "schedule 20.0, backend 1000.0 (upload 10.0, enqueue 20.0, wait 900.0), update 10.0 \
+             µs/step over 100 steps"
+        );
+        // The CPU has no backend timers; no steps in between gives nothing.
+        let cpu = |steps, ms| json!({"steps": steps, "step_time_ms": {"schedule": ms, "backend": ms, "update": ms}});
+        let v = step_breakdown(&cpu(1, 1.0), &cpu(3, 2.0)).unwrap();
+        assert!(v.get("backend_wait").is_none());
+        assert_eq!(
+            step_breakdown_line(&v),
+            "schedule 500.0, backend 500.0, update 500.0 µs/step over 2 steps"
+        );
+        assert!(step_breakdown(&cpu(3, 1.0), &cpu(3, 1.0)).is_none());
     }
 }
