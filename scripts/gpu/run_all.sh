@@ -23,7 +23,8 @@
 # or is missing is recorded and the stage goes on; steps that no longer fit are SKIPPED.
 # Files in $OUT (what comes back; at most 8): <stage>.log (everything printed),
 # results-<stage>.json (steps, and for bench the numbers and targets), and for check
-# sanitizer.log, for bench rill-bench-<model>.json and hf-<model>.json. The short tables
+# sanitizer.log, for bench rill-bench-<model>.json, hf-<model>.json and ncu-<model>.csv (per-kernel
+# GPU time of a short single-stream run under Nsight Compute, when time is left). The short tables
 # are printed last. Exit status 1 when any step FAILED, TIMED OUT or was MISSING.
 #
 # Environment: OUT (default .gpu-out/), RILL_GPU_PYTHON (default /opt/torch/.venv/bin/python3,
@@ -298,7 +299,35 @@ stage_bench() {
       --out "$OUT/hf-$m.json" --prompt-tokens 1000 --gen-tokens 200 --levels 1,16,64,256 \
       --budget-s $((cap - 40))
   done
+  # Last, while time is left: where a decode step's GPU time goes, per kernel.
+  for m in "${models[@]}"; do
+    [ -f "$MODELS/$m/rill_model.json" ] && profile_model "$m"
+  done
   return 0
+}
+
+# profile_model MODEL: Nsight Compute's duration of every kernel (ours and cuBLAS's, graph
+# nodes included) over a short single-stream run (a 64-token prompt, 32 decoded tokens),
+# summarized per kernel name into ncu-MODEL.csv: calls and mean/min/max time. Clocks and
+# caches are left alone (--clock-control none --cache-control none), so the times are the
+# kernels' as they run in the engine, one at a time.
+profile_model() {
+  local model=$1 ncu
+  ncu=$(command -v ncu)
+  local c
+  for c in /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu; do
+    [ -z "$ncu" ] && [ -x "$c" ] && ncu=$c
+  done
+  if [ -z "$ncu" ]; then
+    record "ncu-$model" MISSING 0 "ncu not found"
+    return 0
+  fi
+  local extra='{"reasoning_parser": "none", "tool_call_parser": "none", "max_num_seqs": 4}'
+  step "ncu-$model" 120 "$ncu" --clock-control none --cache-control none \
+    --metrics gpu__time_duration.sum --print-summary per-kernel --csv --launch-count 12000 \
+    --log-file "$OUT/ncu-$model.csv" "$bin/rill-bench" --model "$MODELS/$model" --device cuda \
+    --threads 8 --engine-config "$extra" --levels none --prefix-requests 0 --runs 1 \
+    --prompt-tokens 64 --gen-tokens 32 --bandwidth-mib 0 --timeout-s 100
 }
 
 main() {
