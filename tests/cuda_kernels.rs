@@ -68,6 +68,8 @@ fn main() -> ExitCode {
         sample,
         linear,
         linear_f32,
+        gemv,
+        gemv_f32,
     ];
     gpu_harness::main("cuda_kernels", &tests)
 }

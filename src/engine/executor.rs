@@ -171,6 +171,7 @@ fn create_cuda(
             "weight_bytes": runner.weight_bytes(),
             "matrix_bytes_per_token": runner.matrix_bytes_per_token(),
             "kernel_files_from_ptx_cache": g.ptx_from_cache,
+            "matmul": runner.matmul_json(),
         },
     });
     Ok(Created {

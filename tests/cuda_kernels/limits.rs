@@ -5,6 +5,7 @@
 
 use cudarc::driver::sys::CUfunction_attribute_enum as Attr;
 use rill::backend::cuda::ops::attention::{DECODE_THREADS, PREFILL_THREADS};
+use rill::backend::cuda::ops::gemv::GEMV_THREADS;
 use rill::backend::cuda::ops::qkv::QKV_THREADS;
 use rill::backend::cuda::ops::rowwise::{norm_threads, ROPE_THREADS, ROW_THREADS};
 use rill::backend::cuda::ops::sampling::SAMPLING_THREADS;
@@ -23,6 +24,8 @@ pub fn launch_limits() -> Result<(), String> {
         ("add_bias_kernel", ROW_THREADS),
         ("reshape_and_cache_kernel", ROW_THREADS),
         ("qk_norm_rope_cache_kernel", QKV_THREADS),
+        ("gemv_kernel", GEMV_THREADS),
+        ("gemv_f32_kernel", GEMV_THREADS),
         ("paged_attention_kernel", DECODE_THREADS),
         ("paged_attention_reduce_kernel", DECODE_THREADS),
         ("prefill_attention_kernel", PREFILL_THREADS),

@@ -14,7 +14,7 @@ pub use attention::{
     prefill_attention_long, prefill_attention_prefix,
 };
 pub use limits::{launch_limits, ptx_cache};
-pub use linear::{linear, linear_f32};
+pub use linear::{gemv, gemv_f32, linear, linear_f32};
 pub use qkv::qk_norm_rope_cache;
 pub use rowwise::{
     add_bias, embedding, fused_add_rms_norm, reshape_and_cache, rms_norm, rms_norm_heads, rope,

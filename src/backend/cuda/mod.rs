@@ -10,6 +10,7 @@
 //!   NVRTC for a device's compute capability, the PTX cached on disk.
 //! - [`device`]: an open GPU (context, the one stream, every kernel loaded, cuBLAS).
 //! - `ops` / `linear`: bounds-checked launches of each kernel and the cuBLAS matmuls.
+//! - [`matmul`]: per weight shape, cuBLAS or our decode GEMV, chosen by timing at load.
 //! - [`weights`]: the model's weights uploaded as bf16 (fused Q/K/V and gate/up).
 //! - [`staging`]: a step's batch turned into the kernels' index arrays (host only).
 //! - [`runner`]: one engine step (forward pass, sampling) over the paged KV cache.
@@ -29,6 +30,7 @@ pub mod device;
 pub mod graphs;
 pub mod kernels;
 pub mod linear;
+pub mod matmul;
 pub mod ops;
 pub mod probe;
 pub mod runner;

@@ -20,7 +20,10 @@
 //! | [`prefill_attention`] ([`PrefillKernel`]) | `prefill_attention_mma64_kernel`, `prefill_attention_mma128_kernel` (tensor cores), `prefill_attention_kernel` (other head sizes) | prefill_attention_mma.cu, prefill_attention.cu |
 //! | [`argmax`], [`softmax_temperature`], [`logprobs_topn`], [`sample`] | `argmax_kernel`, `softmax_temperature_kernel`, `logprobs_topn_kernel`, `sample_kernel` | sampling.cu |
 //!
-//! The linear layers (cuBLAS) are in [`super::linear`].
+//! | [`gemv::gemv`], [`gemv::gemv_f32`] (decode products, 1..=8 tokens) | `gemv_kernel`, `gemv_f32_kernel` | gemv.cu |
+//!
+//! The cuBLAS linear layers are in [`super::linear`]; [`super::matmul`] chooses between
+//! them and the GEMV kernels per weight shape.
 //!
 //! Inside: [`dev`] (the `Dev` type), `launch` (checks, launch plans and the one place
 //! that launches), and the wrappers by kind: [`rowwise`], [`qkv`], [`attention`],
@@ -35,6 +38,7 @@
 
 pub mod attention;
 pub mod dev;
+pub mod gemv;
 pub(crate) mod launch;
 pub mod qkv;
 pub mod rowwise;

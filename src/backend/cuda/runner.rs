@@ -30,7 +30,7 @@ use half::{bf16, f16};
 
 use super::device::Gpu;
 use super::graphs::{self, DecodeGraphs};
-use super::linear::{linear, linear_f32};
+use super::matmul::{Matmul, Mode, Shape};
 use super::ops::attention::MAX_HEAD_DIM;
 use super::ops::{self, AttnScratch, AttnShape, Dev, PrefillKernel, QkNorm, QkvShape};
 use super::staging::{self, fill_tables, Staging, StepShape};
@@ -104,6 +104,8 @@ pub struct CudaRunner {
     pub(super) limits: Limits,
     pub(super) max_blocks_per_seq: usize,
     pub(super) graphs: DecodeGraphs,
+    /// cuBLAS or GEMV per weight shape (tuned at load).
+    pub(super) matmul: Matmul,
 }
 
 impl CudaRunner {
@@ -114,6 +116,7 @@ impl CudaRunner {
         check_model(&c)?;
         let weights = DeviceWeights::upload(&gpu, model)?;
         let bufs = Buffers::new(&gpu, &c, &limits)?;
+        let matmul = Matmul::tune(&gpu, &matmul_groups(&c, &weights), Mode::from_env()?)?;
         Ok(CudaRunner {
             max_blocks_per_seq: limits.max_model_len.div_ceil(limits.block_size),
             rope: model.rope().clone(),
@@ -125,6 +128,7 @@ impl CudaRunner {
             host: Staging::default(),
             limits,
             graphs: DecodeGraphs::new(limits.max_num_seqs.min(limits.max_num_batched_tokens)),
+            matmul,
         })
     }
 
@@ -153,6 +157,11 @@ impl CudaRunner {
     /// The GPU.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// The matmul choices and timings (stats `gpu.matmul`).
+    pub fn matmul_json(&self) -> serde_json::Value {
+        self.matmul.to_json()
     }
 
     /// Bytes of matrices one decoded token reads.
@@ -274,6 +283,30 @@ impl CudaRunner {
     }
 }
 
+/// Every linear layer's weight shape with the matrices of that shape (for
+/// [`Matmul::tune`]): per layer q/k/v, o, gate/up and down, and the output matrix.
+fn matmul_groups(c: &ModelConfig, w: &DeviceWeights) -> Vec<(Shape, Vec<Dev<bf16>>)> {
+    let (dim, q_dim, kv_dim, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
+    let shape = |n_out, n_in, f32_out| Shape {
+        n_out,
+        n_in,
+        f32_out,
+    };
+    let mut groups: Vec<(Shape, Vec<Dev<bf16>>)> = Vec::new();
+    let mut add = |s: Shape, m: Dev<bf16>| match groups.iter_mut().find(|g| g.0 == s) {
+        Some(g) => g.1.push(m),
+        None => groups.push((s, vec![m])),
+    };
+    for l in &w.layers {
+        add(shape(q_dim + 2 * kv_dim, dim, false), Dev::of(&l.qkv));
+        add(shape(dim, q_dim, false), Dev::of(&l.o));
+        add(shape(2 * ffn, dim, false), Dev::of(&l.gate_up));
+        add(shape(dim, ffn, false), Dev::of(&l.down));
+    }
+    add(shape(c.vocab_size, dim, true), Dev::of(w.lm_head()));
+    groups
+}
+
 /// Shapes the kernels cannot run are refused at load, naming the limit.
 fn check_model(c: &ModelConfig) -> Result<()> {
     let bad = |m: String| {
@@ -376,6 +409,7 @@ impl CudaRunner {
         let g = &self.gpu;
         let b = &self.bufs;
         let w = &self.weights;
+        let mm = &self.matmul;
         let n = shape.num_tokens;
         let (dim, q_dim, kv_dim) = (c.dim, c.q_dim(), c.kv_dim());
         let qkv_dim = q_dim + 2 * kv_dim;
@@ -413,7 +447,7 @@ impl CudaRunner {
             } else {
                 ops::fused_add_rms_norm(g, xn, x, proj, Dev::of(&lw.attn_norm), eps, n, dim)?;
             }
-            linear(g, qkv, xn, Dev::of(&lw.qkv), n, dim, qkv_dim)?;
+            mm.linear(g, qkv, xn, Dev::of(&lw.qkv), n, dim, qkv_dim)?;
             if let Some(bias) = &lw.qkv_bias {
                 ops::add_bias(g, qkv, qkv_dim, Dev::of(bias), n, qkv_dim)?;
             }
@@ -469,9 +503,9 @@ impl CudaRunner {
                     &attn_shape,
                 )?;
             }
-            linear(g, proj, attn, Dev::of(&lw.o), n, q_dim, dim)?;
+            mm.linear(g, proj, attn, Dev::of(&lw.o), n, q_dim, dim)?;
             ops::fused_add_rms_norm(g, xn, x, proj, Dev::of(&lw.ffn_norm), eps, n, dim)?;
-            linear(
+            mm.linear(
                 g,
                 Dev::of(&b.gate_up),
                 xn,
@@ -481,7 +515,7 @@ impl CudaRunner {
                 2 * c.ffn_dim,
             )?;
             ops::silu_and_mul(g, Dev::of(&b.act), Dev::of(&b.gate_up), n, c.ffn_dim)?;
-            linear(
+            mm.linear(
                 g,
                 proj,
                 Dev::of(&b.act),
@@ -504,7 +538,7 @@ impl CudaRunner {
             ops::embedding(g, gathered, Dev::of(&b.rows), xn, shape.num_rows, n, dim)?;
             gathered
         };
-        linear_f32(
+        mm.linear_f32(
             g,
             Dev::of(&b.logits),
             rows_src,

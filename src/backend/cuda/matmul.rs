@@ -1,0 +1,362 @@
+//! Which kernel runs each linear layer: cuBLAS ([`super::linear`]) or, for decode-sized
+//! batches (1 to 8 tokens), our GEMV kernel ([`super::ops::gemv`]). A decode step reads
+//! every weight once, so its products are bound by the weights' bytes; which kernel
+//! streams them faster depends on the shape and the GPU, so [`Matmul::tune`] times both at
+//! load, per weight shape, over all the layers' matrices of that shape (more bytes than
+//! the L2 cache holds, as in a real step), at 1 and 8 tokens, and keeps the faster. The
+//! times and choices are in the stats (`gpu.matmul`).
+//!
+//! `RILL_CUDA_GEMV`: `auto` (the default: tune), `off` (cuBLAS only), `on` (the GEMV
+//! kernel wherever it fits, untimed: tests and comparisons).
+
+use std::collections::HashMap;
+
+use half::bf16;
+use serde_json::{json, Value};
+
+use super::device::{device_error, Gpu};
+use super::linear::{linear, linear_f32};
+use super::ops::gemv::{gemv, gemv_f32, gemv_fits, GEMV_MAX_TOKENS};
+use super::ops::Dev;
+use crate::error::{Error, Result};
+
+/// A weight shape: `[n_out, n_in]`, and whether its output is f32 (the logits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub n_out: usize,
+    pub n_in: usize,
+    pub f32_out: bool,
+}
+
+/// `RILL_CUDA_GEMV`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Auto,
+    Off,
+    On,
+}
+
+impl Mode {
+    /// Parses `RILL_CUDA_GEMV` (unset: auto).
+    pub fn parse(v: Option<&str>) -> Result<Mode> {
+        match v.map(str::trim) {
+            None | Some("") | Some("auto") => Ok(Mode::Auto),
+            Some("off") | Some("0") => Ok(Mode::Off),
+            Some("on") | Some("1") => Ok(Mode::On),
+            Some(other) => Err(Error::config(
+                "RILL_CUDA_GEMV",
+                format!("{other:?} is not auto, on or off"),
+            )),
+        }
+    }
+
+    /// From the environment.
+    pub fn from_env() -> Result<Mode> {
+        Mode::parse(std::env::var("RILL_CUDA_GEMV").ok().as_deref())
+    }
+}
+
+/// One shape's timing: µs per product at 1 and at 8 tokens, cuBLAS and GEMV.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timing {
+    pub shape: Shape,
+    pub matrices: usize,
+    pub cublas_us: [f64; 2],
+    pub gemv_us: [f64; 2],
+}
+
+impl Timing {
+    /// The most tokens for which GEMV runs: 8 when it won at 1 and 8 tokens, 1 when only
+    /// at 1, else 0 (cuBLAS always).
+    pub fn gemv_up_to(&self) -> usize {
+        let won = |i: usize| self.gemv_us[i] < self.cublas_us[i];
+        match (won(0), won(1)) {
+            (true, true) => GEMV_MAX_TOKENS,
+            (true, false) => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// The per-shape choice between cuBLAS and GEMV.
+pub struct Matmul {
+    mode: Mode,
+    /// Shape -> the most tokens that use GEMV (absent: 0).
+    up_to: HashMap<Shape, usize>,
+    timings: Vec<Timing>,
+}
+
+impl Matmul {
+    /// cuBLAS for everything.
+    pub fn cublas_only() -> Matmul {
+        Matmul {
+            mode: Mode::Off,
+            up_to: HashMap::new(),
+            timings: Vec::new(),
+        }
+    }
+
+    /// Chooses per shape of `groups` (each shape with the device matrices of that shape)
+    /// as `mode` says, timing both kernels for [`Mode::Auto`].
+    pub fn tune(gpu: &Gpu, groups: &[(Shape, Vec<Dev<bf16>>)], mode: Mode) -> Result<Matmul> {
+        let mut m = Matmul {
+            mode,
+            up_to: HashMap::new(),
+            timings: Vec::new(),
+        };
+        match mode {
+            Mode::Off => {}
+            Mode::On => {
+                for (shape, _) in groups {
+                    m.up_to.insert(*shape, GEMV_MAX_TOKENS);
+                }
+            }
+            Mode::Auto => {
+                let bench = Bench::new(gpu, groups)?;
+                for (shape, mats) in groups {
+                    let t = bench.time(gpu, *shape, mats)?;
+                    m.up_to.insert(*shape, t.gemv_up_to());
+                    m.timings.push(t);
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// `out[tokens, n_out] = x · wᵀ`, bf16 out.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear(
+        &self,
+        gpu: &Gpu,
+        out: Dev<bf16>,
+        x: Dev<bf16>,
+        w: Dev<bf16>,
+        tokens: usize,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<()> {
+        if self.gemv_for(n_out, n_in, false, x, w, tokens) {
+            gemv(gpu, out, x, w, tokens, n_in, n_out)
+        } else {
+            linear(gpu, out, x, w, tokens, n_in, n_out)
+        }
+    }
+
+    /// [`Matmul::linear`] with an f32 output (the logits).
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_f32(
+        &self,
+        gpu: &Gpu,
+        out: Dev<f32>,
+        x: Dev<bf16>,
+        w: Dev<bf16>,
+        tokens: usize,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<()> {
+        if self.gemv_for(n_out, n_in, true, x, w, tokens) {
+            gemv_f32(gpu, out, x, w, tokens, n_in, n_out)
+        } else {
+            linear_f32(gpu, out, x, w, tokens, n_in, n_out)
+        }
+    }
+
+    fn gemv_for(
+        &self,
+        n_out: usize,
+        n_in: usize,
+        f32_out: bool,
+        x: Dev<bf16>,
+        w: Dev<bf16>,
+        tokens: usize,
+    ) -> bool {
+        let shape = Shape {
+            n_out,
+            n_in,
+            f32_out,
+        };
+        tokens <= self.up_to.get(&shape).copied().unwrap_or(0) && gemv_fits(x, w, tokens, n_in)
+    }
+
+    /// The stats' `gpu.matmul`: the mode, and per tuned shape the times and the choice.
+    pub fn to_json(&self) -> Value {
+        let mode = match self.mode {
+            Mode::Auto => "auto",
+            Mode::Off => "off",
+            Mode::On => "on",
+        };
+        let shapes: Vec<Value> = self
+            .timings
+            .iter()
+            .map(|t| {
+                json!({
+                    "n_out": t.shape.n_out, "n_in": t.shape.n_in, "f32_out": t.shape.f32_out,
+                    "matrices": t.matrices,
+                    "cublas_us": [round2(t.cublas_us[0]), round2(t.cublas_us[1])],
+                    "gemv_us": [round2(t.gemv_us[0]), round2(t.gemv_us[1])],
+                    "gemv_up_to_tokens": t.gemv_up_to(),
+                })
+            })
+            .collect();
+        json!({"gemv": mode, "timed_at_tokens": [1, GEMV_MAX_TOKENS], "shapes": shapes})
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Scratch input and outputs for timing (freed after tuning).
+struct Bench {
+    x: cudarc::driver::CudaSlice<bf16>,
+    out: cudarc::driver::CudaSlice<bf16>,
+    out_f32: cudarc::driver::CudaSlice<f32>,
+}
+
+/// Passes over a shape's matrices per measurement (after one warm-up pass).
+const PASSES: usize = 3;
+
+impl Bench {
+    fn new(gpu: &Gpu, groups: &[(Shape, Vec<Dev<bf16>>)]) -> Result<Bench> {
+        let max_in = groups.iter().map(|g| g.0.n_in).max().unwrap_or(1);
+        let max_out = groups.iter().map(|g| g.0.n_out).max().unwrap_or(1);
+        // Small non-zero inputs (zeros can make tensor cores draw less power).
+        let x: Vec<bf16> = (0..GEMV_MAX_TOKENS * max_in)
+            .map(|i| bf16::from_f32(((i % 17) as f32 - 8.0) / 64.0))
+            .collect();
+        Ok(Bench {
+            x: gpu.upload(&x, "matmul tuning input")?,
+            out: gpu.zeros(GEMV_MAX_TOKENS * max_out, "matmul tuning output")?,
+            out_f32: gpu.zeros(GEMV_MAX_TOKENS * max_out, "matmul tuning output (f32)")?,
+        })
+    }
+
+    /// µs per product of `shape` with cuBLAS and GEMV at 1 and 8 tokens.
+    fn time(&self, gpu: &Gpu, shape: Shape, mats: &[Dev<bf16>]) -> Result<Timing> {
+        let mut t = Timing {
+            shape,
+            matrices: mats.len(),
+            cublas_us: [f64::INFINITY; 2],
+            gemv_us: [f64::INFINITY; 2],
+        };
+        if mats.is_empty() {
+            return Ok(t);
+        }
+        let x = Dev::of(&self.x);
+        for (i, tokens) in [1, GEMV_MAX_TOKENS].into_iter().enumerate() {
+            for use_gemv in [false, true] {
+                if use_gemv && !mats.iter().all(|&w| gemv_fits(x, w, tokens, shape.n_in)) {
+                    continue; // stays infinite: never chosen
+                }
+                let pass = || -> Result<()> {
+                    for &w in mats {
+                        let (n_in, n_out) = (shape.n_in, shape.n_out);
+                        match (use_gemv, shape.f32_out) {
+                            (false, false) => {
+                                linear(gpu, Dev::of(&self.out), x, w, tokens, n_in, n_out)?
+                            }
+                            (false, true) => {
+                                linear_f32(gpu, Dev::of(&self.out_f32), x, w, tokens, n_in, n_out)?
+                            }
+                            (true, false) => {
+                                gemv(gpu, Dev::of(&self.out), x, w, tokens, n_in, n_out)?
+                            }
+                            (true, true) => {
+                                gemv_f32(gpu, Dev::of(&self.out_f32), x, w, tokens, n_in, n_out)?
+                            }
+                        }
+                    }
+                    Ok(())
+                };
+                pass()?; // warm-up: cuBLAS picks and loads its kernels
+                let ms = timed(gpu, || (0..PASSES).try_for_each(|_| pass()))?;
+                let us = ms * 1e3 / (PASSES * mats.len()) as f64;
+                if use_gemv {
+                    t.gemv_us[i] = us;
+                } else {
+                    t.cublas_us[i] = us;
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// Milliseconds the work `f` queues takes on the device (events around it).
+fn timed(gpu: &Gpu, f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let start = gpu
+        .stream
+        .record_event(flags)
+        .map_err(|e| device_error("cuEventRecord (matmul tuning)", e))?;
+    f()?;
+    let end = gpu
+        .stream
+        .record_event(flags)
+        .map_err(|e| device_error("cuEventRecord (matmul tuning)", e))?;
+    let ms = start
+        .elapsed_ms(&end)
+        .map_err(|e| device_error("cuEventElapsedTime (matmul tuning)", e))?;
+    Ok(f64::from(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(cublas: [f64; 2], gemv: [f64; 2]) -> Timing {
+        Timing {
+            shape: Shape {
+                n_out: 4096,
+                n_in: 1024,
+                f32_out: false,
+            },
+            matrices: 28,
+            cublas_us: cublas,
+            gemv_us: gemv,
+        }
+    }
+
+    #[test]
+    fn the_faster_kernel_is_kept_per_token_count() {
+        assert_eq!(timing([5.0, 9.0], [4.0, 8.0]).gemv_up_to(), 8);
+        assert_eq!(timing([5.0, 9.0], [4.0, 10.0]).gemv_up_to(), 1);
+        assert_eq!(timing([5.0, 9.0], [6.0, 8.0]).gemv_up_to(), 0);
+        // A shape GEMV cannot take stays infinite and loses.
+        let never = [f64::INFINITY; 2];
+        assert_eq!(timing([5.0, 9.0], never).gemv_up_to(), 0);
+    }
+
+    #[test]
+    fn modes_parse_and_bad_values_name_the_variable() {
+        assert_eq!(Mode::parse(None).unwrap(), Mode::Auto);
+        assert_eq!(Mode::parse(Some("auto")).unwrap(), Mode::Auto);
+        assert_eq!(Mode::parse(Some("0")).unwrap(), Mode::Off);
+        assert_eq!(Mode::parse(Some("on")).unwrap(), Mode::On);
+        let e = Mode::parse(Some("fast")).unwrap_err().to_string();
+        assert!(
+            e.contains("RILL_CUDA_GEMV") && e.contains("\"fast\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn choices_follow_the_table() {
+        let shape = Shape {
+            n_out: 4096,
+            n_in: 1024,
+            f32_out: false,
+        };
+        let mut m = Matmul::cublas_only();
+        m.up_to.insert(shape, 1);
+        let x = crate::backend::cuda::ops::launch::tests::fake::<bf16>(0x1000, 8 * 1024);
+        let w = crate::backend::cuda::ops::launch::tests::fake::<bf16>(0x10_0000, 4096 * 1024);
+        assert!(m.gemv_for(4096, 1024, false, x, w, 1));
+        assert!(!m.gemv_for(4096, 1024, false, x, w, 2));
+        assert!(!m.gemv_for(4096, 1024, true, x, w, 1)); // another shape
+        assert!(!Matmul::cublas_only().gemv_for(4096, 1024, false, x, w, 1));
+        let j = m.to_json();
+        assert_eq!(j["gemv"], "off");
+        assert_eq!(j["timed_at_tokens"], json!([1, 8]));
+    }
+}
