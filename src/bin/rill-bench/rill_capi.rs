@@ -334,6 +334,7 @@ impl Backend for RillCapi {
                "device_note": stats["device_note"], "kernels": stats["kernels"],
                "stats_weight_bytes": stats["weight_bytes"],
                "gpu_matrix_bytes_per_token": stats["gpu"]["matrix_bytes_per_token"],
+               "gpu_matmul": stats["gpu"]["matmul"],
                "kv_cache": stats["kv_cache"],
                "max_num_batched_tokens": stats["max_num_batched_tokens"],
                "preemptions": stats["preemptions"]})
