@@ -10,7 +10,8 @@
 #   folders (LD_LIBRARY_PATH gets the folders holding libnvrtc.so.13 / libcublas.so.13:
 #   /usr/local/cuda, then python's nvidia wheels), the tiny models (make_models.py),
 #   transformers' reference (hf_reference.py), cuda_kernels and cuda_engine with
-#   RILL_GPU_TESTS=required, then compute-sanitizer memcheck on cuda_kernels and on
+#   RILL_GPU_TESTS=required (cuda_engine's greedy tests again with RILL_CUDA_GEMV=off and
+#   =on: both decode matmul paths), then compute-sanitizer memcheck on cuda_kernels and on
 #   cuda_engine's transformers-parity tests, and racecheck / synccheck / initcheck on
 #   cuda_kernels while time is left. A sanitizer that refuses the device ("Device not
 #   supported": gVisor machines) is NOT-RUN, printed loudly, never a pass.
@@ -193,6 +194,19 @@ gpu_test() { # name args...
     RILL_HF_REFERENCE="$REF" "$bin/$name" "$@"
 }
 
+# gpu_test_with STEP VAR=VALUE BINARY [FILTER...]: gpu_test under one more setting, as its
+# own step.
+gpu_test_with() {
+  local step_name=$1 setting=$2 name=$3
+  shift 3
+  if [ ! -x "$bin/$name" ]; then
+    record "$step_name" MISSING 0 "$bin/$name was not packed (scripts/gpu/pack.sh)"
+    return 1
+  fi
+  step "$step_name" "$STEP_CAP" env "$setting" RILL_GPU_TESTS=required RILL_GPU_MODELS="$MODELS" \
+    RILL_HF_REFERENCE="$REF" "$bin/$name" "$@"
+}
+
 # sanitize TOOL BINARY CAP [FILTER...]: compute-sanitizer on a test binary; "Device not
 # supported" (or its error 999) is NOT-RUN.
 sanitize() {
@@ -242,6 +256,10 @@ stage_check() {
     STEP_CAP=150 gpu_test cuda_kernels
     STEP_CAP=240 gpu_test cuda_engine
     engine_ok=$?
+    # Both decode matmul paths end to end (the default picks one per shape by timing):
+    # greedy tokens equal to the CPU's with cuBLAS only, and with the GEMV kernel forced.
+    STEP_CAP=90 gpu_test_with cuda_engine-gemv-off RILL_CUDA_GEMV=off cuda_engine greedy_
+    STEP_CAP=90 gpu_test_with cuda_engine-gemv-on RILL_CUDA_GEMV=on cuda_engine greedy_
   fi
   sanitize memcheck cuda_kernels 150
   sanitize memcheck cuda_engine 150 logits_
