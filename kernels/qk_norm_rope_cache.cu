@@ -34,7 +34,7 @@
 // the token's (cos, sin) table in shared memory as rope.cu does; then each warp takes whole
 // heads (q heads, then k heads): it loads the head into registers, reduces its sum of
 // squares with shuffles, stages the normed bf16 values in its shared row, and its lanes
-// rotate pairs from there; finally the threads copy v. Shared memory ~5 KB.
+// rotate pairs from there; finally the threads copy v. Shared memory 3.5 KB.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
