@@ -10,11 +10,11 @@
 // e >= min_p * max surviving e), then the draw: with the host's uniform u in [0, 1)
 // (`Rng::next_f64`, the request's seeded stream), the first item whose inclusive running
 // mass exceeds u * (surviving mass), walking in order e desc / id asc when top_p < 1 (the
-// CPU sorts then) and in id order otherwise (the CPU's order without top-k; with top-k
-// alone the CPU walks `select_nth_unstable`'s order, which is unspecified, so the kept
-// set and the distribution match but the token for a given u may differ). Penalties are
-// applied to the logits before these kernels (not here). Sums run in f64 as on the CPU,
-// in a fixed tree order (deterministic, independent of the batch).
+// CPU sorts then) and in id order otherwise (the CPU's order, top-k survivors included).
+// Penalties are applied to the logits before these kernels (not here). Sums run in f64
+// as on the CPU (in a fixed tree order here: deterministic, independent of the batch; the
+// same token for the same uniform except where a running sum lands within rounding of a
+// cutoff).
 //
 // Every kept set is a prefix of the order (e desc, id asc), so the filters are cutoffs in
 // that order, found without sorting by binary search on the f32 bits of e (31 passes)
@@ -312,7 +312,10 @@ extern "C" __global__ void __launch_bounds__(1024) sample_kernel(int* __restrict
     const float tp = top_p[r];
     if (tp < 1.0f) {
         const double total = agg_le(w, 0, vocab - 1, true, shd);
-        if (find_cutoff(w, (double)tp * total, true, false, shd, &cb, &ci)) {
+        // At least the first item: top_p = 0 keeps one, as on the CPU (a target of 0 would
+        // be met by the empty prefix).
+        const double target = fmax((double)tp * total, 2.2250738585072014e-308);
+        if (find_cutoff(w, target, true, false, shd, &cb, &ci)) {
             w.lim_bits = cb;
             w.lim_id = ci;
         }

@@ -182,18 +182,25 @@ impl Sampler {
                 .map(|(i, &l)| (i as u32, ((l - max) * inv_t).exp())),
         );
         let probs = &mut self.probs;
+        // Rank order: e descending, ties to the lower id (a total order, so the kept sets
+        // are exact prefixes of it, as the CUDA sampler computes them).
+        let rank = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < probs.len() {
-            probs.select_nth_unstable_by(p.top_k - 1, |a, b| b.1.total_cmp(&a.1));
+            probs.select_nth_unstable_by(p.top_k - 1, rank);
             probs.truncate(p.top_k);
+            // The survivors in id order: the order the draw walks without top-p.
+            probs.sort_unstable_by_key(|x| x.0);
         }
         if p.top_p < 1.0 {
-            probs.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let total: f32 = probs.iter().map(|x| x.1).sum();
-            let mut cum = 0.0;
+            probs.sort_unstable_by(rank);
+            // f64 sums: f32 ones drift by ~1e-4 over a 150k vocabulary.
+            let total: f64 = probs.iter().map(|x| x.1 as f64).sum();
+            let target = p.top_p as f64 * total;
+            let mut cum = 0.0f64;
             let mut keep = probs.len();
             for (i, x) in probs.iter().enumerate() {
-                cum += x.1 / total;
-                if cum >= p.top_p {
+                cum += x.1 as f64;
+                if cum >= target {
                     keep = i + 1;
                     break;
                 }
