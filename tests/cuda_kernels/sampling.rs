@@ -215,7 +215,8 @@ type Params = (f32, usize, f32, f32);
 pub fn sample() -> Result<(), String> {
     let mut rng = Rng::new(33);
     // Greedy two ways, plain temperature, each filter alone and together, top_p = 0 (keeps
-    // the top token).
+    // the top token). These peaked rows take the small-set path (top-k <= 1024, top-p
+    // within the 1024 best), vocab 1000 with every item a candidate.
     let settings: [Params; 10] = [
         (0.0, 0, 1.0, 0.0),
         (1.0, 1, 1.0, 0.0),
@@ -241,6 +242,23 @@ pub fn sample() -> Result<(), String> {
                 .collect();
             sample_case(&rows_, &settings, seed * 1000 + vocab as u64)?;
         }
+    }
+    // The full-vocabulary path: flat rows (logits 1e-4 apart: top_p 0.9 keeps ~23,000
+    // tokens, past the 1024-item small set) and top-k over 1024. With f64 sums on both
+    // sides only the summation order differs (~1e-16 relative, against ~1e-5 of mass per
+    // token at a boundary), so the tokens must still agree.
+    let flat: [Params; 4] = [
+        (1.0, 0, 0.9, 0.0),
+        (1.0, 2000, 1.0, 0.0),
+        (0.8, 2000, 0.95, 0.05),
+        (1.2, 0, 0.5, 0.0),
+    ];
+    for seed in 0..3u64 {
+        let rows_: Vec<Vec<f32>> = flat
+            .iter()
+            .map(|_| distinct_logits(&mut rng, 151_936, 1e-4))
+            .collect();
+        sample_case(&rows_, &flat, 7_000 + seed)?;
     }
     Ok(())
 }
