@@ -36,7 +36,8 @@
 //   grid  = (num_kv_heads * group_chunks, num_seqs, max_num_partitions),
 //           group_chunks = ceil((num_heads / num_kv_heads) / MAX_GROUP) (1 for every
 //           group of <= 8 query heads per KV head),
-//   block = (128) (any multiple of 32 up to 1024 works).
+//   block = (128) (the logic takes any multiple of 32 up to 1024, but at ~125 registers a
+//           block of more than 512 threads does not launch; the host uses 128).
 //   GQA: a block serves the (up to 8) query heads of one KV head, so each K and V row is
 //   loaded once for the whole group. Warps take the partition's tokens round-robin;
 //   within a warp, lanes split head_dim in f16 pairs (coalesced 4-byte loads), reduce the
