@@ -18,17 +18,20 @@
 //
 // Launch: grid = (ceil(n_out / 8)), block = (256) exactly (other sizes trap): warp i of
 // block b computes row n = 8 b + i for every token. Lanes take 8-element pieces of the
-// row round-robin (a warp reads 512 contiguous bytes per step), four pieces per loop
+// row round-robin (a warp reads 512 contiguous bytes per step), two pieces per loop
 // iteration, the weights with streaming loads (read once: evict first), x through the
 // read-only cache (every warp reads it); the m partial sums are reduced with shuffles and
-// lane 0 writes them.
+// lane 0 writes them. 4 blocks (32 warps) per SM: 56 registers, no spills (unrolling by 4
+// spilled at that occupancy). Known limit: at 8 tokens each warp re-reads and converts x
+// per row (sharing x over 2-4 rows per warp, or mma for m >= 4, would cut that); the load
+// time tuning decides per shape whether this kernel or cuBLAS runs.
 
 #include <cuda_bf16.h>
 
 #define THREADS 256
 #define WARPS (THREADS / 32)
 #define MAX_M 8
-#define UNROLL 4
+#define UNROLL 2
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -96,13 +99,13 @@ __device__ __forceinline__ void gemv(OutT* __restrict__ out, const __nv_bfloat16
     }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) gemv_kernel(
+extern "C" __global__ void __launch_bounds__(THREADS, 4) gemv_kernel(
     __nv_bfloat16* __restrict__ out, const __nv_bfloat16* __restrict__ x,
     const __nv_bfloat16* __restrict__ w, int m, int n_out, int n_in) {
     gemv(out, x, w, m, n_out, n_in);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) gemv_f32_kernel(
+extern "C" __global__ void __launch_bounds__(THREADS, 4) gemv_f32_kernel(
     float* __restrict__ out, const __nv_bfloat16* __restrict__ x,
     const __nv_bfloat16* __restrict__ w, int m, int n_out, int n_in) {
     gemv(out, x, w, m, n_out, n_in);

@@ -3,14 +3,18 @@
 //! every weight once, so its products are bound by the weights' bytes; which kernel
 //! streams them faster depends on the shape and the GPU, so [`Matmul::tune`] times both at
 //! load, per weight shape, over all the layers' matrices of that shape (more bytes than
-//! the L2 cache holds, as in a real step), at 1 and 8 tokens, and keeps the faster. The
-//! times and choices are in the stats (`gpu.matmul`).
+//! the L2 cache holds, as in a real step), at 1 and 8 tokens, each pass captured into a
+//! CUDA graph as a decode step is (so host launch costs are not what is measured), the
+//! best of 5 alternating rounds after a warm-up, and keeps GEMV only when it is faster by
+//! 3%. The times and choices are in the stats (`gpu.matmul`).
 //!
 //! `RILL_CUDA_GEMV`: `auto` (the default: tune), `off` (cuBLAS only), `on` (the GEMV
 //! kernel wherever it fits, untimed: tests and comparisons).
 
 use std::collections::HashMap;
 
+use cudarc::driver::sys::{CUgraphInstantiate_flags_enum, CUstreamCaptureMode};
+use cudarc::driver::CudaGraph;
 use half::bf16;
 use serde_json::{json, Value};
 
@@ -67,9 +71,10 @@ pub struct Timing {
 
 impl Timing {
     /// The most tokens for which GEMV runs: 8 when it won at 1 and 8 tokens, 1 when only
-    /// at 1, else 0 (cuBLAS always).
+    /// at 1, else 0 (cuBLAS always). Winning means faster by [`MARGIN`]; 2 to 7 tokens
+    /// follow the result at 8.
     pub fn gemv_up_to(&self) -> usize {
-        let won = |i: usize| self.gemv_us[i] < self.cublas_us[i];
+        let won = |i: usize| self.gemv_us[i] < self.cublas_us[i] * (1.0 - MARGIN);
         match (won(0), won(1)) {
             (true, true) => GEMV_MAX_TOKENS,
             (true, false) => 1,
@@ -113,8 +118,9 @@ impl Matmul {
             }
             Mode::Auto => {
                 let bench = Bench::new(gpu, groups)?;
+                let mut warm = false;
                 for (shape, mats) in groups {
-                    let t = bench.time(gpu, *shape, mats)?;
+                    let t = bench.time(gpu, *shape, mats, &mut warm)?;
                     m.up_to.insert(*shape, t.gemv_up_to());
                     m.timings.push(t);
                 }
@@ -213,8 +219,15 @@ struct Bench {
     out_f32: cudarc::driver::CudaSlice<f32>,
 }
 
-/// Passes over a shape's matrices per measurement (after one warm-up pass).
+/// Graph launches per measurement (one pass over a shape's matrices each), and
+/// measurements per kernel (alternating cuBLAS and GEMV; the fastest counts).
 const PASSES: usize = 3;
+const ROUNDS: usize = 5;
+/// How long the GPU is kept busy before the first measurement (clocks ramp up).
+const WARM_UP_MS: f64 = 50.0;
+/// GEMV must beat cuBLAS by this fraction to be chosen (noise must not flip a choice
+/// between runs: the two round differently).
+const MARGIN: f64 = 0.03;
 
 impl Bench {
     fn new(gpu: &Gpu, groups: &[(Shape, Vec<Dev<bf16>>)]) -> Result<Bench> {
@@ -231,8 +244,35 @@ impl Bench {
         })
     }
 
-    /// µs per product of `shape` with cuBLAS and GEMV at 1 and 8 tokens.
-    fn time(&self, gpu: &Gpu, shape: Shape, mats: &[Dev<bf16>]) -> Result<Timing> {
+    /// Queues one pass of `shape`'s products over `mats` with cuBLAS or GEMV.
+    fn pass(
+        &self,
+        gpu: &Gpu,
+        shape: Shape,
+        mats: &[Dev<bf16>],
+        tokens: usize,
+        use_gemv: bool,
+    ) -> Result<()> {
+        let x = Dev::of(&self.x);
+        let (n_in, n_out) = (shape.n_in, shape.n_out);
+        for &w in mats {
+            match (use_gemv, shape.f32_out) {
+                (false, false) => linear(gpu, Dev::of(&self.out), x, w, tokens, n_in, n_out)?,
+                (false, true) => {
+                    linear_f32(gpu, Dev::of(&self.out_f32), x, w, tokens, n_in, n_out)?
+                }
+                (true, false) => gemv(gpu, Dev::of(&self.out), x, w, tokens, n_in, n_out)?,
+                (true, true) => gemv_f32(gpu, Dev::of(&self.out_f32), x, w, tokens, n_in, n_out)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// µs per product of `shape` with cuBLAS and GEMV at 1 and 8 tokens. Each pass is
+    /// captured into a CUDA graph and the graph is what is timed, so the GPU runs the
+    /// products back to back as in a decode step's graph; host launch costs (several µs
+    /// per cuBLAS call, as long as a small matrix takes) are not measured.
+    fn time(&self, gpu: &Gpu, shape: Shape, mats: &[Dev<bf16>], warm: &mut bool) -> Result<Timing> {
         let mut t = Timing {
             shape,
             matrices: mats.len(),
@@ -244,37 +284,24 @@ impl Bench {
         }
         let x = Dev::of(&self.x);
         for (i, tokens) in [1, GEMV_MAX_TOKENS].into_iter().enumerate() {
-            for use_gemv in [false, true] {
-                if use_gemv && !mats.iter().all(|&w| gemv_fits(x, w, tokens, shape.n_in)) {
-                    continue; // stays infinite: never chosen
-                }
-                let pass = || -> Result<()> {
-                    for &w in mats {
-                        let (n_in, n_out) = (shape.n_in, shape.n_out);
-                        match (use_gemv, shape.f32_out) {
-                            (false, false) => {
-                                linear(gpu, Dev::of(&self.out), x, w, tokens, n_in, n_out)?
-                            }
-                            (false, true) => {
-                                linear_f32(gpu, Dev::of(&self.out_f32), x, w, tokens, n_in, n_out)?
-                            }
-                            (true, false) => {
-                                gemv(gpu, Dev::of(&self.out), x, w, tokens, n_in, n_out)?
-                            }
-                            (true, true) => {
-                                gemv_f32(gpu, Dev::of(&self.out_f32), x, w, tokens, n_in, n_out)?
-                            }
-                        }
-                    }
-                    Ok(())
-                };
-                pass()?; // warm-up: cuBLAS picks and loads its kernels
-                let ms = timed(gpu, || (0..PASSES).try_for_each(|_| pass()))?;
-                let us = ms * 1e3 / (PASSES * mats.len()) as f64;
-                if use_gemv {
-                    t.gemv_us[i] = us;
-                } else {
-                    t.cublas_us[i] = us;
+            // The eager passes first: cuBLAS picks and loads its kernels outside a capture.
+            self.pass(gpu, shape, mats, tokens, false)?;
+            let cublas = capture(gpu, || self.pass(gpu, shape, mats, tokens, false))?;
+            let fits = mats.iter().all(|&w| gemv_fits(x, w, tokens, shape.n_in));
+            let gemv = if fits {
+                Some(capture(gpu, || self.pass(gpu, shape, mats, tokens, true))?)
+            } else {
+                None // stays infinite: never chosen
+            };
+            if !*warm {
+                warm_up(gpu, &cublas)?;
+                *warm = true;
+            }
+            for _ in 0..ROUNDS {
+                let per = |ms: f64| ms * 1e3 / (PASSES * mats.len()) as f64;
+                t.cublas_us[i] = t.cublas_us[i].min(per(timed_graph(gpu, &cublas)?));
+                if let Some(g) = &gemv {
+                    t.gemv_us[i] = t.gemv_us[i].min(per(timed_graph(gpu, g)?));
                 }
             }
         }
@@ -282,18 +309,46 @@ impl Bench {
     }
 }
 
-/// Milliseconds the work `f` queues takes on the device (events around it).
-fn timed(gpu: &Gpu, f: impl FnOnce() -> Result<()>) -> Result<f64> {
+/// Captures the work `f` queues into a graph (the capture always ends, whatever `f` did).
+fn capture(gpu: &Gpu, f: impl FnOnce() -> Result<()>) -> Result<CudaGraph> {
+    let stream = &gpu.stream;
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .map_err(|e| device_error("cuStreamBeginCapture (matmul tuning)", e))?;
+    let queued = f();
+    let ended = stream.end_capture(CUgraphInstantiate_flags_enum(0));
+    queued?;
+    ended
+        .map_err(|e| device_error("cuStreamEndCapture (matmul tuning)", e))?
+        .ok_or_else(|| Error::Internal("matmul tuning: the capture produced no graph".into()))
+}
+
+/// Keeps the GPU busy with `g` for about [`WARM_UP_MS`] (clocks ramp up under load).
+fn warm_up(gpu: &Gpu, g: &CudaGraph) -> Result<()> {
+    let mut spent = 0.0;
+    for _ in 0..10_000 {
+        spent += timed_graph(gpu, g)?;
+        if spent >= WARM_UP_MS {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds [`PASSES`] launches of `g` take on the device (events around them).
+fn timed_graph(gpu: &Gpu, g: &CudaGraph) -> Result<f64> {
     let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-    let start = gpu
-        .stream
-        .record_event(flags)
-        .map_err(|e| device_error("cuEventRecord (matmul tuning)", e))?;
-    f()?;
-    let end = gpu
-        .stream
-        .record_event(flags)
-        .map_err(|e| device_error("cuEventRecord (matmul tuning)", e))?;
+    let event = || {
+        gpu.stream
+            .record_event(flags)
+            .map_err(|e| device_error("cuEventRecord (matmul tuning)", e))
+    };
+    let start = event()?;
+    for _ in 0..PASSES {
+        g.launch()
+            .map_err(|e| device_error("cuGraphLaunch (matmul tuning)", e))?;
+    }
+    let end = event()?;
     let ms = start
         .elapsed_ms(&end)
         .map_err(|e| device_error("cuEventElapsedTime (matmul tuning)", e))?;
@@ -322,6 +377,8 @@ mod tests {
         assert_eq!(timing([5.0, 9.0], [4.0, 8.0]).gemv_up_to(), 8);
         assert_eq!(timing([5.0, 9.0], [4.0, 10.0]).gemv_up_to(), 1);
         assert_eq!(timing([5.0, 9.0], [6.0, 8.0]).gemv_up_to(), 0);
+        // Within the 3% margin cuBLAS stays.
+        assert_eq!(timing([5.0, 9.0], [4.9, 8.9]).gemv_up_to(), 0);
         // A shape GEMV cannot take stays infinite and loses.
         let never = [f64::INFINITY; 2];
         assert_eq!(timing([5.0, 9.0], never).gemv_up_to(), 0);
