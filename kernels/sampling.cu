@@ -12,9 +12,14 @@
 // mass exceeds u * (surviving mass), walking in order e desc / id asc when top_p < 1 (the
 // CPU sorts then) and in id order otherwise (the CPU's order, top-k survivors included).
 // Penalties are applied to the logits before these kernels (not here). Sums run in f64
-// as on the CPU (in a fixed tree order here: deterministic, independent of the batch; the
-// same token for the same uniform except where a running sum lands within rounding of a
-// cutoff).
+// as on the CPU. The token for a given uniform is the CPU's except at rounding ties:
+// (a) e values within an ulp or two of each other (CUDA's expf and glibc's differ by up
+// to 2 ulp, which can swap their rank), (b) a running sum within f64 rounding of a
+// cutoff where this side sums in a tree order (deterministic, independent of the batch)
+// and the CPU in rank order: the whole-vocabulary total of top-p without top-k, and every
+// sum of the bisection path. E.g. two exactly tied top logits with top_p = 0.5 (a review
+// helper's emulation: total 2 + 1e-14 here, 2 on the CPU, so 2 tokens kept against 1).
+// Making both totals order-independent (exact per-exponent sums) is the known fix.
 //
 // Every kept set is a prefix of the order (e desc, id asc). Rows with top-k (k <= 1024),
 // and top-p rows whose kept prefix lies within the 1024 best items (nearly all: a model's
@@ -280,9 +285,11 @@ __device__ bool find_cutoff(const Row& w, double target, bool mass, bool strict,
 // within the SMALL_SET best items. The candidates are found by a radix select on the bits
 // of e (4 passes of 256-bin histograms: e >= 0, so its bits order like its value), then
 // gathered into shared memory, sorted there (bitonic) and filtered and drawn from by one
-// thread walking them exactly as `Sampler::pick` walks its vector: the same order, the
-// same f64 sums, the same comparisons. About 8 passes over the vocabulary instead of
-// ~150 for top-k + top-p by bisection.
+// thread walking them as `Sampler::pick` walks its vector: the same order, the same f64
+// sums in the same order (top-k rows: exactly the CPU's arithmetic; top-p without top-k
+// takes its total over the vocabulary from a tree sum, see the header), the same
+// comparisons. About 8 passes over the vocabulary instead of ~150 for top-k + top-p by
+// bisection.
 
 #define SMALL_SET 1024
 
