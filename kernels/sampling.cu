@@ -12,14 +12,12 @@
 // mass exceeds u * (surviving mass), walking in order e desc / id asc when top_p < 1 (the
 // CPU sorts then) and in id order otherwise (the CPU's order, top-k survivors included).
 // Penalties are applied to the logits before these kernels (not here). Sums run in f64
-// as on the CPU. The token for a given uniform is the CPU's except at rounding ties:
-// (a) e values within an ulp or two of each other (CUDA's expf and glibc's differ by up
-// to 2 ulp, which can swap their rank), (b) a running sum within f64 rounding of a
-// cutoff where this side sums in a tree order (deterministic, independent of the batch)
-// and the CPU in rank order: the whole-vocabulary total of top-p without top-k, and every
-// sum of the bisection path. E.g. two exactly tied top logits with top_p = 0.5 (a review
-// helper's emulation: total 2 + 1e-14 here, 2 on the CPU, so 2 tokens kept against 1).
-// Making both totals order-independent (exact per-exponent sums) is the known fix.
+// as on the CPU; top-p's total on both sides is `exact_total` (order-independent: the
+// same bits from a tree sum here and a rank-order sum there). The token for a given
+// uniform is the CPU's except at rounding ties: (a) e values within an ulp or two of each
+// other (CUDA's expf and glibc's differ by up to 2 ulp, which can swap their rank), (b) on
+// the bisection path only, a running sum (tree order here, rank or id order on the CPU)
+// within f64 rounding of the top-p cutoff or the draw's target.
 //
 // Every kept set is a prefix of the order (e desc, id asc). Rows with top-k (k <= 1024),
 // and top-p rows whose kept prefix lies within the 1024 best items (nearly all: a model's
@@ -286,8 +284,7 @@ __device__ bool find_cutoff(const Row& w, double target, bool mass, bool strict,
 // of e (4 passes of 256-bin histograms: e >= 0, so its bits order like its value), then
 // gathered into shared memory, sorted there (bitonic) and filtered and drawn from by one
 // thread walking them as `Sampler::pick` walks its vector: the same order, the same f64
-// sums in the same order (top-k rows: exactly the CPU's arithmetic; top-p without top-k
-// takes its total over the vocabulary from a tree sum, see the header), the same
+// sums in the same order (top-p's total from `exact_total` on both sides), the same
 // comparisons. About 8 passes over the vocabulary instead of ~150 for top-k + top-p by
 // bisection.
 
@@ -402,9 +399,49 @@ __device__ int gather(const Row& w, unsigned B, int ties, float* se, int* sid, i
     return min(*count, SMALL_SET);
 }
 
+// The order-independent f64 sum of non-negative masses (`exact_total` in
+// src/sampling/mod.rs, the CPU's top-p total): per exponent the exact integer sum of the
+// 24-bit significands (u64 shared atomics: at most 2^41 per bucket), then the 256 buckets
+// in ascending exponent order, each term exact. The same bits whatever the order of the
+// additions, so the tree-summing GPU and the rank-order CPU get one total. Sums the kept
+// items of row `w`, or (w null) the n values of `items`. Every thread calls it.
+__device__ double exact_total(const Row* w, const float* items, int n,
+                              unsigned long long* buckets, double* out) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) buckets[i] = 0ull;
+    __syncthreads();
+    const int count = w ? w->vocab : n;
+    for (int i = threadIdx.x; i < count; i += blockDim.x) {
+        float e;
+        if (w) {
+            e = row_e(*w, i);
+            if (!kept(*w, e, i)) continue;
+        } else {
+            e = items[i];
+        }
+        if (!(e > 0.0f) || isinf(e)) continue;  // zeros add nothing; no NaN or inf mass
+        const unsigned b = __float_as_uint(e);
+        const unsigned ex = b >> 23;
+        const unsigned man = (b & 0x7fffffu) | (ex ? 0x800000u : 0u);
+        atomicAdd(&buckets[ex], (unsigned long long)man);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (int ex = 0; ex < 256; ++ex)
+            if (buckets[ex]) s += (double)buckets[ex] * ldexp(1.0, max(ex, 1) - 150);
+        *out = s;
+    }
+    __syncthreads();
+    const double total = *out;
+    __syncthreads();  // `out` may be rewritten by the next call
+    return total;
+}
+
 struct SmallSet {
     float e[SMALL_SET];
     int id[SMALL_SET];
+    unsigned long long buckets[256];
+    double total;
     int hist[256];
     int tie_scan[1024];
     int sel[2];
@@ -415,22 +452,20 @@ struct SmallSet {
 // The small-set pick of a row (w: every item kept, no floor). false (block-uniform): the
 // top-p prefix does not lie within the candidates; the caller takes the full path.
 __device__ bool small_set_pick(const Row& w, int cand, bool top_k_on, float tp, float mp,
-                               double uniform, int greedy, SmallSet& m, double* shd, int* pick) {
+                               double uniform, int greedy, SmallSet& m, int* pick) {
     unsigned B;
     int ties;
     radix_select(w, cand, m.hist, m.sel, &B, &ties);
     const int n0 = gather(w, B, ties, m.e, m.id, m.tie_scan, &m.count);
-    // Top-p without top-k: the CPU's total is every item's mass.
-    const double full = top_k_on ? 0.0 : agg_le(w, 0, w.vocab - 1, true, shd);
+    // Top-p's total, as the CPU's `exact_total`: every item's mass without top-k, the
+    // k survivors' with it.
+    double total = 0.0;
+    if (tp < 1.0f) total = top_k_on ? exact_total(nullptr, m.e, n0, m.buckets, &m.total)
+                                    : exact_total(&w, nullptr, 0, m.buckets, &m.total);
     block_sort(m.e, m.id, n0, false);
     if (threadIdx.x == 0) {
         int n = n0, ok = 1;
         if (tp < 1.0f) {
-            double total = full;
-            if (top_k_on) {
-                total = 0.0;
-                for (int i = 0; i < n; ++i) total += (double)m.e[i];
-            }
             const double target = (double)tp * total;
             double cum = 0.0;
             int keep = -1;
@@ -481,7 +516,7 @@ __device__ bool small_set_pick(const Row& w, int cand, bool top_k_on, float tp, 
     return true;
 }
 
-extern "C" __global__ void __launch_bounds__(1024) sample_kernel(int* __restrict__ out_ids, const float* __restrict__ logits,
+extern "C" __global__ void __launch_bounds__(1024, 1) sample_kernel(int* __restrict__ out_ids, const float* __restrict__ logits,
                                          long long row_stride, const float* __restrict__ temperatures,
                                          const int* __restrict__ top_k, const float* __restrict__ top_p,
                                          const float* __restrict__ min_p,
@@ -520,7 +555,7 @@ extern "C" __global__ void __launch_bounds__(1024) sample_kernel(int* __restrict
     const int cand = top_k_on ? k : (tp < 1.0f ? min(SMALL_SET, vocab) : 0);
     if (cand > 0 && cand <= SMALL_SET) {
         int pick;
-        if (small_set_pick(w, cand, top_k_on, tp, mp, uniforms[r], greedy, small, shd, &pick)) {
+        if (small_set_pick(w, cand, top_k_on, tp, mp, uniforms[r], greedy, small, &pick)) {
             if (threadIdx.x == 0) out_ids[r] = pick;
             return;
         }
@@ -531,7 +566,7 @@ extern "C" __global__ void __launch_bounds__(1024) sample_kernel(int* __restrict
         w.lim_id = ci;
     }
     if (tp < 1.0f) {
-        const double total = agg_le(w, 0, vocab - 1, true, shd);
+        const double total = exact_total(&w, nullptr, 0, small.buckets, &small.total);
         // At least the first item: top_p = 0 keeps one, as on the CPU (a target of 0 would
         // be met by the empty prefix).
         const double target = fmax((double)tp * total, 2.2250738585072014e-308);

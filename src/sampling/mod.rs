@@ -193,8 +193,9 @@ impl Sampler {
         }
         if p.top_p < 1.0 {
             probs.sort_unstable_by(rank);
-            // f64 sums: f32 ones drift by ~1e-4 over a 150k vocabulary.
-            let total: f64 = probs.iter().map(|x| x.1 as f64).sum();
+            // f64 sums (f32 ones drift by ~1e-4 over a 150k vocabulary); the total in an
+            // order-independent form, so the CUDA sampler's tree sum gets the same bits.
+            let total = exact_total(probs.iter().map(|x| x.1));
             let target = p.top_p as f64 * total;
             let mut cum = 0.0f64;
             let mut keep = probs.len();
@@ -224,6 +225,30 @@ impl Sampler {
     }
 }
 
+/// The sum of non-negative f32 values, independent of their order: per exponent the exact
+/// integer sum of the 24-bit significands, then the 256 buckets in ascending exponent
+/// order in f64 (each term exact: a bucket holds at most 2^41 for 2^17 values). The CUDA
+/// sampler (`exact_total` in kernels/sampling.cu) computes the same bits with atomics.
+pub fn exact_total(values: impl Iterator<Item = f32>) -> f64 {
+    let mut buckets = [0u64; 256];
+    for v in values {
+        if !(v.is_finite() && v > 0.0) {
+            continue; // zeros add nothing; NaN, infinities and negatives are no mass
+        }
+        let b = v.to_bits();
+        let ex = (b >> 23) as usize;
+        let man = (b & 0x7f_ffff) | if ex != 0 { 0x80_0000 } else { 0 };
+        buckets[ex] = buckets[ex].wrapping_add(man as u64);
+    }
+    buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, &s)| s != 0)
+        // 2^(ex - 150) built from its bits: exact (ex - 150 >= -149 > -1023).
+        .map(|(ex, &s)| s as f64 * f64::from_bits(((ex.max(1) as u64) + 1023 - 150) << 52))
+        .fold(0.0, |acc, t| acc + t)
+}
+
 /// Index of the largest logit (the first on ties).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -238,6 +263,30 @@ pub fn argmax(logits: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_total_is_order_independent_and_close_to_the_sum() {
+        let mut rng = Rng::new(7);
+        let mut v: Vec<f32> = (0..150_000)
+            .map(|_| (-(rng.next_f64() * 30.0)).exp() as f32)
+            .collect();
+        v.extend([0.0, -0.0, f32::NAN, f32::INFINITY, -1.0, 1e-45, 3e-39]);
+        let a = exact_total(v.iter().copied());
+        v.reverse();
+        let b = exact_total(v.iter().copied());
+        v.sort_by(|x, y| y.total_cmp(x));
+        let c = exact_total(v.iter().copied());
+        assert_eq!((a.to_bits(), a.to_bits()), (b.to_bits(), c.to_bits()));
+        let naive: f64 = v
+            .iter()
+            .filter(|x| x.is_finite() && **x > 0.0)
+            .map(|&x| x as f64)
+            .sum();
+        assert!((a - naive).abs() <= 1e-12 * naive, "{a} vs {naive}");
+        assert_eq!(exact_total([1.0f32, 1.0].into_iter()), 2.0);
+        assert_eq!(exact_total([1e-45f32].into_iter()), 1e-45f32 as f64);
+        assert_eq!(exact_total(std::iter::empty()), 0.0);
+    }
 
     fn params(temperature: f32, top_p: f32, top_k: usize, seed: u64) -> SamplingParams {
         SamplingParams {

@@ -260,6 +260,19 @@ pub fn sample() -> Result<(), String> {
             .collect();
         sample_case(&rows_, &flat, 7_000 + seed)?;
     }
+    // Two exactly tied top tokens at top_p 0.5: the cutoff lies within rounding of the
+    // first token's mass (the tail's ~1e-14 decides whether one or both are kept), so the
+    // total must be the same bits on both sides (`exact_total`; a tree-order sum against
+    // the CPU's rank-order sum kept 2 tokens against 1). A different kept set shows as a
+    // different token for about half the uniforms.
+    for vocab in [1000usize, 151_936] {
+        let tied: Vec<f32> = (0..vocab)
+            .map(|i| if i < 2 { 0.0 } else { -39.0 })
+            .collect();
+        let rows_ = vec![tied; 8];
+        let settings = [(1.0f32, 0usize, 0.5f32, 0.0f32); 8];
+        sample_case(&rows_, &settings, 9_000 + vocab as u64)?;
+    }
     Ok(())
 }
 
