@@ -203,18 +203,17 @@ impl EngineCore {
             .filter(|(_, meta)| meta.want_logits)
             .map(|(sc, _)| sc.index)
             .collect();
-        let result = {
+        let (result, updating) = {
             let Some(mut reqs) = self.sched.running_many_mut(&sampled_idx) else {
                 self.poison("the step's sequences are not distinct running requests".into());
                 return;
             };
             let mut samplers: Vec<&mut Sampler> =
                 reqs.iter_mut().map(|r| &mut r.payload.sampler).collect();
-            let t = add_elapsed(&st.schedule_ns, start);
+            let backend = add_elapsed(&st.schedule_ns, start);
             let result = self.exec.step(&batch, &mut samplers);
-            (result, add_elapsed(&st.backend_ns, t))
+            (result, add_elapsed(&st.backend_ns, backend))
         };
-        let (result, updating) = result;
         let sampled = match result {
             Ok(s) if s.len() == sampled_idx.len() => s,
             Ok(s) => {

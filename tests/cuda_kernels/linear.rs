@@ -91,7 +91,7 @@ pub fn gemv() -> Result<(), String> {
 pub fn gemv_f32() -> Result<(), String> {
     let g = gpu()?;
     check::<f32>("gemv_f32", &GEMV_SHAPES, F32_OUT, |out, x, w, (t, i, o)| {
-        gemv::gemv_f32(g, out, x, w, t, i, o)
+        gemv::gemv(g, out, x, w, t, i, o)
     })
 }
 

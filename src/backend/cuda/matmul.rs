@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::device::{device_error, Gpu};
 use super::linear::{linear, linear_f32};
-use super::ops::gemv::{gemv, gemv_f32, gemv_fits, GEMV_MAX_TOKENS};
+use super::ops::gemv::{gemv, gemv_fits, GemvOut, GEMV_MAX_TOKENS};
 use super::ops::Dev;
 use crate::error::{Error, Result};
 
@@ -83,6 +83,69 @@ impl Timing {
     }
 }
 
+/// An output type of the linear layers: the GEMV kernel's, and its cuBLAS call.
+pub trait MatmulOut: GemvOut {
+    /// f32 out (the logits): a shape of its own.
+    const F32: bool;
+    /// The cuBLAS product (`linear` / `linear_f32`).
+    #[allow(clippy::too_many_arguments)]
+    fn cublas(
+        gpu: &Gpu,
+        out: Dev<Self>,
+        x: Dev<bf16>,
+        w: Dev<bf16>,
+        tokens: usize,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<()>;
+}
+
+impl MatmulOut for bf16 {
+    const F32: bool = false;
+    fn cublas(
+        gpu: &Gpu,
+        out: Dev<bf16>,
+        x: Dev<bf16>,
+        w: Dev<bf16>,
+        t: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<()> {
+        linear(gpu, out, x, w, t, i, o)
+    }
+}
+
+impl MatmulOut for f32 {
+    const F32: bool = true;
+    fn cublas(
+        gpu: &Gpu,
+        out: Dev<f32>,
+        x: Dev<bf16>,
+        w: Dev<bf16>,
+        t: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<()> {
+        linear_f32(gpu, out, x, w, t, i, o)
+    }
+}
+
+/// One product through GEMV or cuBLAS.
+fn product<T: MatmulOut>(
+    gpu: &Gpu,
+    use_gemv: bool,
+    out: Dev<T>,
+    x: Dev<bf16>,
+    w: Dev<bf16>,
+    (tokens, n_in, n_out): (usize, usize, usize),
+) -> Result<()> {
+    if use_gemv {
+        gemv(gpu, out, x, w, tokens, n_in, n_out)
+    } else {
+        T::cublas(gpu, out, x, w, tokens, n_in, n_out)
+    }
+}
+
 /// The per-shape choice between cuBLAS and GEMV.
 pub struct Matmul {
     mode: Mode,
@@ -129,42 +192,21 @@ impl Matmul {
         Ok(m)
     }
 
-    /// `out[tokens, n_out] = x · wᵀ`, bf16 out.
+    /// `out[tokens, n_out] = x · wᵀ`, out bf16 (activations) or f32 (logits), through the
+    /// kernel chosen for this shape and token count.
     #[allow(clippy::too_many_arguments)]
-    pub fn linear(
+    pub fn linear<T: MatmulOut>(
         &self,
         gpu: &Gpu,
-        out: Dev<bf16>,
+        out: Dev<T>,
         x: Dev<bf16>,
         w: Dev<bf16>,
         tokens: usize,
         n_in: usize,
         n_out: usize,
     ) -> Result<()> {
-        if self.gemv_for(n_out, n_in, false, x, w, tokens) {
-            gemv(gpu, out, x, w, tokens, n_in, n_out)
-        } else {
-            linear(gpu, out, x, w, tokens, n_in, n_out)
-        }
-    }
-
-    /// [`Matmul::linear`] with an f32 output (the logits).
-    #[allow(clippy::too_many_arguments)]
-    pub fn linear_f32(
-        &self,
-        gpu: &Gpu,
-        out: Dev<f32>,
-        x: Dev<bf16>,
-        w: Dev<bf16>,
-        tokens: usize,
-        n_in: usize,
-        n_out: usize,
-    ) -> Result<()> {
-        if self.gemv_for(n_out, n_in, true, x, w, tokens) {
-            gemv_f32(gpu, out, x, w, tokens, n_in, n_out)
-        } else {
-            linear_f32(gpu, out, x, w, tokens, n_in, n_out)
-        }
+        let use_gemv = self.gemv_for(n_out, n_in, T::F32, x, w, tokens);
+        product(gpu, use_gemv, out, x, w, (tokens, n_in, n_out))
     }
 
     fn gemv_for(
@@ -254,15 +296,12 @@ impl Bench {
         use_gemv: bool,
     ) -> Result<()> {
         let x = Dev::of(&self.x);
-        let (n_in, n_out) = (shape.n_in, shape.n_out);
+        let dims = (tokens, shape.n_in, shape.n_out);
         for &w in mats {
-            match (use_gemv, shape.f32_out) {
-                (false, false) => linear(gpu, Dev::of(&self.out), x, w, tokens, n_in, n_out)?,
-                (false, true) => {
-                    linear_f32(gpu, Dev::of(&self.out_f32), x, w, tokens, n_in, n_out)?
-                }
-                (true, false) => gemv(gpu, Dev::of(&self.out), x, w, tokens, n_in, n_out)?,
-                (true, true) => gemv_f32(gpu, Dev::of(&self.out_f32), x, w, tokens, n_in, n_out)?,
+            if shape.f32_out {
+                product(gpu, use_gemv, Dev::of(&self.out_f32), x, w, dims)?;
+            } else {
+                product(gpu, use_gemv, Dev::of(&self.out), x, w, dims)?;
             }
         }
         Ok(())

@@ -538,7 +538,7 @@ impl CudaRunner {
             ops::embedding(g, gathered, Dev::of(&b.rows), xn, shape.num_rows, n, dim)?;
             gathered
         };
-        mm.linear_f32(
+        mm.linear(
             g,
             Dev::of(&b.logits),
             rows_src,

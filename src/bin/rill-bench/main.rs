@@ -505,7 +505,10 @@ fn run() -> Result<bool, String> {
     if o.rill {
         let max_seqs = o.levels.iter().copied().max().unwrap_or(1);
         let mut progress = |r: &Report| {
-            let _ = doc.write(&[("rill", r.clone())], &[], true);
+            // A partial report after each step; the final write reports its own error.
+            if let Err(e) = doc.write(&[("rill", r.clone())], &[], true) {
+                eprintln!("rill-bench: partial report not written: {e}");
+            }
         };
         let (r, err) = run_backend(
             || {

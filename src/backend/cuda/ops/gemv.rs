@@ -1,6 +1,5 @@
 //! The wrapper of the decode GEMV kernels (gemv.cu): `out[m, n_out] = x[m, n_in] ·
-//! w[n_out, n_in]ᵀ` for 1 to [`GEMV_MAX_TOKENS`] tokens, bf16 out ([`gemv`]) or f32
-//! ([`gemv_f32`]). `linear` in `super::super::linear` decides per weight shape whether
+//! w[n_out, n_in]ᵀ` for 1 to [`GEMV_MAX_TOKENS`] tokens ([`gemv`], bf16 or f32 out). `linear` in `super::super::linear` decides per weight shape whether
 //! these or cuBLAS run.
 
 use half::bf16;
@@ -26,49 +25,40 @@ pub fn gemv_fits(x: Dev<bf16>, w: Dev<bf16>, tokens: usize, n_in: usize) -> bool
         && w.ptr().is_multiple_of(16)
 }
 
-/// `out = x · wᵀ`, bf16 out.
-pub fn gemv(
-    gpu: &Gpu,
-    out: Dev<bf16>,
-    x: Dev<bf16>,
-    w: Dev<bf16>,
-    tokens: usize,
-    n_in: usize,
-    n_out: usize,
-) -> Result<()> {
-    let plan = plan_gemv(
-        "gemv_kernel",
-        (out.ptr(), out.len()),
-        x,
-        w,
-        (tokens, n_in, n_out),
-    )?;
-    run(gpu, &plan)
+/// An output element type of the GEMV kernels: bf16 (`gemv_kernel`) or f32
+/// (`gemv_f32_kernel`, the logits).
+pub trait GemvOut: Copy {
+    const KERNEL: &'static str;
 }
 
-/// [`gemv`] with an f32 output (the logits).
-pub fn gemv_f32(
+impl GemvOut for bf16 {
+    const KERNEL: &'static str = "gemv_kernel";
+}
+
+impl GemvOut for f32 {
+    const KERNEL: &'static str = "gemv_f32_kernel";
+}
+
+/// `out = x · wᵀ`, out bf16 or f32.
+pub fn gemv<T: GemvOut>(
     gpu: &Gpu,
-    out: Dev<f32>,
+    out: Dev<T>,
     x: Dev<bf16>,
     w: Dev<bf16>,
     tokens: usize,
     n_in: usize,
     n_out: usize,
 ) -> Result<()> {
-    let plan = plan_gemv(
-        "gemv_f32_kernel",
-        (out.ptr(), out.len()),
-        x,
-        w,
-        (tokens, n_in, n_out),
-    )?;
-    run(gpu, &plan)
+    let out = (out.ptr(), out.len(), std::mem::size_of::<T>());
+    run(
+        gpu,
+        &plan_gemv(T::KERNEL, out, x, w, (tokens, n_in, n_out))?,
+    )
 }
 
 pub(super) fn plan_gemv(
     kernel: &'static str,
-    (out_ptr, out_len): (u64, usize),
+    (out_ptr, out_len, out_bytes): (u64, usize, usize),
     x: Dev<bf16>,
     w: Dev<bf16>,
     (tokens, n_in, n_out): (usize, usize, usize),
@@ -88,8 +78,7 @@ pub(super) fn plan_gemv(
     let n_out_all = c.product("out", &[tokens, n_out])?;
     super::check_len(kernel, "out", out_len, n_out_all)?;
     let nx = c.product("x", &[tokens, n_in])?;
-    // out may not overlap x (`__restrict__`); its element size is the kernel's.
-    let out_bytes = if kernel == "gemv_f32_kernel" { 4 } else { 2 };
+    // out may not overlap x (`__restrict__`).
     let (o0, o1) = (out_ptr, out_ptr + (n_out_all * out_bytes) as u64);
     let (x0, x1) = (x.ptr(), x.ptr() + (nx * 2) as u64);
     c.require(o1 <= x0 || x1 <= o0, || "out and x overlap".into())?;
@@ -118,8 +107,11 @@ mod tests {
         assert_eq!(define("gemv.cu", "THREADS") / 32, GEMV_ROWS);
         let x = fake::<bf16>(0x1000, 3 * 1024);
         let w = fake::<bf16>(0x10_0000, 4097 * 1024);
-        for k in ["gemv_kernel", "gemv_f32_kernel"] {
-            let p = plan_gemv(k, (0x100_0000, 3 * 4097), x, w, (3, 1024, 4097)).unwrap();
+        for (k, bytes) in [
+            (<bf16 as GemvOut>::KERNEL, 2),
+            (<f32 as GemvOut>::KERNEL, 4),
+        ] {
+            let p = plan_gemv(k, (0x100_0000, 3 * 4097, bytes), x, w, (3, 1024, 4097)).unwrap();
             assert_signature(&p);
             assert_eq!((p[0].grid, p[0].block), ((513, 1, 1), 256));
             assert_eq!(
@@ -127,7 +119,7 @@ mod tests {
                 [Arg::Int(3), Arg::Int(4097), Arg::Int(1024)]
             );
         }
-        let none = plan_gemv("gemv_kernel", (0x100_0000, 0), x, w, (0, 1024, 4097));
+        let none = plan_gemv("gemv_kernel", (0x100_0000, 0, 2), x, w, (0, 1024, 4097));
         assert!(none.unwrap().is_empty());
         assert!(gemv_fits(x, w, 1, 1024) && gemv_fits(x, w, 8, 1024));
         assert!(!gemv_fits(x, w, 9, 1024) && !gemv_fits(x, w, 0, 1024));
@@ -140,7 +132,7 @@ mod tests {
         let err = |r: Result<Vec<Launch>>| r.unwrap_err().to_string();
         let x = fake::<bf16>(0x1000, 9 * 1024);
         let w = fake::<bf16>(0x10_0000, 64 * 1024);
-        let out = (0x100_0000, 9 * 64);
+        let out = (0x100_0000, 9 * 64, 2);
         let m = err(plan_gemv("gemv_kernel", out, x, w, (9, 1024, 64)));
         assert!(m.contains("gemv_kernel: 9 tokens are over 8"), "{m}");
         let m = err(plan_gemv("gemv_kernel", out, x, w, (2, 1020, 64)));
@@ -152,7 +144,7 @@ mod tests {
         assert!(m.contains("argument `w`"), "{m}");
         let m = err(plan_gemv(
             "gemv_f32_kernel",
-            (0x100_0000, 127),
+            (0x100_0000, 127, 4),
             x,
             w,
             (2, 1024, 64),
@@ -161,7 +153,24 @@ mod tests {
         let odd = fake::<bf16>(0x1008, 2 * 1024);
         let m = err(plan_gemv("gemv_kernel", out, odd, w, (2, 1024, 64)));
         assert!(m.contains("not 16-byte aligned"), "{m}");
-        let m = err(plan_gemv("gemv_kernel", (0x1000, 128), x, w, (2, 1024, 64)));
+        let m = err(plan_gemv(
+            "gemv_kernel",
+            (0x1000, 128, 2),
+            x,
+            w,
+            (2, 1024, 64),
+        ));
+        assert!(m.contains("out and x overlap"), "{m}");
+        // Just below x: 128 bf16 outputs end at x, 128 f32 ones reach into it.
+        let below = (0x1000 - 256, 128, 2);
+        assert!(plan_gemv("gemv_kernel", below, x, w, (2, 1024, 64)).is_ok());
+        let m = err(plan_gemv(
+            "gemv_f32_kernel",
+            (0x1000 - 256, 128, 4),
+            x,
+            w,
+            (2, 1024, 64),
+        ));
         assert!(m.contains("out and x overlap"), "{m}");
     }
 }
