@@ -172,6 +172,7 @@ fn create_cuda(
             "matrix_bytes_per_token": runner.matrix_bytes_per_token(),
             "kernel_files_from_ptx_cache": g.ptx_from_cache,
             "matmul": runner.matmul_json(),
+            "pinned_inputs": runner.pinned_inputs(),
         },
     });
     Ok(Created {

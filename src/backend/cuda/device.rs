@@ -178,26 +178,6 @@ impl Gpu {
             .map_err(|e| self.alloc_error(what, std::mem::size_of_val(host), e))
     }
 
-    /// Copies `src` to the device buffer `dst` (at its start).
-    pub fn write<T: DeviceRepr>(
-        &self,
-        src: &[T],
-        dst: &mut CudaSlice<T>,
-        what: &str,
-    ) -> Result<()> {
-        if src.len() > dst.len() {
-            return Err(Error::Internal(format!(
-                "{what}: {} elements do not fit a buffer of {}",
-                src.len(),
-                dst.len()
-            )));
-        }
-        let mut view = dst.slice_mut(..src.len());
-        self.stream
-            .memcpy_htod(src, &mut view)
-            .map_err(|e| device_error(format!("copy of {what} to the device"), e))
-    }
-
     /// Copies the first `dst.len()` elements of `src` to the host; this waits for the
     /// stream.
     pub fn read<T: DeviceRepr>(&self, src: &CudaSlice<T>, dst: &mut [T], what: &str) -> Result<()> {

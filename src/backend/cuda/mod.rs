@@ -13,6 +13,7 @@
 //! - [`matmul`]: per weight shape, cuBLAS or our decode GEMV, chosen by timing at load.
 //! - [`weights`]: the model's weights uploaded as bf16 (fused Q/K/V and gate/up).
 //! - [`staging`]: a step's batch turned into the kernels' index arrays (host only).
+//! - [`inputs`]: those arrays packed into page-locked memory, one copy to the device.
 //! - [`runner`]: one engine step (forward pass, sampling) over the paged KV cache.
 //! - [`graphs`]: decode steps captured as CUDA graphs and replayed.
 //!
@@ -28,6 +29,7 @@
 pub mod bandwidth;
 pub mod device;
 pub mod graphs;
+pub mod inputs;
 pub mod kernels;
 pub mod linear;
 pub mod matmul;

@@ -1,8 +1,9 @@
 //! The CUDA model runner: one engine step on the GPU. It owns the device weights, the paged
 //! KV cache, and every buffer a step uses, allocated once at create for the engine's
 //! limits (`max_num_batched_tokens` tokens, `max_num_seqs` sequences), so a step
-//! allocates nothing. A step copies the batch's index arrays up (token ids, positions,
-//! slot mapping, block tables, sequence lengths), runs the decoder, samples on the device,
+//! allocates nothing. A step copies the batch's index arrays up in one packed copy from
+//! page-locked memory (`inputs`: token ids, positions, slot mapping, block tables,
+//! sequence lengths, sampling settings), runs the decoder, samples on the device,
 //! and copies back only the token ids (and the logprobs or logits rows that were asked
 //! for): that read is the step's one host synchronisation.
 //!
@@ -30,6 +31,7 @@ use half::{bf16, f16};
 
 use super::device::Gpu;
 use super::graphs::{self, DecodeGraphs};
+use super::inputs::StepInputs;
 use super::matmul::{Matmul, Mode, Shape};
 use super::ops::attention::MAX_HEAD_DIM;
 use super::ops::{self, AttnScratch, AttnShape, Dev, PrefillKernel, QkNorm, QkvShape};
@@ -62,13 +64,8 @@ pub struct DeviceKv {
 
 /// The step's device-side inputs and activations.
 pub(super) struct Buffers {
-    pub ids: CudaSlice<i32>,
-    pub positions: CudaSlice<i32>,
-    pub slots: CudaSlice<i64>,
-    pub block_tables: CudaSlice<i32>,
-    pub seq_lens: CudaSlice<i32>,
-    pub cu_seqlens_q: CudaSlice<i32>,
-    pub rows: CudaSlice<i32>,
+    /// The index arrays and sampling rows, packed (one copy per step).
+    pub inputs: StepInputs,
     pub x: CudaSlice<bf16>,
     pub xn: CudaSlice<bf16>,
     pub qkv: CudaSlice<bf16>,
@@ -79,14 +76,8 @@ pub(super) struct Buffers {
     pub gathered: CudaSlice<bf16>,
     pub logits: CudaSlice<f32>,
     pub scratch: AttnScratch,
-    // Sampling, one entry per logits row.
-    pub temperatures: CudaSlice<f32>,
-    pub top_k: CudaSlice<i32>,
-    pub top_p: CudaSlice<f32>,
-    pub min_p: CudaSlice<f32>,
-    pub uniforms: CudaSlice<f64>,
+    // Sampling results, one entry per logits row.
     pub out_ids: CudaSlice<i32>,
-    pub num_top: CudaSlice<i32>,
     pub out_logprob: CudaSlice<f32>,
     pub top_ids: CudaSlice<i32>,
     pub top_logprobs: CudaSlice<f32>,
@@ -162,6 +153,12 @@ impl CudaRunner {
     /// The matmul choices and timings (stats `gpu.matmul`).
     pub fn matmul_json(&self) -> serde_json::Value {
         self.matmul.to_json()
+    }
+
+    /// Whether the step inputs are staged in page-locked memory (else ordinary memory:
+    /// the driver stages the copy; stats `gpu.pinned_inputs`).
+    pub fn pinned_inputs(&self) -> bool {
+        self.bufs.inputs.pinned()
     }
 
     /// Bytes of matrices one decoded token reads.
@@ -343,13 +340,7 @@ impl Buffers {
         let mb = l.max_model_len.div_ceil(l.block_size);
         let qkv_dim = c.q_dim() + 2 * c.kv_dim();
         Ok(Buffers {
-            ids: gpu.zeros(t, "token ids")?,
-            positions: gpu.zeros(t, "positions")?,
-            slots: gpu.zeros(t, "the slot mapping")?,
-            block_tables: gpu.zeros(s * mb, "block tables")?,
-            seq_lens: gpu.zeros(s, "sequence lengths")?,
-            cu_seqlens_q: gpu.zeros(s + 1, "query offsets")?,
-            rows: gpu.zeros(s, "logits rows")?,
+            inputs: StepInputs::new(gpu, t, s, mb)?,
             x: gpu.zeros(t * c.dim, "the residual stream")?,
             xn: gpu.zeros(t * c.dim, "normed activations")?,
             qkv: gpu.zeros(t * qkv_dim, "q/k/v activations")?,
@@ -360,13 +351,7 @@ impl Buffers {
             gathered: gpu.zeros(s * c.dim, "logits rows' activations")?,
             logits: gpu.zeros(s * c.vocab_size, "logits")?,
             scratch: AttnScratch::new(gpu, s, c.n_heads, c.head_dim, l.max_model_len)?,
-            temperatures: gpu.zeros(s, "temperatures")?,
-            top_k: gpu.zeros(s, "top_k")?,
-            top_p: gpu.zeros(s, "top_p")?,
-            min_p: gpu.zeros(s, "min_p")?,
-            uniforms: gpu.zeros(s, "uniforms")?,
             out_ids: gpu.zeros(s, "sampled ids")?,
-            num_top: gpu.zeros(s, "logprobs counts")?,
             out_logprob: gpu.zeros(s, "logprobs")?,
             top_ids: gpu.zeros(s * MAX_TOP_LOGPROBS, "top logprob ids")?,
             top_logprobs: gpu.zeros(s * MAX_TOP_LOGPROBS, "top logprobs")?,
@@ -375,26 +360,16 @@ impl Buffers {
 }
 
 impl CudaRunner {
-    /// Copies the staged index arrays (and sampling rows) to the device.
+    /// Copies the staged index arrays and sampling rows to the device (one packed copy,
+    /// see `inputs`); the next launches read them through `bufs.inputs.views()`.
     pub(super) fn upload_inputs(&mut self, shape: &StepShape) -> Result<()> {
-        let (g, h, b) = (&self.gpu, &self.host, &mut self.bufs);
-        g.write(&h.ids, &mut b.ids, "token ids")?;
-        g.write(&h.positions, &mut b.positions, "positions")?;
-        g.write(&h.slots, &mut b.slots, "the slot mapping")?;
-        g.write(&h.block_tables, &mut b.block_tables, "block tables")?;
-        g.write(&h.seq_lens, &mut b.seq_lens, "sequence lengths")?;
-        g.write(&h.cu_seqlens_q, &mut b.cu_seqlens_q, "query offsets")?;
-        if !shape.decode && !h.rows.is_empty() {
-            g.write(&h.rows, &mut b.rows, "logits rows")?;
-        }
-        if !h.temperatures.is_empty() {
-            g.write(&h.temperatures, &mut b.temperatures, "temperatures")?;
-            g.write(&h.top_k, &mut b.top_k, "top_k")?;
-            g.write(&h.top_p, &mut b.top_p, "top_p")?;
-            g.write(&h.min_p, &mut b.min_p, "min_p")?;
-            g.write(&h.uniforms, &mut b.uniforms, "uniforms")?;
-            g.write(&h.num_top, &mut b.num_top, "logprobs counts")?;
-        }
+        self.bufs.inputs.upload(
+            &self.gpu,
+            &self.host,
+            shape.num_tokens,
+            shape.num_seqs,
+            shape.table_stride,
+        )?;
         Ok(())
     }
 
@@ -408,6 +383,7 @@ impl CudaRunner {
             .ok_or_else(|| Error::Internal("CUDA step before the KV cache was allocated".into()))?;
         let g = &self.gpu;
         let b = &self.bufs;
+        let io = b.inputs.views()?;
         let w = &self.weights;
         let mm = &self.matmul;
         let n = shape.num_tokens;
@@ -432,15 +408,7 @@ impl CudaRunner {
         };
         let (x, xn, qkv) = (Dev::of(&b.x), Dev::of(&b.xn), Dev::of(&b.qkv));
         let (attn, proj) = (Dev::of(&b.attn), Dev::of(&b.proj));
-        ops::embedding(
-            g,
-            x,
-            Dev::of(&b.ids),
-            Dev::of(&w.embedding),
-            n,
-            c.vocab_size,
-            dim,
-        )?;
+        ops::embedding(g, x, io.ids, Dev::of(&w.embedding), n, c.vocab_size, dim)?;
         for (li, (lw, (kc, vc))) in w.layers.iter().zip(&kv.layers).enumerate() {
             if li == 0 {
                 ops::rms_norm(g, xn, dim, x, dim, Dev::of(&lw.attn_norm), eps, n, 1, dim)?;
@@ -456,8 +424,8 @@ impl CudaRunner {
                 g,
                 (qkv, qkv_dim),
                 (kc, vc),
-                Dev::of(&b.slots),
-                Dev::of(&b.positions),
+                io.slots,
+                io.positions,
                 w.freq_factors.as_ref().map(Dev::of),
                 &QkNorm {
                     q: lw.q_norm.as_ref().map(Dev::of),
@@ -467,8 +435,8 @@ impl CudaRunner {
                 &qkv_shape,
                 &self.rope,
             )?;
-            let tables = Dev::of(&b.block_tables);
-            let lens = Dev::of(&b.seq_lens);
+            let tables = io.block_tables;
+            let lens = io.seq_lens;
             if shape.decode {
                 ops::paged_attention(
                     g,
@@ -496,7 +464,7 @@ impl CudaRunner {
                     kc,
                     vc,
                     tables,
-                    Dev::of(&b.cu_seqlens_q),
+                    io.cu_seqlens_q,
                     lens,
                     shape.num_seqs,
                     shape.max_q_len,
@@ -535,7 +503,7 @@ impl CudaRunner {
             xn
         } else {
             let gathered = Dev::of(&b.gathered);
-            ops::embedding(g, gathered, Dev::of(&b.rows), xn, shape.num_rows, n, dim)?;
+            ops::embedding(g, gathered, io.rows, xn, shape.num_rows, n, dim)?;
             gathered
         };
         mm.linear(
@@ -553,6 +521,7 @@ impl CudaRunner {
     /// else the filtered draw (greedy rows take the argmax inside it).
     pub(super) fn run_sampling(&mut self, shape: &StepShape, any_sampled: bool) -> Result<()> {
         let (g, b) = (&self.gpu, &self.bufs);
+        let io = b.inputs.views()?;
         let rows = shape.num_rows;
         let vocab = self.config.vocab_size;
         let logits = Dev::of(&b.logits);
@@ -562,11 +531,11 @@ impl CudaRunner {
                 Dev::of(&b.out_ids),
                 logits,
                 vocab,
-                Dev::of(&b.temperatures),
-                Dev::of(&b.top_k),
-                Dev::of(&b.top_p),
-                Dev::of(&b.min_p),
-                Dev::of(&b.uniforms),
+                io.temperatures,
+                io.top_k,
+                io.top_p,
+                io.min_p,
+                io.uniforms,
                 vocab,
                 rows,
             )
@@ -591,6 +560,7 @@ impl CudaRunner {
             .any(|p| p.is_some_and(|p| p.logprobs.is_some()));
         if want_logprobs {
             let (g, b) = (&self.gpu, &self.bufs);
+            let io = b.inputs.views()?;
             ops::logprobs_topn(
                 g,
                 Dev::of(&b.out_logprob),
@@ -599,7 +569,7 @@ impl CudaRunner {
                 Dev::of(&b.logits),
                 vocab,
                 Dev::of(&b.out_ids),
-                Dev::of(&b.num_top),
+                io.num_top,
                 stride,
                 vocab,
                 rows,
