@@ -196,6 +196,7 @@ pub fn baseline_report(v: &Value) -> Result<Report, String> {
             }),
             decode_tps: f(l, "decode_tokens_per_s"),
             error: l["error"].as_str().map(str::to_owned),
+            step_us: None,
         });
     }
     Ok(r)

@@ -559,6 +559,15 @@ fn run() -> Result<bool, String> {
                 workloads::step_breakdown_line(v)
             );
         }
+        for l in &r.levels {
+            if let Some(v) = &l.step_us {
+                println!(
+                    "{name} step @{} streams: {}",
+                    l.streams,
+                    workloads::step_breakdown_line(v)
+                );
+            }
+        }
     }
     // The single-stream roofline, on a GPU with a measured bandwidth.
     if let (Some(Ok(bw)), Some((_, rill))) =

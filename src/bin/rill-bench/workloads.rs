@@ -110,9 +110,11 @@ pub fn prefill(b: &mut dyn Backend, prompt_tokens: usize, runs: usize) -> Result
     let (mut ttft, mut tps, mut n, mut cached) = (Vec::new(), Vec::new(), 0, 0);
     for run in 0..runs {
         // A run-specific system prompt first: no run can reuse an earlier run's prompt.
+        // The template and instructions take about 20 tokens; the input is never empty
+        // (the table reports the measured prompt length).
         let req = Req {
             instructions: Some(format!("Benchmark run {run}. Read the list.")),
-            input: words(prompt_tokens.saturating_sub(20), run),
+            input: words(prompt_tokens.saturating_sub(20).max(1), run),
             max_tokens: 1,
         };
         let s = one(b.run(&[req])?)?;
@@ -235,6 +237,9 @@ pub struct Level {
     pub decode_tps: f64,
     /// Why the level has no numbers (a baseline that ran out of memory), if so.
     pub error: Option<String>,
+    /// Where an engine step's time went over the level (rill only; [`step_breakdown`]):
+    /// the host's share of a batched step.
+    pub step_us: Option<Value>,
 }
 
 /// `streams` distinct prompts with `gen_tokens` output tokens each, submitted at once;
@@ -258,8 +263,13 @@ pub fn concurrency(
             max_tokens: gen_tokens,
         })
         .collect();
+    let before = b.counters();
     let out = b.run(&reqs)?;
-    Ok(summarize(streams, &out))
+    let mut level = summarize(streams, &out);
+    level.step_us = before
+        .zip(b.counters())
+        .and_then(|(a, z)| step_breakdown(&a, &z));
+    Ok(level)
 }
 
 /// The level's numbers from its streams (pure; tested).
@@ -288,6 +298,7 @@ pub fn summarize(streams: usize, out: &[Stream]) -> Level {
         itl: Latency::of_secs(&itl),
         decode_tps: median(&decode).unwrap_or(f64::NAN),
         error: None,
+        step_us: None,
     }
 }
 
@@ -397,7 +408,7 @@ impl Report {
                 "aggregate_tokens_per_s": num(l.tokens_per_s),
                 "decode_tokens_per_s_median": num(l.decode_tps),
                 "ttft": latency_json(l.ttft), "itl": latency_json(l.itl),
-                "error": l.error})).collect::<Vec<_>>(),
+                "step_us": l.step_us, "error": l.error})).collect::<Vec<_>>(),
             "prefix_cache": self.prefix.as_ref().map(|p| json!({
                 "requests": p.requests, "input_tokens": p.input_tokens,
                 "cached_tokens": p.cached_tokens, "hit_rate": num(p.hit_rate),
