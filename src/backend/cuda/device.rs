@@ -12,9 +12,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::cublas::CudaBlas;
+use cudarc::driver::sys::{
+    CUgraphInstantiate_flags_enum, CUstreamCaptureMode, CUstreamCaptureStatus,
+};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
-    ValidAsZeroBits,
+    result, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr,
+    DeviceRepr, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -199,6 +202,48 @@ impl Gpu {
         self.stream
             .memcpy_dtoh(&view, dst)
             .map_err(|e| device_error(format!("copy of {what} to the host"), e))
+    }
+
+    /// Captures the work `f` queues on the stream into an instantiated graph (`what` names
+    /// it in errors). The capture is always ended, whatever `f` or the driver did: the
+    /// stream never stays in capture mode, where every later launch would be recorded
+    /// instead of run.
+    pub fn capture(&self, what: &str, f: impl FnOnce() -> Result<()>) -> Result<CudaGraph> {
+        let s = &self.stream;
+        s.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| device_error(format!("cuStreamBeginCapture ({what})"), e))?;
+        let queued = f();
+        let ended = s.end_capture(CUgraphInstantiate_flags_enum(0));
+        if ended.is_err() {
+            self.abandon_capture();
+        }
+        queued?;
+        ended
+            .map_err(|e| device_error(format!("cuStreamEndCapture ({what})"), e))?
+            .ok_or_else(|| Error::Internal(format!("the capture of {what} produced no graph")))
+    }
+
+    /// Ends a capture that is still open after a failed `end_capture` (cudarc returns an
+    /// error recorded earlier, by a drop, before it calls `cuStreamEndCapture`), and
+    /// destroys whatever graph it held.
+    fn abandon_capture(&self) {
+        let capturing = matches!(
+            self.stream.capture_status(),
+            Ok(CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE
+                | CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_INVALIDATED)
+        );
+        if !capturing {
+            return;
+        }
+        // SAFETY: the stream is this GPU's and is capturing; the graph the driver returns
+        // is owned by nobody else and destroyed here, once.
+        unsafe {
+            if let Ok(graph) = result::stream::end_capture(self.stream.cu_stream()) {
+                if !graph.is_null() {
+                    let _ = result::graph::destroy(graph);
+                }
+            }
+        }
     }
 
     /// (free, total) device memory in bytes.

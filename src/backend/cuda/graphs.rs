@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::sys::{CUgraphInstantiate_flags_enum, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
 
 use super::device::device_error;
@@ -139,31 +138,19 @@ impl CudaRunner {
         self.run_forward(shape)?;
         self.run_sampling(shape, true)?;
         StepCounters::bump(&self.graphs.counters.eager_steps);
-        let stream = self.gpu.stream.clone();
-        stream
-            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .map_err(|e| device_error("cuStreamBeginCapture", e))?;
-        let queued = self
-            .run_forward(shape)
-            .and_then(|()| self.run_sampling(shape, true));
-        // Always end the capture, so the stream leaves capture mode whatever happened.
-        let ended = stream.end_capture(CUgraphInstantiate_flags_enum(0));
-        match (queued, ended) {
-            (Ok(()), Ok(Some(graph))) => {
+        let captured = self.gpu.capture("a decode step", || {
+            self.run_forward(shape)
+                .and_then(|()| self.run_sampling(shape, true))
+        });
+        match captured {
+            Ok(graph) => {
                 self.graphs.graphs.insert(key, OwnedGraph(graph));
                 StepCounters::bump(&self.graphs.counters.graphs_captured);
             }
-            (queued, ended) => {
-                let why = match (queued, ended) {
-                    (Err(e), _) => format!("a launch failed during capture: {e}"),
-                    (_, Err(e)) => format!("cuStreamEndCapture: {e:?}"),
-                    _ => "the capture produced no graph".to_owned(),
-                };
-                self.graphs.turn_off(format!(
-                    "off after a failed capture (batch {}): {why}",
-                    key.0
-                ));
-            }
+            // The step's results stand (it ran eagerly above); only graphs go.
+            Err(e) => self
+                .graphs
+                .turn_off(format!("off after a failed capture (batch {}): {e}", key.0)),
         }
         Ok(())
     }

@@ -6,14 +6,15 @@
 //! the L2 cache holds, as in a real step), at 1 and 8 tokens, each pass captured into a
 //! CUDA graph as a decode step is (so host launch costs are not what is measured), the
 //! best of 5 alternating rounds after a warm-up, and keeps GEMV only when it is faster by
-//! 3%. The times and choices are in the stats (`gpu.matmul`).
+//! 3%. With graphs off (`RILL_CUDA_GRAPHS=0`), or after a capture fails, the passes are
+//! timed as eager launches, as decode steps then run; a failed capture never fails the
+//! load. The times and choices are in the stats (`gpu.matmul`).
 //!
 //! `RILL_CUDA_GEMV`: `auto` (the default: tune), `off` (cuBLAS only), `on` (the GEMV
 //! kernel wherever it fits, untimed: tests and comparisons).
 
 use std::collections::HashMap;
 
-use cudarc::driver::sys::{CUgraphInstantiate_flags_enum, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
 use half::bf16;
 use serde_json::{json, Value};
@@ -152,6 +153,8 @@ pub struct Matmul {
     /// Shape -> the most tokens that use GEMV (absent: 0).
     up_to: HashMap<Shape, usize>,
     timings: Vec<Timing>,
+    /// How the passes were timed: `None` as CUDA graphs, else why as eager launches.
+    eager: Option<String>,
 }
 
 impl Matmul {
@@ -161,16 +164,24 @@ impl Matmul {
             mode: Mode::Off,
             up_to: HashMap::new(),
             timings: Vec::new(),
+            eager: None,
         }
     }
 
     /// Chooses per shape of `groups` (each shape with the device matrices of that shape)
-    /// as `mode` says, timing both kernels for [`Mode::Auto`].
-    pub fn tune(gpu: &Gpu, groups: &[(Shape, Vec<Dev<bf16>>)], mode: Mode) -> Result<Matmul> {
+    /// as `mode` says, timing both kernels for [`Mode::Auto`]: as CUDA graphs when
+    /// `graphs` (decode steps replay graphs), else as eager launches.
+    pub fn tune(
+        gpu: &Gpu,
+        groups: &[(Shape, Vec<Dev<bf16>>)],
+        mode: Mode,
+        graphs: bool,
+    ) -> Result<Matmul> {
         let mut m = Matmul {
             mode,
             up_to: HashMap::new(),
             timings: Vec::new(),
+            eager: (!graphs).then(|| "CUDA graphs are off".to_owned()),
         };
         match mode {
             Mode::Off => {}
@@ -183,7 +194,7 @@ impl Matmul {
                 let bench = Bench::new(gpu, groups)?;
                 let mut warm = false;
                 for (shape, mats) in groups {
-                    let t = bench.time(gpu, *shape, mats, &mut warm)?;
+                    let t = bench.time(gpu, *shape, mats, &mut warm, &mut m.eager)?;
                     m.up_to.insert(*shape, t.gemv_up_to());
                     m.timings.push(t);
                 }
@@ -246,7 +257,12 @@ impl Matmul {
                 })
             })
             .collect();
-        json!({"gemv": mode, "timed_at_tokens": [1, GEMV_MAX_TOKENS], "shapes": shapes})
+        let timed_as = match &self.eager {
+            None => "CUDA graphs".to_owned(),
+            Some(why) => format!("eager launches ({why})"),
+        };
+        json!({"gemv": mode, "timed_at_tokens": [1, GEMV_MAX_TOKENS], "timed_as": timed_as,
+               "shapes": shapes})
     }
 }
 
@@ -310,8 +326,17 @@ impl Bench {
     /// µs per product of `shape` with cuBLAS and GEMV at 1 and 8 tokens. Each pass is
     /// captured into a CUDA graph and the graph is what is timed, so the GPU runs the
     /// products back to back as in a decode step's graph; host launch costs (several µs
-    /// per cuBLAS call, as long as a small matrix takes) are not measured.
-    fn time(&self, gpu: &Gpu, shape: Shape, mats: &[Dev<bf16>], warm: &mut bool) -> Result<Timing> {
+    /// per cuBLAS call, as long as a small matrix takes) are not measured. With `eager`
+    /// set (graphs off, or a capture failed: then it is set here, saying why) the passes
+    /// are timed as eager launches instead.
+    fn time(
+        &self,
+        gpu: &Gpu,
+        shape: Shape,
+        mats: &[Dev<bf16>],
+        warm: &mut bool,
+        eager: &mut Option<String>,
+    ) -> Result<Timing> {
         let mut t = Timing {
             shape,
             matrices: mats.len(),
@@ -323,50 +348,72 @@ impl Bench {
         }
         let x = Dev::of(&self.x);
         for (i, tokens) in [1, GEMV_MAX_TOKENS].into_iter().enumerate() {
-            // The eager passes first: cuBLAS picks and loads its kernels outside a capture.
-            self.pass(gpu, shape, mats, tokens, false)?;
-            let cublas = capture(gpu, || self.pass(gpu, shape, mats, tokens, false))?;
             let fits = mats.iter().all(|&w| gemv_fits(x, w, tokens, shape.n_in));
-            let gemv = if fits {
-                Some(capture(gpu, || self.pass(gpu, shape, mats, tokens, true))?)
-            } else {
-                None // stays infinite: never chosen
+            // Eager passes first: cuBLAS picks and loads its kernels, and GEMV is
+            // launched once, outside any capture.
+            self.pass(gpu, shape, mats, tokens, false)?;
+            if fits {
+                self.pass(gpu, shape, mats, tokens, true)?;
+            }
+            let (cublas, gemv) = self.prepare(gpu, shape, mats, tokens, fits, eager);
+            let run = |g: &Option<CudaGraph>, use_gemv: bool| {
+                timed(gpu, g, || self.pass(gpu, shape, mats, tokens, use_gemv))
             };
             if !*warm {
-                warm_up(gpu, &cublas)?;
+                warm_up(|| run(&cublas, false))?;
                 *warm = true;
             }
             for _ in 0..ROUNDS {
                 let per = |ms: f64| ms * 1e3 / (PASSES * mats.len()) as f64;
-                t.cublas_us[i] = t.cublas_us[i].min(per(timed_graph(gpu, &cublas)?));
-                if let Some(g) = &gemv {
-                    t.gemv_us[i] = t.gemv_us[i].min(per(timed_graph(gpu, g)?));
-                }
+                t.cublas_us[i] = t.cublas_us[i].min(per(run(&cublas, false)?));
+                if fits {
+                    t.gemv_us[i] = t.gemv_us[i].min(per(run(&gemv, true)?));
+                } // else stays infinite: never chosen
             }
         }
         Ok(t)
     }
+
+    /// The cuBLAS and GEMV passes captured as graphs, or `None`s (timed as eager launches)
+    /// when `eager` is set or a capture fails (which sets it): both the same way, so the
+    /// comparison is fair.
+    fn prepare(
+        &self,
+        gpu: &Gpu,
+        shape: Shape,
+        mats: &[Dev<bf16>],
+        tokens: usize,
+        fits: bool,
+        eager: &mut Option<String>,
+    ) -> (Option<CudaGraph>, Option<CudaGraph>) {
+        if eager.is_some() {
+            return (None, None);
+        }
+        let capture = |use_gemv: bool| {
+            gpu.capture("matmul tuning", || {
+                self.pass(gpu, shape, mats, tokens, use_gemv)
+            })
+        };
+        let captured = capture(false).and_then(|c| {
+            let g = if fits { Some(capture(true)?) } else { None };
+            Ok((c, g))
+        });
+        match captured {
+            Ok((c, g)) => (Some(c), g),
+            Err(e) => {
+                *eager = Some(format!("a capture failed: {e}"));
+                (None, None)
+            }
+        }
+    }
 }
 
-/// Captures the work `f` queues into a graph (the capture always ends, whatever `f` did).
-fn capture(gpu: &Gpu, f: impl FnOnce() -> Result<()>) -> Result<CudaGraph> {
-    let stream = &gpu.stream;
-    stream
-        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-        .map_err(|e| device_error("cuStreamBeginCapture (matmul tuning)", e))?;
-    let queued = f();
-    let ended = stream.end_capture(CUgraphInstantiate_flags_enum(0));
-    queued?;
-    ended
-        .map_err(|e| device_error("cuStreamEndCapture (matmul tuning)", e))?
-        .ok_or_else(|| Error::Internal("matmul tuning: the capture produced no graph".into()))
-}
-
-/// Keeps the GPU busy with `g` for about [`WARM_UP_MS`] (clocks ramp up under load).
-fn warm_up(gpu: &Gpu, g: &CudaGraph) -> Result<()> {
+/// Keeps the GPU busy with `run` (one measurement) for about [`WARM_UP_MS`] (clocks
+/// ramp up under load).
+fn warm_up(mut run: impl FnMut() -> Result<f64>) -> Result<()> {
     let mut spent = 0.0;
     for _ in 0..10_000 {
-        spent += timed_graph(gpu, g)?;
+        spent += run()?;
         if spent >= WARM_UP_MS {
             break;
         }
@@ -374,8 +421,9 @@ fn warm_up(gpu: &Gpu, g: &CudaGraph) -> Result<()> {
     Ok(())
 }
 
-/// Milliseconds [`PASSES`] launches of `g` take on the device (events around them).
-fn timed_graph(gpu: &Gpu, g: &CudaGraph) -> Result<f64> {
+/// Milliseconds [`PASSES`] launches of `graph` take on the device (events around them),
+/// or of `eager` passes without a graph.
+fn timed(gpu: &Gpu, graph: &Option<CudaGraph>, eager: impl Fn() -> Result<()>) -> Result<f64> {
     let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
     let event = || {
         gpu.stream
@@ -384,8 +432,12 @@ fn timed_graph(gpu: &Gpu, g: &CudaGraph) -> Result<f64> {
     };
     let start = event()?;
     for _ in 0..PASSES {
-        g.launch()
-            .map_err(|e| device_error("cuGraphLaunch (matmul tuning)", e))?;
+        match graph {
+            Some(g) => g
+                .launch()
+                .map_err(|e| device_error("cuGraphLaunch (matmul tuning)", e))?,
+            None => eager()?,
+        }
     }
     let end = event()?;
     let ms = start

@@ -84,8 +84,11 @@ pub(super) struct Buffers {
 }
 
 /// A model on one GPU, ready to run steps.
+///
+/// Fields drop in order: the graphs and every device buffer before `gpu` (its cuBLAS
+/// handle and the loaded modules the graphs' kernels live in), after [`Drop`] has waited
+/// for the stream.
 pub struct CudaRunner {
-    pub(super) gpu: Gpu,
     pub(super) config: ModelConfig,
     pub(super) rope: Rope,
     pub(super) weights: DeviceWeights,
@@ -97,6 +100,17 @@ pub struct CudaRunner {
     pub(super) graphs: DecodeGraphs,
     /// cuBLAS or GEMV per weight shape (tuned at load).
     pub(super) matmul: Matmul,
+    /// Last: dropped after everything that uses its context, modules and cuBLAS.
+    pub(super) gpu: Gpu,
+}
+
+impl Drop for CudaRunner {
+    fn drop(&mut self) {
+        // Nothing queued may still use a buffer, graph or module about to be freed. (An
+        // error here means the context is already gone: nothing left to wait for.)
+        let _ = self.gpu.stream.synchronize();
+        self.graphs.clear();
+    }
 }
 
 impl CudaRunner {
@@ -107,7 +121,9 @@ impl CudaRunner {
         check_model(&c)?;
         let weights = DeviceWeights::upload(&gpu, model)?;
         let bufs = Buffers::new(&gpu, &c, &limits)?;
-        let matmul = Matmul::tune(&gpu, &matmul_groups(&c, &weights), Mode::from_env()?)?;
+        let graphs = DecodeGraphs::new(limits.max_num_seqs.min(limits.max_num_batched_tokens));
+        let groups = matmul_groups(&c, &weights);
+        let matmul = Matmul::tune(&gpu, &groups, Mode::from_env()?, graphs.enabled())?;
         Ok(CudaRunner {
             max_blocks_per_seq: limits.max_model_len.div_ceil(limits.block_size),
             rope: model.rope().clone(),
@@ -118,7 +134,7 @@ impl CudaRunner {
             bufs,
             host: Staging::default(),
             limits,
-            graphs: DecodeGraphs::new(limits.max_num_seqs.min(limits.max_num_batched_tokens)),
+            graphs,
             matmul,
         })
     }
@@ -375,7 +391,7 @@ impl CudaRunner {
 
     /// Queues the decoder for `shape` (everything reads the device buffers; nothing here
     /// waits for the device, so a decode step can be captured into a graph).
-    pub(super) fn run_forward(&mut self, shape: &StepShape) -> Result<()> {
+    pub(super) fn run_forward(&self, shape: &StepShape) -> Result<()> {
         let c = &self.config;
         let kv = self
             .kv
@@ -519,7 +535,7 @@ impl CudaRunner {
 
     /// Queues the sampling kernels over the logits rows: argmax when every row is greedy,
     /// else the filtered draw (greedy rows take the argmax inside it).
-    pub(super) fn run_sampling(&mut self, shape: &StepShape, any_sampled: bool) -> Result<()> {
+    pub(super) fn run_sampling(&self, shape: &StepShape, any_sampled: bool) -> Result<()> {
         let (g, b) = (&self.gpu, &self.bufs);
         let io = b.inputs.views()?;
         let rows = shape.num_rows;
