@@ -8,9 +8,15 @@ PTX. Prints one line per file and architecture: PTX size and the `.entry` names.
 --ptxas, also assembles the compute_90 PTX for sm_90 (`ptxas -v`) and prints registers,
 shared memory and spills per entry (spills are reported, not failed; ptxas errors fail).
 
-Usage: check_kernels.py --cuda-root DIR [--ptxas PATH] [FILES...]
+The kernels folder is on the include path (after the CUDA headers), as the engine puts
+the folder it writes the embedded `kernels/*.cuh` into, so `#include "common.cuh"` works
+the same here and there.
+
+Usage: check_kernels.py --cuda-root DIR [--ptxas PATH] [--save-ptx OUT] [FILES...]
   DIR is where the nvidia-cuda-nvrtc and nvidia-cuda-runtime wheels were installed
   (pip --target): DIR/nvidia/cu13/{lib,include}. scripts/check_kernels.sh installs them.
+  OUT (created if needed) receives each file's PTX as <name>.<arch>.ptx (`rope.compute_90.ptx`),
+  e.g. to show that a change leaves the PTX alone: save before, save after, `diff -r`.
 """
 
 import argparse
@@ -127,13 +133,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cuda-root", required=True)
     ap.add_argument("--ptxas")
+    ap.add_argument("--save-ptx", metavar="OUT")
     ap.add_argument("files", nargs="*")
     args = ap.parse_args()
     root = os.path.join(args.cuda_root, "nvidia", "cu13")
     include = os.path.join(root, "include")
     nvrtc = Nvrtc(load_nvrtc(os.path.join(root, "lib")))
     here = os.path.dirname(os.path.abspath(__file__))
-    kdir = os.path.join(here, "..", "kernels")
+    kdir = os.path.normpath(os.path.join(here, "..", "kernels"))
     files = args.files or sorted(
         os.path.join(kdir, f) for f in os.listdir(kdir) if f.endswith(".cu")
     )
@@ -152,7 +159,8 @@ def main():
                 f"--gpu-architecture={arch}",
                 "-std=c++17",
                 f"--include-path={include}",
-            ]  # the engine's options (src/backend/cuda/kernels.rs BASE_OPTIONS + arch)
+                f"--include-path={kdir}",
+            ]  # the engine's options (src/backend/cuda/kernels.rs: BASE_OPTIONS, arch, -I)
             ok, log, ptx = nvrtc.compile(source, name, options)
             if not ok:
                 failures.append(f"{name} [{arch}]: compile error")
@@ -161,6 +169,11 @@ def main():
             if log:
                 failures.append(f"{name} [{arch}]: warnings")
                 print(f"FAIL {name} [{arch}]: the program log is not empty\n{log}")
+            if args.save_ptx:
+                os.makedirs(args.save_ptx, exist_ok=True)
+                stem = name[: -len(".cu")] if name.endswith(".cu") else name
+                with open(os.path.join(args.save_ptx, f"{stem}.{arch}.ptx"), "w") as f:
+                    f.write(ptx)
             entries = re.findall(r"^\.(?:visible\s+)?\.entry\s+(\w+)", ptx, re.M)
             missing = [e for e in want if e not in entries]
             extra = [e for e in entries if e not in want]
