@@ -28,16 +28,12 @@
 
 #include <cuda_bf16.h>
 
+#include "common.cuh"
+
 #define THREADS 256
 #define WARPS (THREADS / 32)
 #define MAX_M 8
 #define UNROLL 2
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 // The dot product of 8 bf16 pairs packed in two uint4.
 __device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {

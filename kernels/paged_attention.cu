@@ -58,18 +58,13 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
+#include "common.cuh"
+
 #define PARTITION_SIZE 512
 #define MAX_GROUP 8       // query heads per block
 #define MAX_HEAD_DIM 256
 #define MAX_PAIRS 4       // MAX_HEAD_DIM / 2 / 32 f16 pairs per lane
 #define MAX_WARPS 32
-#define NEG_INF (-__int_as_float(0x7f800000))
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 extern "C" __global__ void paged_attention_kernel(
     __nv_bfloat16* __restrict__ out, long long out_stride,

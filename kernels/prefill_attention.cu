@@ -41,6 +41,8 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
+#include "common.cuh"
+
 #define THREADS 128
 #define WARPS (THREADS / 32)
 #define BLOCK_M 16                  // query rows per block
@@ -49,19 +51,6 @@
 #define MAX_HEAD_DIM 256
 #define MAX_PAIRS_ALL (MAX_HEAD_DIM / 2)
 #define MAX_PAIRS 4                 // f16 pairs per lane in the P.V accumulators
-#define NEG_INF (-__int_as_float(0x7f800000))
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 extern "C" __global__ void __launch_bounds__(THREADS) prefill_attention_kernel(
     __nv_bfloat16* __restrict__ out, long long out_stride,

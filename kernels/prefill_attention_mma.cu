@@ -47,12 +47,13 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
+#include "common.cuh"
+
 #define THREADS 128
 #define WARPS (THREADS / 32)
 #define BLOCK_M 64                  // query rows per block (16 per warp)
 #define BLOCK_N 32                  // keys per tile
 #define PAD 8                       // f16 padding per shared row (16 bytes)
-#define NEG_INF (-__int_as_float(0x7f800000))
 #define LOG2E 1.4426950408889634f
 
 __device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,

@@ -39,6 +39,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "common.cuh"
+
 #define THREADS 128
 #define WARPS (THREADS / 32)
 #define MAX_HEAD_DIM 256
@@ -99,8 +101,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) qk_norm_rope_cache_kernel(
         }
         float scale = 1.0f;
         if (w) {
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+            ss = warp_sum(ss);
             scale = 1.0f / sqrtf(ss / (float)head_dim + eps);
         }
 #pragma unroll

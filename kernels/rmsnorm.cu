@@ -30,19 +30,18 @@
 
 #include <cuda_bf16.h>
 
+#include "common.cuh"
+
 // Sum of `v` over the block; every thread gets the result. `red` holds 32 floats.
 __device__ __forceinline__ float block_sum(float v, float* red) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int nwarps = (blockDim.x + 31) >> 5;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    v = warp_sum(v);
     __syncthreads();  // `red` may still be read by a previous call
     if (lane == 0) red[warp] = v;
     __syncthreads();
     float s = lane < nwarps ? red[lane] : 0.0f;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    return s;
+    return warp_sum(s);
 }
 
 extern "C" __global__ void __launch_bounds__(1024) rms_norm_kernel(__nv_bfloat16* out, long long out_stride,

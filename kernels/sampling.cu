@@ -48,7 +48,7 @@
 //
 // Launch (all four): grid = (rows), block = (1024) (any multiple of 32 up to 1024).
 
-#define NEG_INF (-__int_as_float(0x7f800000))
+#include "common.cuh"
 
 // ---- block reductions (every thread gets the result; `sh` is per-kernel shared scratch)
 
@@ -78,8 +78,7 @@ __device__ Best block_best(Best v, Best* sh) {
 
 __device__ double block_sum_d(double v, double* sh) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    v = warp_sum(v);
     __syncthreads();
     if (lane == 0) sh[warp] = v;
     __syncthreads();
@@ -88,6 +87,9 @@ __device__ double block_sum_d(double v, double* sh) {
     return r;
 }
 
+// The warp step is spelled out rather than common.cuh's warp_max: calling it here changes
+// the PTX NVRTC emits for softmax_temperature_kernel (a re-read of %tid.x, another
+// instruction order), where every other use of the shared helpers leaves it byte-identical.
 __device__ float block_max_f(float v, float* sh) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
 #pragma unroll
