@@ -31,15 +31,17 @@
 //   head_dim <= 256; n_rot even, <= head_dim; neox 0 or 1.
 //
 // Launch: grid = (num_tokens), block = (128) exactly (other sizes trap). The block builds
-// the token's (cos, sin) table in shared memory as rope.cu does; then each warp takes whole
-// heads (q heads, then k heads): it loads the head into registers, reduces its sum of
-// squares with shuffles, stages the normed bf16 values in its shared row, and its lanes
-// rotate pairs from there; finally the threads copy v. Shared memory 3.5 KB.
+// the token's (cos, sin) table in shared memory as rope.cu does (both use rope.cuh); then
+// each warp takes whole heads (q heads, then k heads): it loads the head into registers,
+// reduces its sum of squares with shuffles, stages the normed bf16 values in its shared
+// row, and its lanes rotate pairs from there; finally the threads copy v. Shared memory
+// 3.5 KB.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "common.cuh"
+#include "rope.cuh"
 
 #define THREADS 128
 #define WARPS (THREADS / 32)
@@ -63,21 +65,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) qk_norm_rope_cache_kernel(
     const int t = blockIdx.x;
     if (t >= num_tokens || head_dim > MAX_HEAD_DIM || head_dim <= 0) return;
     const int half = (n_rot > 0 && n_rot <= head_dim && n_rot % 2 == 0) ? n_rot / 2 : 0;
-    if (threadIdx.x == 0) {
-        float theta = (float)positions[t];
-        for (int i = 0; i < half; ++i) {
-            theta_s[i] = theta;
-            theta *= theta_scale;
-        }
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < half; i += THREADS) {
-        const float ff = freq_factors ? freq_factors[i] : 1.0f;
-        const float a = freq_scale * (theta_s[i] / ff);
-        cos_s[i] = cosf(a);
-        sin_s[i] = sinf(a);
-    }
-    __syncthreads();
+    rope_table<THREADS>(theta_s, cos_s, sin_s, half, positions, t, theta_scale, freq_scale,
+                        freq_factors);
 
     const long long slot = slot_mapping[t];
     const bool cached = slot >= 0 && slot < num_slots;
@@ -113,14 +102,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) qk_norm_rope_cache_kernel(
         }
         __syncwarp();
         // Rotate pairs in the staged row; values past n_rot stay as normed.
-        for (int i = lane; i < half; i += 32) {
-            const int ia = neox ? i : 2 * i;
-            const int ib = neox ? i + half : 2 * i + 1;
-            const float a = __bfloat162float(mine[ia]), b = __bfloat162float(mine[ib]);
-            const float c = cos_s[i], s = sin_s[i];
-            mine[ia] = __float2bfloat16(a * c - b * s);
-            mine[ib] = __float2bfloat16(a * s + b * c);
-        }
+        for (int i = lane; i < half; i += 32) rope_rotate(mine, i, half, neox, cos_s, sin_s);
         __syncwarp();
         if (is_q) {
             for (int i = lane; i < head_dim; i += 32) x[i] = mine[i];

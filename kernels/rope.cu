@@ -29,6 +29,8 @@
 
 #include <cuda_bf16.h>
 
+#include "rope.cuh"
+
 #define ROPE_MAX_HALF 128  // head_dim <= 256
 
 extern "C" __global__ void rope_kernel(__nv_bfloat16* q, long long q_stride,
@@ -46,32 +48,14 @@ extern "C" __global__ void rope_kernel(__nv_bfloat16* q, long long q_stride,
     // n_rot is even and fits the head and the table; anything else rotates nothing.
     const int half = (n_rot > 0 && n_rot <= head_dim && n_rot % 2 == 0 &&
                       n_rot / 2 <= ROPE_MAX_HALF) ? n_rot / 2 : 0;
-    if (threadIdx.x == 0) {
-        float theta = (float)positions[t];
-        for (int i = 0; i < half; ++i) {
-            theta_s[i] = theta;
-            theta *= theta_scale;
-        }
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        const float ff = freq_factors ? freq_factors[i] : 1.0f;
-        const float a = freq_scale * (theta_s[i] / ff);
-        cos_s[i] = cosf(a);
-        sin_s[i] = sinf(a);
-    }
-    __syncthreads();
+    rope_table<0>(theta_s, cos_s, sin_s, half, positions, t, theta_scale, freq_scale,
+                  freq_factors);  // any block size
     const int items = (num_heads + num_kv_heads) * half;
     for (int it = threadIdx.x; it < items; it += blockDim.x) {
         const int head = it / half, i = it % half;
         __nv_bfloat16* x = head < num_heads
             ? q + t * q_stride + (long long)head * head_dim
             : k + t * k_stride + (long long)(head - num_heads) * head_dim;
-        const int ia = neox ? i : 2 * i;
-        const int ib = neox ? i + half : 2 * i + 1;
-        const float a = __bfloat162float(x[ia]), b = __bfloat162float(x[ib]);
-        const float c = cos_s[i], s = sin_s[i];
-        x[ia] = __float2bfloat16(a * c - b * s);
-        x[ib] = __float2bfloat16(a * s + b * c);
+        rope_rotate(x, i, half, neox, cos_s, sin_s);
     }
 }
