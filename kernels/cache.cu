@@ -31,6 +31,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "paged.cuh"
+
 extern "C" __global__ void reshape_and_cache_kernel(const __nv_bfloat16* __restrict__ key,
                                                     long long key_stride,
                                                     const __nv_bfloat16* __restrict__ value,
@@ -49,7 +51,7 @@ extern "C" __global__ void reshape_and_cache_kernel(const __nv_bfloat16* __restr
     __half* kc = key_cache + slot * kv_dim;
     __half* vc = value_cache + slot * kv_dim;
     for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
-        kc[i] = __float2half(__bfloat162float(k[i]));
-        vc[i] = __float2half(__bfloat162float(v[i]));
+        kc[i] = to_cache_f16(k[i]);
+        vc[i] = to_cache_f16(v[i]);
     }
 }

@@ -126,6 +126,7 @@ extern "C" __global__ void paged_attention_kernel(
 
     const int* table = block_tables + (long long)s * max_blocks_per_seq;
     for (int pos = start + warp; pos < end; pos += nwarps) {
+        // paged.cuh's paged_slot, spelled out (calling it changes this kernel's PTX).
         const int b = pos / block_size;
         const int phys = b < max_blocks_per_seq ? table[b] : -1;
         if (phys < 0 || phys >= num_blocks) continue;  // warp-uniform

@@ -42,6 +42,7 @@
 #include <cuda_bf16.h>
 
 #include "common.cuh"
+#include "paged.cuh"
 
 #define THREADS 128
 #define WARPS (THREADS / 32)
@@ -104,16 +105,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) prefill_attention_kernel(
     const int* table = block_tables + (long long)s * max_blocks_per_seq;
     for (int k0 = 0; k0 < n_keys; k0 += BLOCK_N) {
         __syncthreads();  // the previous tile is consumed (and q_s is written, first time)
-        if (threadIdx.x < BLOCK_N) {
-            const int pos = k0 + threadIdx.x;
-            long long slot = -1;
-            if (pos < n_keys) {
-                const int b = pos / block_size;
-                const int phys = b < max_blocks_per_seq ? table[b] : -1;
-                if (phys >= 0 && phys < num_blocks) slot = (long long)phys * block_size + pos % block_size;
-            }
-            slot_s[threadIdx.x] = slot;
-        }
+        tile_slots(slot_s, BLOCK_N, table, k0, n_keys, block_size, max_blocks_per_seq, num_blocks);
         __syncthreads();
         for (int i = threadIdx.x; i < BLOCK_N * pairs; i += THREADS) {
             const int j = i / pairs, p = i % pairs;

@@ -48,6 +48,7 @@
 #include <cuda_bf16.h>
 
 #include "common.cuh"
+#include "paged.cuh"
 
 #define THREADS 128
 #define WARPS (THREADS / 32)
@@ -157,16 +158,7 @@ __device__ __forceinline__ void prefill_mma(
     const int* table = block_tables + (long long)s * max_blocks_per_seq;
     for (int k0 = 0; k0 < n_keys; k0 += BLOCK_N) {
         __syncthreads();  // the previous tile is consumed
-        if (threadIdx.x < BLOCK_N) {
-            const int pos = k0 + threadIdx.x;
-            long long slot = -1;
-            if (pos < n_keys) {
-                const int b = pos / block_size;
-                const int phys = b < max_blocks_per_seq ? table[b] : -1;
-                if (phys >= 0 && phys < num_blocks) slot = (long long)phys * block_size + pos % block_size;
-            }
-            slot_s[threadIdx.x] = slot;
-        }
+        tile_slots(slot_s, BLOCK_N, table, k0, n_keys, block_size, max_blocks_per_seq, num_blocks);
         __syncthreads();
         for (int i = threadIdx.x; i < BLOCK_N * CHUNKS; i += THREADS) {
             const int j = i / CHUNKS, c = i % CHUNKS;

@@ -41,6 +41,7 @@
 #include <cuda_fp16.h>
 
 #include "common.cuh"
+#include "paged.cuh"
 #include "rope.cuh"
 
 #define THREADS 128
@@ -108,7 +109,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) qk_norm_rope_cache_kernel(
             for (int i = lane; i < head_dim; i += 32) x[i] = mine[i];
         } else if (cached) {
             __half* dst = key_cache + slot * kv_dim + (long long)(head - num_heads) * head_dim;
-            for (int i = lane; i < head_dim; i += 32) dst[i] = __float2half(__bfloat162float(mine[i]));
+            for (int i = lane; i < head_dim; i += 32) dst[i] = to_cache_f16(mine[i]);
         }
         __syncwarp();  // the row is reused by the warp's next head
     }
@@ -116,5 +117,5 @@ extern "C" __global__ void __launch_bounds__(THREADS) qk_norm_rope_cache_kernel(
     if (!cached) return;
     const __nv_bfloat16* vsrc = row + (long long)(num_heads + num_kv_heads) * head_dim;
     __half* vdst = value_cache + slot * kv_dim;
-    for (long long i = threadIdx.x; i < kv_dim; i += THREADS) vdst[i] = __float2half(__bfloat162float(vsrc[i]));
+    for (long long i = threadIdx.x; i < kv_dim; i += THREADS) vdst[i] = to_cache_f16(vsrc[i]);
 }
