@@ -361,6 +361,20 @@ __device__ void radix_select(const Row& w, int cand, int* hist, int* sel, unsign
     *out_ties = remaining;
 }
 
+// Thread 0 replaces a[0..n) by its exclusive prefix sums, in index order (a sequential sum:
+// the same bits on every run); the caller syncs before and after.
+template <typename T>
+__device__ __forceinline__ void exclusive_scan_by_thread0(T* a, int n) {
+    if (threadIdx.x == 0) {
+        T c = 0;
+        for (int i = 0; i < n; ++i) {
+            const T o = a[i];
+            a[i] = c;
+            c += o;
+        }
+    }
+}
+
 // Gathers the cand best items into (se, sid), in no order: every item with bits > B and
 // the `ties` lowest ids with bits == B (each thread owns a contiguous chunk of ids; the
 // ties before it come from a prefix sum over the threads). Returns the count (= cand).
@@ -374,14 +388,7 @@ __device__ int gather(const Row& w, unsigned B, int ties, float* se, int* sid, i
     tie_scan[threadIdx.x] = own;
     if (threadIdx.x == 0) *count = 0;
     __syncthreads();
-    if (threadIdx.x == 0) {
-        int c = 0;
-        for (int t = 0; t < nt; ++t) {
-            const int o = tie_scan[t];
-            tie_scan[t] = c;
-            c += o;
-        }
-    }
+    exclusive_scan_by_thread0(tie_scan, nt);
     __syncthreads();
     int before = tie_scan[threadIdx.x];
     for (int i = lo; i < hi; ++i) {
@@ -616,14 +623,7 @@ extern "C" __global__ void __launch_bounds__(1024, 1) sample_kernel(int* __restr
         scan[threadIdx.x] = own;
         if (threadIdx.x == 0) pick_s = 0x7fffffff;
         __syncthreads();
-        if (threadIdx.x == 0) {
-            double c = 0.0;
-            for (int i = 0; i < nt; ++i) {
-                const double o = scan[i];
-                scan[i] = c;
-                c += o;
-            }
-        }
+        exclusive_scan_by_thread0(scan, nt);
         __syncthreads();
         double cum = scan[threadIdx.x];
         int mine = 0x7fffffff, last = -1;
