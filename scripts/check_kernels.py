@@ -8,7 +8,7 @@ PTX. Prints one line per file and architecture: PTX size and the `.entry` names.
 --ptxas, also assembles the compute_90 PTX for sm_90 (`ptxas -v`) and prints registers,
 shared memory and spills per entry (spills are reported, not failed; ptxas errors fail).
 
-The kernels folder is on the include path (after the CUDA headers), as the engine puts
+The kernels folder is on the include path (before the CUDA headers), as the engine puts
 the folder it writes the embedded `kernels/*.cuh` into, so `#include "common.cuh"` works
 the same here and there.
 
@@ -158,8 +158,8 @@ def main():
             options = [
                 f"--gpu-architecture={arch}",
                 "-std=c++17",
-                f"--include-path={include}",
                 f"--include-path={kdir}",
+                f"--include-path={include}",
             ]  # the engine's options (src/backend/cuda/kernels.rs: BASE_OPTIONS, arch, -I)
             ok, log, ptx = nvrtc.compile(source, name, options)
             if not ok:

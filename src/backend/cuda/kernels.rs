@@ -2,11 +2,11 @@
 //! `build.rs`, and [`compile`], which builds a `.cu` file to PTX with NVRTC for one
 //! compute capability.
 //!
-//! Options: `-std=c++17`, `--gpu-architecture=compute_XY`, `-I` for each CUDA header folder
-//! found ([`cuda_include_dirs`]: `$RILL_CUDA_INCLUDE` (a `:`-separated list),
-//! `$CUDA_HOME/include`, `/usr/local/cuda/include`), and `-I` a folder holding the
+//! Options: `-std=c++17`, `--gpu-architecture=compute_XY`, `-I` a folder holding the
 //! embedded `*.cuh` files (NVRTC reads headers from disk; cudarc passes no in-memory
-//! headers), written under the cache.
+//! headers), written under the cache, and after it `-I` each CUDA header folder found
+//! ([`cuda_include_dirs`]: `$RILL_CUDA_INCLUDE` (a `:`-separated list),
+//! `$CUDA_HOME/include`, `/usr/local/cuda/include`).
 //!
 //! PTX is cached under `${RILL_CACHE:-~/.cache/rill}/ptx/`, one file per (source hash,
 //! arch, NVRTC version) ([`CacheKey`]), so a second start reads it instead of compiling.
@@ -217,10 +217,9 @@ pub fn compile(name: &'static str, arch: &str, cache: Option<&Path>) -> Result<C
             cache_note: None,
         });
     }
-    let mut include_paths: Vec<String> = cuda_include_dirs(env)
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
+    // Our headers' folder first: a CUDA release's header of the same name must not
+    // shadow one of ours.
+    let mut include_paths: Vec<String> = Vec::new();
     if !headers.is_empty() {
         // One folder per set of headers, shared by every kernel file.
         let set = headers.iter().fold(Fnv::new(), |h, (n, t)| {
@@ -234,6 +233,11 @@ pub fn compile(name: &'static str, arch: &str, cache: Option<&Path>) -> Result<C
         write_headers(&dir, &headers)?;
         include_paths.push(dir.display().to_string());
     }
+    include_paths.extend(
+        cuda_include_dirs(env)
+            .iter()
+            .map(|p| p.display().to_string()),
+    );
     let opts = CompileOptions {
         options: options.iter().map(|s| s.to_string()).collect(),
         include_paths,
