@@ -230,10 +230,16 @@ impl StepInputs {
     /// tables `max_stride` wide.
     pub fn new(gpu: &Gpu, max_tokens: usize, max_seqs: usize, max_stride: usize) -> Result<Self> {
         let bytes = InputLayout::new(max_tokens, max_seqs, max_stride).bytes;
-        // SAFETY: the memory is uninitialized bytes, which `u8` allows; only `pack` writes
-        // it and only the bytes it wrote are copied and read.
+        // SAFETY: the memory starts uninitialized; it is zeroed below before anything
+        // reads it (a step copies its whole layout, alignment gaps and regions it did not
+        // fill included: those bytes are never read by a kernel, but they are defined).
         let host = match unsafe { gpu.ctx.alloc_pinned::<u8>(bytes) } {
-            Ok(p) => HostBuf::Pinned(p),
+            Ok(mut p) => {
+                p.as_mut_slice()
+                    .map_err(|e| device_error("pinned step inputs", e))?
+                    .fill(0);
+                HostBuf::Pinned(p)
+            }
             Err(_) => HostBuf::Pageable(vec![0; bytes]),
         };
         let dev = gpu.zeros::<u8>(bytes, "the step inputs")?;
@@ -301,8 +307,10 @@ impl StepInputs {
 
 impl Drop for StepInputs {
     fn drop(&mut self) {
-        // The host buffer is freed next: no copy from it may still be queued. (An error
-        // here means the context is gone, and the copy with it.)
+        // The host buffer is freed next: no copy from it may still be queued. cudarc
+        // returns an error an earlier drop recorded instead of waiting: clear it first.
+        // (An error from the wait itself means the context is gone, and the copy with it.)
+        let _ = self.copied.context().check_err();
         let _ = self.copied.synchronize();
     }
 }

@@ -2,11 +2,10 @@
 //! `build.rs`, and [`compile`], which builds a `.cu` file to PTX with NVRTC for one
 //! compute capability.
 //!
-//! Options: `-std=c++17`, `--gpu-architecture=compute_XY`, `-I` a folder holding the
-//! embedded `*.cuh` files (NVRTC reads headers from disk; cudarc passes no in-memory
-//! headers), written under the cache, and after it `-I` each CUDA header folder found
-//! ([`cuda_include_dirs`]: `$RILL_CUDA_INCLUDE` (a `:`-separated list),
-//! `$CUDA_HOME/include`, `/usr/local/cuda/include`).
+//! Options: `-std=c++17`, `--gpu-architecture=compute_XY`, and `-I` each CUDA header
+//! folder found ([`cuda_include_dirs`]: `$RILL_CUDA_INCLUDE` (a `:`-separated list),
+//! `$CUDA_HOME/include`, `/usr/local/cuda/include`). The embedded `*.cuh` files are given
+//! to NVRTC in memory ([`nvrtc_program`]): nothing is written to disk but the PTX cache.
 //!
 //! PTX is cached under `${RILL_CACHE:-~/.cache/rill}/ptx/`, one file per (source hash,
 //! arch, NVRTC version) ([`CacheKey`]), so a second start reads it instead of compiling.
@@ -17,8 +16,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use cudarc::nvrtc::{self, CompileOptions};
+use cudarc::nvrtc;
 
+use super::nvrtc_program;
 use super::probe::{find_library, guarded, ProbeError};
 use crate::error::{Error, Result};
 
@@ -217,41 +217,23 @@ pub fn compile(name: &'static str, arch: &str, cache: Option<&Path>) -> Result<C
             cache_note: None,
         });
     }
-    // Our headers' folder first: a CUDA release's header of the same name must not
-    // shadow one of ours.
-    let mut include_paths: Vec<String> = Vec::new();
-    if !headers.is_empty() {
-        // One folder per set of headers, shared by every kernel file.
-        let set = headers.iter().fold(Fnv::new(), |h, (n, t)| {
-            h.field(n.as_bytes()).field(t.as_bytes())
-        });
-        let dir = cache
-            .map(|c| c.join(format!("include-{:016x}", set.0)))
-            .unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("rill-cuda-include-{:016x}", set.0))
-            });
-        write_headers(&dir, &headers)?;
-        include_paths.push(dir.display().to_string());
-    }
-    include_paths.extend(
+    // The CUDA headers (cuda_fp16.h, ...) from their folders; ours are served from
+    // memory (see `nvrtc_program`).
+    let mut all_options: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+    all_options.extend(
         cuda_include_dirs(env)
             .iter()
-            .map(|p| p.display().to_string()),
+            .map(|p| format!("--include-path={}", p.display())),
     );
-    let opts = CompileOptions {
-        options: options.iter().map(|s| s.to_string()).collect(),
-        include_paths,
-        name: Some(name.to_owned()),
-        ..Default::default()
-    };
     let ptx = guarded(|| {
-        nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| ProbeError::Call {
-            call: "nvrtcCompileProgram",
-            error: compile_error_text(&e),
+        nvrtc_program::compile(src, name, &headers, &all_options).map_err(|error| {
+            ProbeError::Call {
+                call: "nvrtc",
+                error,
+            }
         })
     })
-    .map_err(|e| Error::Internal(format!("CUDA kernel {name} for {arch}: {e}")))?
-    .to_src();
+    .map_err(|e| Error::Internal(format!("CUDA kernel {name} for {arch}: {e}")))?;
     let cache_note = match cache {
         None => Some("no PTX cache".to_owned()),
         Some(dir) => cache_write(dir, &key, &ptx)
@@ -284,35 +266,6 @@ pub fn compile_all(arch: &str, cache: Option<&Path>) -> Result<Vec<Compiled>> {
 /// The PTX cache of this process's environment (`${RILL_CACHE:-~/.cache/rill}/ptx`).
 pub fn default_cache_dir() -> Option<PathBuf> {
     ptx_cache_dir(|k| std::env::var_os(k))
-}
-
-fn write_headers(dir: &Path, headers: &[(&str, &str)]) -> Result<()> {
-    let io = |path: &Path, e: std::io::Error| Error::Io {
-        path: path.to_owned(),
-        source: e,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    for (n, text) in headers {
-        let p = dir.join(n);
-        if std::fs::read_to_string(&p).ok().as_deref() != Some(*text) {
-            std::fs::write(&p, text).map_err(|e| io(&p, e))?;
-        }
-    }
-    Ok(())
-}
-
-fn compile_error_text(e: &nvrtc::CompileError) -> String {
-    match e {
-        nvrtc::CompileError::CompileError {
-            nvrtc,
-            options,
-            log,
-        } => format!(
-            "{nvrtc:?} with options {options:?}:\n{}",
-            log.to_string_lossy()
-        ),
-        other => format!("{other:?}"),
-    }
 }
 
 #[cfg(test)]
@@ -523,22 +476,6 @@ mod tests {
         assert_eq!(dirs.iter().filter(|d| **d == a).count(), 1);
         assert!(!dirs.iter().any(|d| d.starts_with("/nonexistent")));
         let _ = std::fs::remove_dir_all(&root);
-    }
-
-    #[test]
-    fn headers_are_written_for_nvrtc() {
-        let dir = temp("headers").join("inc");
-        write_headers(&dir, &[("a.cuh", "#pragma once\n"), ("b.cuh", "// b\n")]).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.join("a.cuh")).unwrap(),
-            "#pragma once\n"
-        );
-        write_headers(&dir, &[("a.cuh", "// changed\n")]).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.join("a.cuh")).unwrap(),
-            "// changed\n"
-        );
-        let _ = std::fs::remove_dir_all(dir.parent().unwrap());
     }
 
     #[test]

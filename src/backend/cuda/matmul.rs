@@ -68,6 +68,8 @@ pub struct Timing {
     pub matrices: usize,
     pub cublas_us: [f64; 2],
     pub gemv_us: [f64; 2],
+    /// Some pass of this shape was timed as eager launches (not as a CUDA graph).
+    pub eager: bool,
 }
 
 impl Timing {
@@ -254,6 +256,7 @@ impl Matmul {
                     "cublas_us": [round2(t.cublas_us[0]), round2(t.cublas_us[1])],
                     "gemv_us": [round2(t.gemv_us[0]), round2(t.gemv_us[1])],
                     "gemv_up_to_tokens": t.gemv_up_to(),
+                    "timed_as": if t.eager { "eager launches" } else { "CUDA graphs" },
                 })
             })
             .collect();
@@ -342,6 +345,7 @@ impl Bench {
             matrices: mats.len(),
             cublas_us: [f64::INFINITY; 2],
             gemv_us: [f64::INFINITY; 2],
+            eager: false,
         };
         if mats.is_empty() {
             return Ok(t);
@@ -356,6 +360,7 @@ impl Bench {
                 self.pass(gpu, shape, mats, tokens, true)?;
             }
             let (cublas, gemv) = self.prepare(gpu, shape, mats, tokens, fits, eager);
+            t.eager |= cublas.is_none();
             let run = |g: &Option<CudaGraph>, use_gemv: bool| {
                 timed(gpu, g, || self.pass(gpu, shape, mats, tokens, use_gemv))
             };
@@ -460,6 +465,7 @@ mod tests {
             matrices: 28,
             cublas_us: cublas,
             gemv_us: gemv,
+            eager: false,
         }
     }
 

@@ -7,7 +7,8 @@
 //!   asked for anything (cudarc 0.19 panics when its library is missing), and the calls
 //!   into cudarc run under `catch_unwind` (cudarc also panics on a missing symbol).
 //! - [`kernels`]: the CUDA C sources of `kernels/` embedded at build time, compiled with
-//!   NVRTC for a device's compute capability, the PTX cached on disk.
+//!   NVRTC for a device's compute capability, the PTX cached on disk; [`nvrtc_program`]
+//!   is the NVRTC call itself, with our headers in memory.
 //! - [`device`]: an open GPU (context, the one stream, every kernel loaded, cuBLAS).
 //! - `ops` / `linear`: bounds-checked launches of each kernel and the cuBLAS matmuls.
 //! - [`matmul`]: per weight shape, cuBLAS or our decode GEMV, chosen by timing at load.
@@ -33,6 +34,7 @@ pub mod inputs;
 pub mod kernels;
 pub mod linear;
 pub mod matmul;
+pub mod nvrtc_program;
 pub mod ops;
 pub mod probe;
 pub mod runner;

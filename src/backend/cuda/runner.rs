@@ -106,8 +106,10 @@ pub struct CudaRunner {
 
 impl Drop for CudaRunner {
     fn drop(&mut self) {
-        // Nothing queued may still use a buffer, graph or module about to be freed. (An
-        // error here means the context is already gone: nothing left to wait for.)
+        // Nothing queued may still use a buffer, graph or module about to be freed.
+        // cudarc returns an error an earlier drop recorded instead of waiting: clear it
+        // first. (An error from the wait itself means the context is gone, and the work.)
+        let _ = self.gpu.ctx.check_err();
         let _ = self.gpu.stream.synchronize();
         self.graphs.clear();
     }
