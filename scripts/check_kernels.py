@@ -8,9 +8,9 @@ PTX. Prints one line per file and architecture: PTX size and the `.entry` names.
 --ptxas, also assembles the compute_90 PTX for sm_90 (`ptxas -v`) and prints registers,
 shared memory and spills per entry (spills are reported, not failed; ptxas errors fail).
 
-The kernels folder is on the include path (before the CUDA headers), as the engine puts
-the folder it writes the embedded `kernels/*.cuh` into, so `#include "common.cuh"` works
-the same here and there.
+The kernels folder is on the include path (before the CUDA headers), so
+`#include "common.cuh"` finds the same text the engine gives NVRTC in memory (in-memory
+headers are searched first; src/backend/cuda/nvrtc_program.rs).
 
 Usage: check_kernels.py --cuda-root DIR [--ptxas PATH] [--save-ptx OUT] [FILES...]
   DIR is where the nvidia-cuda-nvrtc and nvidia-cuda-runtime wheels were installed
@@ -160,7 +160,7 @@ def main():
                 "-std=c++17",
                 f"--include-path={kdir}",
                 f"--include-path={include}",
-            ]  # the engine's options (src/backend/cuda/kernels.rs: BASE_OPTIONS, arch, -I)
+            ]  # the engine's options (src/backend/cuda/kernels.rs: BASE_OPTIONS, arch, -I CUDA)
             ok, log, ptx = nvrtc.compile(source, name, options)
             if not ok:
                 failures.append(f"{name} [{arch}]: compile error")
