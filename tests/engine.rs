@@ -61,7 +61,8 @@ fn max_output_tokens_ends_incomplete() {
 fn seeded_sampling_repeats_and_echoes_the_request() {
     let e = engine(json!({}));
     let body = json!({"input": "Tell me a fun fact.", "temperature": 0.9, "top_p": 0.95, "top_k": 40, "seed": 1234,
-                      "max_output_tokens": 24, "metadata": {"k": "v"}, "instructions": "Be brief."});
+                      "max_output_tokens": 24, "metadata": {"k": "v"}, "instructions": "Be brief.",
+                      "max_tool_calls": 3});
     let run = || {
         let (_, rx) = submit(&e, &body.to_string()).unwrap();
         collect(&rx)
@@ -72,6 +73,7 @@ fn seeded_sampling_repeats_and_echoes_the_request() {
     let r = &a.last().unwrap()["response"];
     assert_eq!(r["metadata"]["k"], "v");
     assert_eq!(r["instructions"], "Be brief.");
+    assert_eq!(r["max_tool_calls"], 3);
     assert!((r["temperature"].as_f64().unwrap() - 0.9).abs() < 1e-6);
 }
 

@@ -369,6 +369,7 @@ impl Engine {
             metadata: req.metadata.clone(),
             user: req.user.clone(),
             parallel_tool_calls: req.parallel_tool_calls,
+            max_tool_calls: req.max_tool_calls,
             reasoning_effort: req.reasoning_effort.clone(),
             tools: req.tools.iter().map(|t| t.echo()).collect(),
             tool_choice: req.tool_choice.echo(),

@@ -405,6 +405,7 @@ mod tests {
             metadata: Default::default(),
             user: None,
             parallel_tool_calls: true,
+            max_tool_calls: None,
             reasoning_effort: None,
             tools: Vec::new(),
             tool_choice: "auto".into(),

@@ -32,6 +32,9 @@ pub struct ParsedRequest {
     pub reasoning_effort: Option<String>,
     pub user: Option<String>,
     pub parallel_tool_calls: bool,
+    /// Echoed. OpenAI's limit applies to built-in tools (web and file search, ...), which
+    /// rill does not have; function calls are not counted against it.
+    pub max_tool_calls: Option<u64>,
     /// Function tools the model may call.
     pub tools: Vec<FunctionTool>,
     pub tool_choice: ToolChoice,
@@ -194,6 +197,7 @@ pub fn parse(text: &str, defaults: &GenerationDefaults) -> Result<ParsedRequest>
         reasoning_effort,
         user: opt_str(&m, "user")?,
         parallel_tool_calls: opt_bool(&m, "parallel_tool_calls")?.unwrap_or(true),
+        max_tool_calls: m.get("max_tool_calls").and_then(Value::as_u64),
         tools,
         tool_choice,
         enable_thinking,

@@ -27,6 +27,8 @@ pub struct ResponseMeta {
     pub metadata: Map<String, Value>,
     pub user: Option<String>,
     pub parallel_tool_calls: bool,
+    /// Echoed (see `ParsedRequest::max_tool_calls`).
+    pub max_tool_calls: Option<u64>,
     pub reasoning_effort: Option<String>,
     /// The request's function tools as the response echoes them.
     pub tools: Vec<Value>,
@@ -159,7 +161,7 @@ impl ResponseStream {
             "incomplete_details": null,
             "instructions": meta.instructions,
             "max_output_tokens": meta.max_output_tokens,
-            "max_tool_calls": null,
+            "max_tool_calls": meta.max_tool_calls,
             "model": meta.model,
             "output": [],
             "parallel_tool_calls": meta.parallel_tool_calls,
