@@ -128,9 +128,17 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             v.parse()
                 .map_err(|_| format!("{flag}: {v:?} is not a non-negative integer"))
         };
+        // A value below what the workload can use is refused, not quietly raised.
+        let at_least = |v: &String, min: usize| -> Result<usize, String> {
+            let n = num(v)?;
+            if n < min {
+                return Err(format!("{flag}: {n} is below the least it takes, {min}"));
+            }
+            Ok(n)
+        };
         match flag.as_str() {
             "--model" => o.model = val()?.clone(),
-            "--threads" => o.threads = num(val()?)?.max(1),
+            "--threads" => o.threads = at_least(val()?, 1)?,
             "--backend" => {
                 (o.rill, o.llama) = match val()?.as_str() {
                     "rill" => (true, false),
@@ -145,14 +153,14 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             }
             "--llama-server-bin" => o.llama_bin = PathBuf::from(val()?),
             "--prompt-tokens" => o.prompt_tokens = num(val()?)?,
-            "--gen-tokens" => o.gen_tokens = num(val()?)?.max(2),
-            "--runs" => o.runs = num(val()?)?.max(1),
+            "--gen-tokens" => o.gen_tokens = at_least(val()?, 2)?,
+            "--runs" => o.runs = at_least(val()?, 1)?,
             "--levels" => o.levels = parse_levels(val()?)?,
             "--prefix-requests" => o.prefix_requests = num(val()?)?,
             "--prefix-tokens" => o.prefix_tokens = num(val()?)?,
-            "--prefix-gen-tokens" => o.prefix_gen_tokens = num(val()?)?.max(1),
-            "--ctx-per-slot" => o.ctx_per_slot = num(val()?)?.max(64),
-            "--timeout-s" => o.timeout = Duration::from_secs(num(val()?)?.max(1) as u64),
+            "--prefix-gen-tokens" => o.prefix_gen_tokens = at_least(val()?, 1)?,
+            "--ctx-per-slot" => o.ctx_per_slot = at_least(val()?, 64)?,
+            "--timeout-s" => o.timeout = Duration::from_secs(at_least(val()?, 1)? as u64),
             "--json" => o.json = Some(PathBuf::from(val()?)),
             "--device" => o.device = val()?.clone(),
             "--engine-config" => {
@@ -687,6 +695,12 @@ mod tests {
         assert!(parse_args(&args("--model m --backend vllm")).is_err());
         assert!(parse_args(&args("--model m --runs")).is_err());
         assert!(parse_args(&args("--model m --runs -1")).is_err());
+        let e = parse_args(&args("--model m --gen-tokens 1")).unwrap_err();
+        assert!(
+            e.contains("--gen-tokens: 1 is below the least it takes, 2"),
+            "{e}"
+        );
+        assert!(parse_args(&args("--model m --runs 0")).is_err());
         assert!(parse_args(&args("--model m --frobnicate 1")).is_err());
         let o = parse_args(&args(
             "--model m --device cuda:0 --engine-config {\"kv_cache_bytes\":1024,\"max_num_batched_tokens\":8192} \
