@@ -1,5 +1,5 @@
 //! Typed, bounds-checked launch wrappers for every kernel of `kernels/`, on the [`Gpu`]'s
-//! one stream. Buffers are passed as [`Dev`]s (a device address and the number of
+//! one stream (or the tests' CPU kernel emulator: each wrapper takes a [`Launcher`]). Buffers are passed as [`Dev`]s (a device address and the number of
 //! elements available from it); each wrapper checks every extent the kernel will touch,
 //! the shape limits its `.cu` file documents (head_dim even and <= 256, GQA groups, grid
 //! limits), aliasing the kernel forbids and `int` ranges, returning
@@ -49,7 +49,7 @@ pub use attention::{
     AttnScratch, AttnShape, PrefillKernel,
 };
 pub use dev::Dev;
-pub use launch::check_len;
+pub use launch::{check_len, Launcher};
 pub use qkv::{qk_norm_rope_cache, QkNorm, QkvShape};
 pub use rowwise::{
     add_bias, embedding, fused_add_rms_norm, reshape_and_cache, rms_norm, rope, silu_and_mul,

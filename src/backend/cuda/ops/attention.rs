@@ -8,7 +8,7 @@ use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
 
 use super::dev::Dev;
-use super::launch::{ceil_div, run, Arg, Check, Launch, MAX_GRID_YZ};
+use super::launch::{ceil_div, check_len, Arg, Check, Launch, Launcher, MAX_GRID_YZ};
 use crate::backend::cuda::device::Gpu;
 use crate::error::{Error, Result};
 
@@ -84,9 +84,11 @@ pub struct AttnShape {
 /// Scratch of the partitioned decode path: f32 `[max_seqs, num_heads, max_partitions,
 /// head_dim]` and two f32 `[max_seqs, num_heads, max_partitions]`.
 pub struct AttnScratch {
-    pub tmp_out: CudaSlice<f32>,
-    pub exp_sums: CudaSlice<f32>,
-    pub max_logits: CudaSlice<f32>,
+    /// The device buffers ([`AttnScratch::new`]); empty for [`AttnScratch::from_devs`].
+    _owned: Vec<CudaSlice<f32>>,
+    tmp_out: Dev<f32>,
+    exp_sums: Dev<f32>,
+    max_logits: Dev<f32>,
     pub max_seqs: usize,
     pub max_partitions: usize,
 }
@@ -101,25 +103,61 @@ impl AttnScratch {
         head_dim: usize,
         max_context: usize,
     ) -> Result<Self> {
-        let max_partitions = partitions(max_context);
-        let c = Check("AttnScratch");
-        let sums = c.product("exp_sums", &[max_seqs, num_heads, max_partitions])?;
-        let out = c.product("tmp_out", &[sums, head_dim])?;
+        let (sums, out) = Self::sizes(max_seqs, num_heads, head_dim, max_context)?;
+        let owned = vec![
+            gpu.zeros(out, "attention scratch (partial outputs)")?,
+            gpu.zeros(sums, "attention scratch (exp sums)")?,
+            gpu.zeros(sums, "attention scratch (max logits)")?,
+        ];
+        let devs = (Dev::of(&owned[0]), Dev::of(&owned[1]), Dev::of(&owned[2]));
         Ok(AttnScratch {
-            tmp_out: gpu.zeros(out, "attention scratch (partial outputs)")?,
-            exp_sums: gpu.zeros(sums, "attention scratch (exp sums)")?,
-            max_logits: gpu.zeros(sums, "attention scratch (max logits)")?,
+            _owned: owned,
+            tmp_out: devs.0,
+            exp_sums: devs.1,
+            max_logits: devs.2,
             max_seqs,
-            max_partitions,
+            max_partitions: partitions(max_context),
         })
     }
 
+    /// The scratch in buffers the caller keeps alive (the kernel emulator's host memory),
+    /// refusing buffers shorter than [`AttnScratch::new`] would allocate.
+    pub fn from_devs(
+        (tmp_out, exp_sums, max_logits): (Dev<f32>, Dev<f32>, Dev<f32>),
+        max_seqs: usize,
+        num_heads: usize,
+        head_dim: usize,
+        max_context: usize,
+    ) -> Result<Self> {
+        let (sums, out) = Self::sizes(max_seqs, num_heads, head_dim, max_context)?;
+        let k = "AttnScratch";
+        check_len(k, "tmp_out", tmp_out.len(), out)?;
+        check_len(k, "exp_sums", exp_sums.len(), sums)?;
+        check_len(k, "max_logits", max_logits.len(), sums)?;
+        Ok(AttnScratch {
+            _owned: Vec::new(),
+            tmp_out,
+            exp_sums,
+            max_logits,
+            max_seqs,
+            max_partitions: partitions(max_context),
+        })
+    }
+
+    /// Elements of (exp_sums and max_logits each, tmp_out).
+    pub fn sizes(
+        max_seqs: usize,
+        num_heads: usize,
+        head_dim: usize,
+        max_context: usize,
+    ) -> Result<(usize, usize)> {
+        let c = Check("AttnScratch");
+        let sums = c.product("exp_sums", &[max_seqs, num_heads, partitions(max_context)])?;
+        Ok((sums, c.product("tmp_out", &[sums, head_dim])?))
+    }
+
     fn devs(&self) -> (Dev<f32>, Dev<f32>, Dev<f32>) {
-        (
-            Dev::of(&self.tmp_out),
-            Dev::of(&self.exp_sums),
-            Dev::of(&self.max_logits),
-        )
+        (self.tmp_out, self.exp_sums, self.max_logits)
     }
 }
 
@@ -150,7 +188,7 @@ pub fn prefill_grid(
 /// reduce kernel writes `out`.
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     out: Dev<bf16>,
     out_stride: usize,
     q: Dev<bf16>,
@@ -173,7 +211,7 @@ pub fn paged_attention(
         shape,
         (scratch.devs(), scratch.max_seqs, scratch.max_partitions),
     )?;
-    run(gpu, &plan)
+    gpu.launch(&plan)
 }
 
 /// The scratch buffers (tmp_out, exp_sums, max_logits), max_seqs, max_partitions.
@@ -271,7 +309,7 @@ pub(super) fn plan_paged_attention(
 /// handle the head size is refused.
 #[allow(clippy::too_many_arguments)]
 pub fn prefill_attention(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     kernel: PrefillKernel,
     out: Dev<bf16>,
     out_stride: usize,
@@ -295,7 +333,7 @@ pub fn prefill_attention(
         (num_seqs, max_q_len),
         shape,
     )?;
-    run(gpu, &plan)
+    gpu.launch(&plan)
 }
 
 pub(super) fn plan_prefill_attention(

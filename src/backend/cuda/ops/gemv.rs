@@ -5,8 +5,7 @@
 use half::bf16;
 
 use super::dev::Dev;
-use super::launch::{ceil_div, run, Check, Launch};
-use crate::backend::cuda::device::Gpu;
+use super::launch::{ceil_div, Check, Launch, Launcher};
 use crate::error::Result;
 
 /// Threads of a block: exactly this (`THREADS`; other sizes trap).
@@ -41,7 +40,7 @@ impl GemvOut for f32 {
 
 /// `out = x · wᵀ`, out bf16 or f32.
 pub fn gemv<T: GemvOut>(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     out: Dev<T>,
     x: Dev<bf16>,
     w: Dev<bf16>,
@@ -50,10 +49,7 @@ pub fn gemv<T: GemvOut>(
     n_out: usize,
 ) -> Result<()> {
     let out = (out.ptr(), out.len(), std::mem::size_of::<T>());
-    run(
-        gpu,
-        &plan_gemv(T::KERNEL, out, x, w, (tokens, n_in, n_out))?,
-    )
+    gpu.launch(&plan_gemv(T::KERNEL, out, x, w, (tokens, n_in, n_out))?)
 }
 
 pub(super) fn plan_gemv(

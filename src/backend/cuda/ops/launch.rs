@@ -77,8 +77,22 @@ impl Launch {
     }
 }
 
+/// What runs [`Launch`]es: the [`Gpu`] (queued on its stream), or the CPU kernel
+/// emulator of the tests (`super::super::emu`, feature `kernel-emu`). Every wrapper of
+/// [`super`] takes one.
+pub trait Launcher {
+    /// Runs `launches` in order.
+    fn launch(&self, launches: &[Launch]) -> Result<()>;
+}
+
+impl Launcher for Gpu {
+    fn launch(&self, launches: &[Launch]) -> Result<()> {
+        run(self, launches)
+    }
+}
+
 /// Queues `launches` on the GPU's stream, in order.
-pub fn run(gpu: &Gpu, launches: &[Launch]) -> Result<()> {
+fn run(gpu: &Gpu, launches: &[Launch]) -> Result<()> {
     for l in launches {
         let mut b = gpu.stream.launch_builder(gpu.function(l.kernel)?);
         for a in &l.args {

@@ -7,10 +7,9 @@
 use half::{bf16, f16};
 
 use super::dev::Dev;
-use super::launch::{run, Arg, Check, Launch};
+use super::launch::{Arg, Check, Launch, Launcher};
 use super::rowwise::freq_factors_arg;
 use crate::backend::cpu::ops::Rope;
-use crate::backend::cuda::device::Gpu;
 use crate::error::Result;
 
 /// Threads of a block: exactly this (`THREADS`; other sizes trap).
@@ -43,7 +42,7 @@ pub struct QkNorm {
 /// caches (-1 skips the writes). `freq_factors` is the device copy of `rope.freq_factors`.
 #[allow(clippy::too_many_arguments)]
 pub fn qk_norm_rope_cache(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     (qkv, qkv_stride): (Dev<bf16>, usize),
     caches: (Dev<f16>, Dev<f16>),
     slot_mapping: Dev<i64>,
@@ -62,7 +61,7 @@ pub fn qk_norm_rope_cache(
         shape,
         rope,
     )?;
-    run(gpu, &plan)
+    gpu.launch(&plan)
 }
 
 pub(super) fn plan_qk_norm_rope_cache(

@@ -6,9 +6,8 @@
 use half::{bf16, f16};
 
 use super::dev::Dev;
-use super::launch::{row_grid, run, Arg, Check, Launch};
+use super::launch::{row_grid, Arg, Check, Launch, Launcher};
 use crate::backend::cpu::ops::Rope;
-use crate::backend::cuda::device::Gpu;
 use crate::error::Result;
 
 /// Threads of the row kernels that stride over a row with any block size.
@@ -26,7 +25,7 @@ pub fn norm_threads(dim: usize) -> usize {
 
 /// `out[t, :] = table[ids[t], :]` (embedding.cu; an id outside `[0, vocab)` gives zeros).
 pub fn embedding(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     out: Dev<bf16>,
     ids: Dev<i32>,
     table: Dev<bf16>,
@@ -34,10 +33,7 @@ pub fn embedding(
     vocab: usize,
     dim: usize,
 ) -> Result<()> {
-    run(
-        gpu,
-        &plan_embedding(out, ids, table, num_tokens, vocab, dim)?,
-    )
+    gpu.launch(&plan_embedding(out, ids, table, num_tokens, vocab, dim)?)
 }
 
 pub(super) fn plan_embedding(
@@ -75,7 +71,7 @@ pub(super) fn plan_embedding(
 /// `out` may be `x` itself with the same stride).
 #[allow(clippy::too_many_arguments)]
 pub fn rms_norm(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     out: Dev<bf16>,
     out_stride: usize,
     x: Dev<bf16>,
@@ -89,7 +85,7 @@ pub fn rms_norm(
     let plan = plan_rms_norm(
         out, out_stride, x, x_stride, weight, eps, num_tokens, num_heads, dim,
     )?;
-    run(gpu, &plan)
+    gpu.launch(&plan)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -136,7 +132,7 @@ pub(super) fn plan_rms_norm(
 /// (`out` may be `x`, never `residual`).
 #[allow(clippy::too_many_arguments)]
 pub fn fused_add_rms_norm(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     out: Dev<bf16>,
     residual: Dev<bf16>,
     x: Dev<bf16>,
@@ -146,7 +142,7 @@ pub fn fused_add_rms_norm(
     dim: usize,
 ) -> Result<()> {
     let plan = plan_fused_add_rms_norm(out, residual, x, weight, eps, num_tokens, dim)?;
-    run(gpu, &plan)
+    gpu.launch(&plan)
 }
 
 pub(super) fn plan_fused_add_rms_norm(
@@ -188,7 +184,7 @@ pub(super) fn plan_fused_add_rms_norm(
 /// computed here exactly as `Rope::apply` computes it.
 #[allow(clippy::too_many_arguments)]
 pub fn rope(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     q: Dev<bf16>,
     q_stride: usize,
     k: Dev<bf16>,
@@ -211,7 +207,7 @@ pub fn rope(
         (num_tokens, num_heads, num_kv_heads, head_dim),
         rope,
     )?;
-    run(gpu, &plan)
+    gpu.launch(&plan)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -291,13 +287,13 @@ pub(super) fn freq_factors_arg(
 /// `out[t, i] = silu(input[t, i]) * input[t, d + i]` (activation.cu; `input` is
 /// `[num_tokens, 2 * d]` `[gate | up]`, `out` `[num_tokens, d]`, not overlapping).
 pub fn silu_and_mul(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     out: Dev<bf16>,
     input: Dev<bf16>,
     num_tokens: usize,
     d: usize,
 ) -> Result<()> {
-    run(gpu, &plan_silu_and_mul(out, input, num_tokens, d)?)
+    gpu.launch(&plan_silu_and_mul(out, input, num_tokens, d)?)
 }
 
 pub(super) fn plan_silu_and_mul(
@@ -328,14 +324,14 @@ pub(super) fn plan_silu_and_mul(
 
 /// `x[t * x_stride + i] += bias[i]` for `i < n` (bf16 rows, f32 bias; activation.cu).
 pub fn add_bias(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     x: Dev<bf16>,
     x_stride: usize,
     bias: Dev<f32>,
     num_tokens: usize,
     n: usize,
 ) -> Result<()> {
-    run(gpu, &plan_add_bias(x, x_stride, bias, num_tokens, n)?)
+    gpu.launch(&plan_add_bias(x, x_stride, bias, num_tokens, n)?)
 }
 
 pub(super) fn plan_add_bias(
@@ -366,7 +362,7 @@ pub(super) fn plan_add_bias(
 /// skipped; cache.cu).
 #[allow(clippy::too_many_arguments)]
 pub fn reshape_and_cache(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     key: Dev<bf16>,
     key_stride: usize,
     value: Dev<bf16>,
@@ -387,7 +383,7 @@ pub fn reshape_and_cache(
         kv_dim,
         num_slots,
     )?;
-    run(gpu, &plan)
+    gpu.launch(&plan)
 }
 
 pub(super) fn plan_reshape_and_cache(

@@ -3,8 +3,7 @@
 //! [`logprobs_topn`] and [`sample`].
 
 use super::dev::Dev;
-use super::launch::{run, Arg, Check, Launch};
-use crate::backend::cuda::device::Gpu;
+use super::launch::{Arg, Check, Launch, Launcher};
 use crate::error::Result;
 
 /// Threads of every sampling block (sampling.cu takes any multiple of 32 up to 1024).
@@ -39,14 +38,14 @@ fn launch(kernel: &'static str, rows: usize, args: Vec<Arg>) -> Result<Vec<Launc
 
 /// `out_ids[r]` = the first index of row r's largest logit (NaN counts as -inf).
 pub fn argmax(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     out_ids: Dev<i32>,
     logits: Dev<f32>,
     row_stride: usize,
     vocab: usize,
     rows: usize,
 ) -> Result<()> {
-    run(gpu, &plan_argmax(out_ids, logits, row_stride, vocab, rows)?)
+    gpu.launch(&plan_argmax(out_ids, logits, row_stride, vocab, rows)?)
 }
 
 pub(super) fn plan_argmax(
@@ -72,7 +71,7 @@ pub(super) fn plan_argmax(
 /// `probs[r, :]` (contiguous `[rows, vocab]`) = softmax(logits / T_r); T <= 0 gives the
 /// one-hot of the argmax.
 pub fn softmax_temperature(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     probs: Dev<f32>,
     logits: Dev<f32>,
     row_stride: usize,
@@ -81,7 +80,7 @@ pub fn softmax_temperature(
     rows: usize,
 ) -> Result<()> {
     let plan = plan_softmax_temperature(probs, logits, row_stride, temperatures, vocab, rows)?;
-    run(gpu, &plan)
+    gpu.launch(&plan)
 }
 
 pub(super) fn plan_softmax_temperature(
@@ -117,7 +116,7 @@ pub(super) fn plan_softmax_temperature(
 /// get -1 / -inf), from the raw logits.
 #[allow(clippy::too_many_arguments)]
 pub fn logprobs_topn(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     out_logprob: Dev<f32>,
     top_ids: Dev<i32>,
     top_logprobs: Dev<f32>,
@@ -137,7 +136,7 @@ pub fn logprobs_topn(
         vocab,
         rows,
     )?;
-    run(gpu, &plan)
+    gpu.launch(&plan)
 }
 
 pub(super) fn plan_logprobs_topn(
@@ -182,7 +181,7 @@ pub(super) fn plan_logprobs_topn(
 /// (`Sampler::pick`'s filters and draw; sampling.cu).
 #[allow(clippy::too_many_arguments)]
 pub fn sample(
-    gpu: &Gpu,
+    gpu: &dyn Launcher,
     out_ids: Dev<i32>,
     logits: Dev<f32>,
     row_stride: usize,
@@ -202,7 +201,7 @@ pub fn sample(
         vocab,
         rows,
     )?;
-    run(gpu, &plan)
+    gpu.launch(&plan)
 }
 
 pub(super) fn plan_sample(
