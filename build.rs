@@ -1,6 +1,14 @@
 //! Generates the C header from `src/ffi/` with cbindgen into `$OUT_DIR/rill.h`. The
 //! committed `include/rill.h` must equal it: `tests/header.rs` fails when they differ, and
 //! `scripts/gen_header.sh` copies the generated file over the committed one.
+//!
+//! With the `cuda` feature it also writes the table of kernel sources the library embeds,
+//! and with `kernel-emu` it compiles those kernels for the CPU (the kernel emulator,
+//! tests/kernel_emu/).
+
+#[cfg(feature = "kernel-emu")]
+#[path = "tests/kernel_emu/build.rs"]
+mod emu;
 
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
@@ -10,6 +18,8 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
         write_kernel_table(&crate_dir, &out_dir);
     }
+    #[cfg(feature = "kernel-emu")]
+    emu::build(&crate_dir, &out_dir);
     let config = cbindgen::Config::from_file(format!("{crate_dir}/cbindgen.toml"))
         .expect("cbindgen.toml is valid");
     match cbindgen::Builder::new()

@@ -59,22 +59,30 @@
 
 __device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
                                           unsigned b1) {
+#ifdef RILL_KERNEL_EMU  // the CPU kernel emulator (tests/kernel_emu/), never NVRTC
+    rill_emu::mma_m16n8k16(d, a, b0, b1);
+#else
     // Not volatile: a pure register operation the compiler may schedule freely.
     asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
         "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 // Four 8x8 f16 matrices from shared memory, transposed: lanes 8i..8i+7 give the row
 // addresses of matrix i; r[i] receives matrix i's B fragment register. Volatile (it has
 // no memory clobber): keeps it after the tile's __syncthreads and inside the key loop.
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const __half* row) {
+#ifdef RILL_KERNEL_EMU
+    rill_emu::ldmatrix_x4_trans(r, row);
+#else
     const unsigned addr = (unsigned)__cvta_generic_to_shared(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));
+#endif
 }
 
 __device__ __forceinline__ unsigned pack_half2(float lo, float hi) {

@@ -17,6 +17,8 @@
 //! - [`inputs`]: those arrays packed into page-locked memory, one copy to the device.
 //! - [`runner`]: one engine step (forward pass, sampling) over the paged KV cache.
 //! - [`graphs`]: decode steps captured as CUDA graphs and replayed.
+//! - `emu` (feature `kernel-emu`, tests only): the kernels run on the CPU by an emulator,
+//!   so their parity tests run without a GPU.
 //!
 //! NOT YET RUN ON A GPU: everything above the probe and NVRTC has only been compiled.
 //! The parity tests (`tests/cuda_kernels.rs`, `tests/cuda_engine.rs`) are written to run
@@ -29,6 +31,8 @@
 
 pub mod bandwidth;
 pub mod device;
+#[cfg(feature = "kernel-emu")]
+pub mod emu;
 pub mod graphs;
 pub mod inputs;
 pub mod kernels;

@@ -1,0 +1,159 @@
+//! The kernel emulator (feature `kernel-emu`, tests only): [`Emu`] runs the same
+//! [`Launch`]es as the GPU, on the CPU, through the sources of `kernels/` compiled as C++
+//! with the CUDA dialect and fiber runtime of `tests/kernel_emu/` (built by build.rs).
+//! `tests/kernel_emu.rs` runs the kernel parity tests of `tests/cuda_kernels/` on it, so
+//! the kernels' indexing, masking, reductions and warp collectives, and the wrappers'
+//! plans (grids, argument order), are checked on every machine, not only on a GPU.
+//!
+//! "Device" memory is host memory here: a [`Dev`](super::ops::Dev) of the emulator is a
+//! host address (`Dev::from_raw`). What it cannot show: timing, occupancy, register or
+//! shared-memory limits, the device's math library (expf, ... come from the C library),
+//! and races between threads (fibers switch only at barriers and warp collectives).
+
+use std::ffi::{c_char, c_int, c_uint, c_void, CString};
+
+use super::ops::launch::{Arg, Launch, Launcher};
+use crate::error::{Error, Result};
+
+extern "C" {
+    fn rill_emu_launch(
+        name: *const c_char,
+        gx: c_uint,
+        gy: c_uint,
+        gz: c_uint,
+        block: c_uint,
+        params: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+}
+
+/// The CPU kernel emulator (see the module doc).
+#[derive(Debug, Default)]
+pub struct Emu;
+
+/// One argument's bytes, kept where the parameter array points.
+enum Val {
+    U64(u64),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+}
+
+impl Val {
+    fn ptr(&mut self) -> *mut c_void {
+        match self {
+            Val::U64(v) => v as *mut u64 as *mut c_void,
+            Val::I32(v) => v as *mut i32 as *mut c_void,
+            Val::I64(v) => v as *mut i64 as *mut c_void,
+            Val::F32(v) => v as *mut f32 as *mut c_void,
+        }
+    }
+}
+
+impl Launcher for Emu {
+    fn launch(&self, launches: &[Launch]) -> Result<()> {
+        for l in launches {
+            let mut vals: Vec<Val> = l
+                .args
+                .iter()
+                .map(|a| match *a {
+                    Arg::Ptr(v) => Val::U64(v),
+                    Arg::Int(v) => Val::I32(v),
+                    Arg::Long(v) => Val::I64(v),
+                    Arg::Float(v) => Val::F32(v),
+                })
+                .collect();
+            let mut params: Vec<*mut c_void> = vals.iter_mut().map(Val::ptr).collect();
+            let name = CString::new(l.kernel)
+                .map_err(|_| Error::Internal(format!("kernel name {:?} has a NUL", l.kernel)))?;
+            let mut err = vec![0u8; 1024];
+            // SAFETY: `l` was built by a `plan_*` function (see `launch::run`): its
+            // arguments are in the order and of the C types of the entry point's
+            // parameter list, and each pointer argument is a `Dev` the caller made with
+            // `Dev::from_raw` over host memory that holds every element the kernel touches
+            // and stays alive for this call (the emulator runs synchronously). `params`
+            // points at `vals`, alive until the call returns; `err` has `err.len()` bytes.
+            let rc = unsafe {
+                rill_emu_launch(
+                    name.as_ptr(),
+                    l.grid.0,
+                    l.grid.1,
+                    l.grid.2,
+                    l.block,
+                    params.as_mut_ptr(),
+                    err.as_mut_ptr() as *mut c_char,
+                    err.len(),
+                )
+            };
+            if rc != 0 {
+                let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+                return Err(Error::Device {
+                    op: format!("emulated launch of {}", l.kernel),
+                    message: String::from_utf8_lossy(&err[..end]).into_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(kernel: &'static str, grid: usize, block: usize, args: Vec<Arg>) -> Result<()> {
+        Emu.launch(&[Launch::new(kernel, (grid, 1, 1), block, args)?])
+    }
+
+    fn error_of(kernel: &'static str, grid: usize, block: usize) -> String {
+        match launch(kernel, grid, block, vec![]) {
+            Ok(()) => panic!("{kernel} ran without an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn shuffles_and_barriers_follow_cuda() {
+        let (blocks, threads) = (3, 128);
+        let mut out = vec![-1i32; blocks * threads];
+        let mut sums = vec![-1f32; blocks];
+        let args = vec![
+            Arg::Ptr(out.as_mut_ptr() as u64),
+            Arg::Ptr(sums.as_mut_ptr() as u64),
+        ];
+        launch("emu_shuffle_kernel", blocks, threads, args).expect("emu_shuffle_kernel");
+        for (i, &v) in out.iter().enumerate() {
+            let lane = (i % 32) as i32;
+            // Width 16, xor 16: lanes 16..32 read lane - 16 (an earlier segment may be
+            // read), lanes 0..16 would read a later segment and keep their own value.
+            assert_eq!(v, (lane ^ 1) + 100 * 3 + 10000 * (lane % 16), "thread {i}");
+        }
+        let want = (threads * (threads - 1) / 2) as f32;
+        assert_eq!(sums, vec![want; blocks]);
+    }
+
+    #[test]
+    fn a_collective_with_an_exited_lane_is_an_error() {
+        let e = error_of("emu_exited_lane_kernel", 1, 32);
+        assert!(e.contains("has exited"), "{e}");
+    }
+
+    #[test]
+    fn a_deadlock_is_an_error_not_a_hang() {
+        let e = error_of("emu_deadlock_kernel", 2, 64);
+        assert!(e.contains("deadlock"), "{e}");
+    }
+
+    #[test]
+    fn a_trap_names_the_block_and_thread() {
+        let e = error_of("emu_trap_kernel", 4, 32);
+        assert!(e.contains("block (1,0,0) thread 5: __trap()"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_kernel_is_an_error() {
+        let e = error_of("no_such_kernel", 1, 32);
+        assert!(e.contains("no emulated kernel named no_such_kernel"), "{e}");
+    }
+}

@@ -1,0 +1,31 @@
+// Calling an emulated kernel with cuLaunchKernel-style parameters (an array of pointers
+// to each argument), from the kernel's own parameter list; the wrappers build.rs
+// generates register every entry point with this.
+
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+namespace rill_emu {
+
+void add_kernel(const char* name, void (*call)(void* fn, void** params), void* fn);
+
+template <class F>
+struct Call;
+
+template <class... A>
+struct Call<void (*)(A...)> {
+    template <size_t... I>
+    static void go(void* fn, void** p, std::index_sequence<I...>) {
+        reinterpret_cast<void (*)(A...)>(fn)(*static_cast<std::remove_cv_t<A>*>(p[I])...);
+    }
+    static void call(void* fn, void** p) { go(fn, p, std::index_sequence_for<A...>{}); }
+};
+
+}  // namespace rill_emu
+
+#define RILL_EMU_ADD(ns, name)                                                   \
+    ::rill_emu::add_kernel(#name, &::rill_emu::Call<decltype(&ns::name)>::call, \
+                           reinterpret_cast<void*>(&ns::name))

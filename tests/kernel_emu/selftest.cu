@@ -1,0 +1,46 @@
+// entry: emu_shuffle_kernel emu_exited_lane_kernel emu_deadlock_kernel emu_trap_kernel
+//
+// Kernels that check the kernel emulator itself (never compiled by NVRTC; built by
+// tests/kernel_emu/build.rs next to kernels/*.cu): src/backend/cuda/emu.rs's unit tests
+// launch them and expect the shuffle results below, or an error naming the fault.
+
+// With each lane's value its lane number: out[t] = (lane ^ 1) + 100 * 3 + 10000 * (the
+// width-16 xor-16 shuffle: lane - 16 for lanes 16..32, which may read the earlier
+// segment, and the lane's own value for lanes 0..16, which may not read the later one);
+// sums[block] = the sum of thread indices (warp butterflies, then shared memory).
+extern "C" __global__ void emu_shuffle_kernel(int* out, float* sums) {
+    const int t = threadIdx.x, lane = t & 31;
+    const int x = __shfl_xor_sync(0xffffffffu, lane, 1);
+    const int y = __shfl_sync(0xffffffffu, lane, 3);
+    const int z = __shfl_xor_sync(0xffffffffu, lane, 16, 16);
+    out[blockIdx.x * blockDim.x + t] = x + 100 * y + 10000 * z;
+    float v = (float)t;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __shared__ float warp_sums[32];
+    if (lane == 0) warp_sums[t >> 5] = v;
+    __syncthreads();
+    if (t == 0) {
+        float s = 0.0f;
+        for (int w = 0; w < (int)(blockDim.x >> 5); ++w) s += warp_sums[w];
+        sums[blockIdx.x] = s;
+    }
+}
+
+// Odd lanes return before a full-warp __syncwarp: an error, not a hang.
+extern "C" __global__ void emu_exited_lane_kernel() {
+    if (threadIdx.x & 1) return;
+    __syncwarp();
+}
+
+// Lane 0 waits at __syncwarp while the other lanes wait at __syncthreads.
+extern "C" __global__ void emu_deadlock_kernel() {
+    if (threadIdx.x == 0) {
+        __syncwarp();
+    } else {
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void emu_trap_kernel() {
+    if (blockIdx.x == 1 && threadIdx.x == 5) __trap();
+}
