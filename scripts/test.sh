@@ -47,16 +47,19 @@ step "CUDA kernels compile with NVRTC (sm_80, sm_90; no GPU needed)"
 step "rust tests"
 cargo test --locked
 
-step "the cuda feature (no GPU needed: lint, unit tests, device selection on the default model)"
-# The driver probe, device config, kernel registry and PTX cache, the launch plans' checks
-# and the step staging; the GPU test binaries (cuda_kernels, cuda_engine) build and print
+step "the cuda feature (no GPU needed: lint, unit tests, the kernels on the CPU emulator)"
+# `kernel-emu` is `cuda` plus the kernel emulator (tests/kernel_emu/). The driver probe,
+# device config, kernel registry and PTX cache, the launch plans' checks and the step
+# staging; tests/kernel_emu.rs runs the kernel parity tests on the CPU through the real
+# kernels/*.cu sources; the GPU test binaries (cuda_kernels, cuda_engine) build and print
 # NOT RUN here (never counted as passed). The heavy integration tests are not run twice.
-cargo clippy --all-targets --locked --features cuda -- -D warnings
+cargo clippy --all-targets --locked --features kernel-emu -- -D warnings
 # NVRTC 13.0 from the pinned wheels: the kernel registry compiles every embedded kernel
 # through cudarc for compute_80 and compute_90 (and caches the PTX).
 cuda_wheels=$(./scripts/cuda_wheels.sh)/nvidia/cu13
 LD_LIBRARY_PATH="$cuda_wheels/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RILL_CUDA_INCLUDE="$cuda_wheels/include" \
-  cargo test --locked --features cuda --lib --test cuda_device --test cuda_kernels --test cuda_engine
+  cargo test --locked --features kernel-emu --lib --test cuda_device --test cuda_kernels \
+  --test cuda_engine --test kernel_emu
 
 step "release build (cdylib, rill-cli)"
 cargo build --release --locked

@@ -15,6 +15,10 @@ mod gpu_harness;
 #[path = "cuda_kernels/mod.rs"]
 mod parity;
 
+#[cfg(feature = "cuda")]
+#[path = "cuda_kernels/on_gpu.rs"]
+mod device;
+
 use std::process::ExitCode;
 
 #[cfg(feature = "cuda")]

@@ -9,9 +9,9 @@
 //! Prompts longer than one block of rows (16 / 64) check every block's key range.
 
 use half::{bf16, f16};
-use rill::backend::cuda::ops::{self, AttnScratch, AttnShape, Dev, PrefillKernel};
+use rill::backend::cuda::ops::{self, AttnShape, PrefillKernel};
 
-use super::util::{gpu, rows, up, Ctx, Out, Rng, Tol};
+use super::util::{attn_scratch, dev, gpu, rows, up, Buf, Ctx, Out, Rng, Tol};
 
 const BLOCK: usize = 16;
 
@@ -121,10 +121,10 @@ impl Cache {
 }
 
 struct DevCache {
-    k: cudarc::driver::CudaSlice<f16>,
-    v: cudarc::driver::CudaSlice<f16>,
-    tables: cudarc::driver::CudaSlice<i32>,
-    lens: cudarc::driver::CudaSlice<i32>,
+    k: Buf<f16>,
+    v: Buf<f16>,
+    tables: Buf<i32>,
+    lens: Buf<i32>,
 }
 
 /// Decode of one query per sequence (at position len - 1) with `parts` partitions
@@ -149,8 +149,7 @@ fn decode_case(
     let out_stride = q_dim + 5;
     let out = Out::<bf16>::poisoned(lens.len() * out_stride)?;
     let max_len = lens.iter().copied().max().unwrap_or(0);
-    let scratch =
-        AttnScratch::new(g, lens.len(), heads, hd, max_len.max(8 * 512)).ctx("AttnScratch")?;
+    let (scratch, _keep) = attn_scratch(lens.len(), heads, hd, max_len.max(8 * 512))?;
     let parts = match parts {
         Some(p) => p,
         None => ops::partitions_for(max_len, &scratch).ctx("partitions")?,
@@ -162,12 +161,12 @@ fn decode_case(
         g,
         out.dev(),
         out_stride,
-        Dev::of(&q),
+        dev(&q),
         q_stride,
-        Dev::of(&d.k),
-        Dev::of(&d.v),
-        Dev::of(&d.tables),
-        Dev::of(&d.lens),
+        dev(&d.k),
+        dev(&d.v),
+        dev(&d.tables),
+        dev(&d.lens),
         lens.len(),
         parts,
         s,
@@ -277,13 +276,13 @@ fn prefill_kernel_case(
         kernel,
         out.dev(),
         q_dim,
-        Dev::of(&q),
+        dev(&q),
         q_stride,
-        Dev::of(&d.k),
-        Dev::of(&d.v),
-        Dev::of(&d.tables),
-        Dev::of(&cu_d),
-        Dev::of(&d.lens),
+        dev(&d.k),
+        dev(&d.v),
+        dev(&d.tables),
+        dev(&cu_d),
+        dev(&d.lens),
         seqs.len(),
         max_q,
         &cache.shape,

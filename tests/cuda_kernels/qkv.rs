@@ -5,9 +5,9 @@
 
 use half::{bf16, f16};
 use rill::backend::cpu::ops::{self as cpu, Rope};
-use rill::backend::cuda::ops::{self, Dev, QkNorm, QkvShape};
+use rill::backend::cuda::ops::{self, QkNorm, QkvShape};
 
-use super::util::{f32s, gpu, up, Ctx, Out, Rng, Tol, BF16, EXACT};
+use super::util::{dev, f32s, gpu, up, Ctx, Out, Rng, Tol, BF16, EXACT};
 
 const EPS: f32 = 1e-6;
 /// RoPE after a norm whose f32 scale may differ from the CPU's (f64 sum) by rounding: a
@@ -77,12 +77,12 @@ fn run_case(rng: &mut Rng, c: &Case) -> Result<(), String> {
         g,
         (qkv.dev(), stride),
         (k_cache.dev(), v_cache.dev()),
-        Dev::of(&slots_d),
-        Dev::of(&pos_d),
-        ff.as_ref().map(Dev::of),
+        dev(&slots_d),
+        dev(&pos_d),
+        ff.as_ref().map(dev),
         &QkNorm {
-            q: c.norm.then(|| Dev::of(&qw_d)),
-            k: c.norm.then(|| Dev::of(&kw_d)),
+            q: c.norm.then(|| dev(&qw_d)),
+            k: c.norm.then(|| dev(&kw_d)),
             eps: EPS,
         },
         &QkvShape {

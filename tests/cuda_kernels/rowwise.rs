@@ -5,9 +5,9 @@
 
 use half::{bf16, f16};
 use rill::backend::cpu::ops::{self as cpu, Rope};
-use rill::backend::cuda::ops::{self, Dev};
+use rill::backend::cuda::ops;
 
-use super::util::{f32s, gpu, rows, up, Ctx, Out, Rng, Tol, BF16, EXACT};
+use super::util::{dev, f32s, gpu, rows, up, Ctx, Out, Rng, Tol, BF16, EXACT};
 
 const EPS: f32 = 1e-6;
 
@@ -37,8 +37,8 @@ pub fn embedding() -> Result<(), String> {
         ops::embedding(
             g,
             out.dev().at(offset).ctx(&what)?,
-            Dev::of(&ids_d),
-            Dev::of(&table_d),
+            dev(&ids_d),
+            dev(&table_d),
             tokens,
             vocab,
             dim,
@@ -108,7 +108,7 @@ fn norm_case(
         Out::poisoned((tokens - 1) * out_stride + width + 2)?
     };
     let x = up(&x_host)?;
-    let x_dev = if in_place { out.dev() } else { Dev::of(&x) };
+    let x_dev = if in_place { out.dev() } else { dev(&x) };
     let what = format!(
         "rms_norm tokens {tokens} heads {heads} dim {dim} x_stride {x_stride} in place {in_place}"
     );
@@ -118,7 +118,7 @@ fn norm_case(
         out_stride,
         x_dev,
         x_stride,
-        Dev::of(&w),
+        dev(&w),
         EPS,
         tokens,
         heads,
@@ -162,7 +162,7 @@ pub fn fused_add_rms_norm() -> Result<(), String> {
             out.dev(),
             residual.dev(),
             x.dev(),
-            Dev::of(&w),
+            dev(&w),
             EPS,
             tokens,
             dim,
@@ -301,8 +301,8 @@ pub fn rope() -> Result<(), String> {
             stride,
             k,
             stride,
-            Dev::of(&pos),
-            ff.as_ref().map(Dev::of),
+            dev(&pos),
+            ff.as_ref().map(dev),
             c.tokens,
             c.heads,
             c.kv,
@@ -338,7 +338,7 @@ pub fn silu_and_mul() -> Result<(), String> {
         let input = up(&input_host)?;
         let out = Out::<bf16>::poisoned(tokens * d + 5)?;
         let what = format!("silu_and_mul tokens {tokens} d {d}");
-        ops::silu_and_mul(g, out.dev(), Dev::of(&input), tokens, d).ctx(&what)?;
+        ops::silu_and_mul(g, out.dev(), dev(&input), tokens, d).ctx(&what)?;
         let mut want = Vec::new();
         for row in input_host.chunks_exact(2 * d) {
             let mut gate = f32s(&row[..d]);
@@ -365,7 +365,7 @@ pub fn add_bias() -> Result<(), String> {
         let x = Out::with(host.clone())?;
         let b = up(&bias)?;
         let what = format!("add_bias tokens {tokens} n {n} stride {stride}");
-        ops::add_bias(g, x.dev(), stride, Dev::of(&b), tokens, n).ctx(&what)?;
+        ops::add_bias(g, x.dev(), stride, dev(&b), tokens, n).ctx(&what)?;
         let idx = rows(0, tokens, stride, n);
         // bf16(f32 + f32): exactly what half's round-to-nearest-even gives.
         let want: Vec<f64> = idx
@@ -402,8 +402,8 @@ pub fn reshape_and_cache() -> Result<(), String> {
         let map = up(&slots)?;
         let what = format!("reshape_and_cache tokens {tokens} kv_dim {kv_dim} slots {num_slots}");
         let (k, v) = (
-            Dev::of(&qkv).at(heads * hd).ctx(&what)?,
-            Dev::of(&qkv).at(heads * hd + kv_dim).ctx(&what)?,
+            dev(&qkv).at(heads * hd).ctx(&what)?,
+            dev(&qkv).at(heads * hd + kv_dim).ctx(&what)?,
         );
         ops::reshape_and_cache(
             g,
@@ -413,7 +413,7 @@ pub fn reshape_and_cache() -> Result<(), String> {
             stride,
             k_cache.dev(),
             v_cache.dev(),
-            Dev::of(&map),
+            dev(&map),
             tokens,
             kv_dim,
             num_slots,

@@ -3,11 +3,11 @@
 //! `sample` (`Sampler::sample` with the same seeded uniform). Logits are made distinct
 //! where a tie would let the CPU's unspecified order decide (`distinct_logits`).
 
-use rill::backend::cuda::ops::{self, Dev};
+use rill::backend::cuda::ops;
 use rill::sampling::rng::Rng as CpuRng;
 use rill::sampling::{self, logprobs, Sampler, SamplingParams};
 
-use super::util::{down, gpu, rows, up, Ctx, Out, Rng, Tol, EXACT};
+use super::util::{dev, down, gpu, rows, up, Ctx, Out, Rng, Tol, EXACT};
 
 /// Qwen's vocabulary (151936) and small ones.
 const VOCABS: [usize; 3] = [1, 1000, 151_936];
@@ -53,7 +53,7 @@ pub fn argmax() -> Result<(), String> {
         let logits = up(&logit_rows(&rows_, stride))?;
         let out = Out::<i32>::poisoned(rows_.len() + 2)?;
         let what = format!("argmax vocab {vocab}");
-        ops::argmax(g, out.dev(), Dev::of(&logits), stride, vocab, rows_.len()).ctx(&what)?;
+        ops::argmax(g, out.dev(), dev(&logits), stride, vocab, rows_.len()).ctx(&what)?;
         let want: Vec<f64> = rows_.iter().map(|r| sampling::argmax(r) as f64).collect();
         out.check(&what, &rows(0, 1, 0, rows_.len()), &want, EXACT)?;
     }
@@ -85,9 +85,9 @@ pub fn softmax_temperature() -> Result<(), String> {
         ops::softmax_temperature(
             g,
             out.dev(),
-            Dev::of(&logits),
+            dev(&logits),
             vocab,
-            Dev::of(&t),
+            dev(&t),
             vocab,
             temps.len(),
         )
@@ -157,10 +157,10 @@ pub fn logprobs_topn() -> Result<(), String> {
             lp.dev(),
             ids.dev(),
             tops.dev(),
-            Dev::of(&logits),
+            dev(&logits),
             stride,
-            Dev::of(&chosen),
-            Dev::of(&num_top),
+            dev(&chosen),
+            dev(&num_top),
             max_top,
             vocab,
             asks.len(),
@@ -294,13 +294,13 @@ fn sample_case(rows_: &[Vec<f32>], settings: &[Params], seed: u64) -> Result<(),
     ops::sample(
         g,
         out.dev(),
-        Dev::of(&logits),
+        dev(&logits),
         vocab,
-        Dev::of(&temps),
-        Dev::of(&top_k),
-        Dev::of(&top_p),
-        Dev::of(&min_p),
-        Dev::of(&u),
+        dev(&temps),
+        dev(&top_k),
+        dev(&top_p),
+        dev(&min_p),
+        dev(&u),
         vocab,
         n,
     )

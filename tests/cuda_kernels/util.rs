@@ -1,29 +1,15 @@
-//! The parity tests' shared helpers: the one open [`gpu`], a seeded [`Rng`], device
-//! buffers ([`up`], [`Out`]: an output uploaded poisoned or with given contents, then
-//! downloaded and checked), and the comparisons ([`close_scaled`], [`Tol`]) that name the kernel,
+//! The parity tests' shared helpers: the device ([`gpu`], [`up`], [`down`], from the
+//! crate root's `device` module), a seeded [`Rng`], output buffers ([`Out`]: uploaded
+//! poisoned or with given contents, then downloaded and checked), and the comparisons ([`close_scaled`], [`Tol`]) that name the kernel,
 //! the shape, the worst error and the first bad index.
 
-use std::cell::OnceCell;
-
-use cudarc::driver::{CudaSlice, DeviceRepr};
+use cudarc::driver::DeviceRepr;
 use half::{bf16, f16};
-use rill::backend::cuda::device::Gpu;
 use rill::backend::cuda::ops::Dev;
 
-/// The GPU, opened once per test binary (the harness runs the tests on one thread).
-pub fn gpu() -> Result<&'static Gpu, String> {
-    thread_local! {
-        static GPU: OnceCell<Result<&'static Gpu, String>> = const { OnceCell::new() };
-    }
-    GPU.with(|cell| {
-        cell.get_or_init(|| {
-            Gpu::open(0)
-                .map(|g| &*Box::leak(Box::new(g)))
-                .map_err(|e| format!("Gpu::open(0): {e}"))
-        })
-        .clone()
-    })
-}
+/// The device the tests run on: the GPU (tests/cuda_kernels.rs) or the CPU kernel
+/// emulator (tests/kernel_emu.rs), whichever crate root this module tree is part of.
+pub use crate::device::{attn_scratch, dev, down, gpu, up, Buf};
 
 /// `r.map_err(to string, prefixed by what)`.
 pub trait Ctx<T> {
@@ -134,21 +120,9 @@ impl Val for i32 {
     }
 }
 
-/// A device copy of `host` (not empty).
-pub fn up<T: DeviceRepr>(host: &[T]) -> Result<CudaSlice<T>, String> {
-    gpu()?.upload(host, "test input").ctx("upload")
-}
-
-/// The whole of `s`, copied to the host (waits for the stream: a kernel fault shows here).
-pub fn down<T: Val>(s: &CudaSlice<T>) -> Result<Vec<T>, String> {
-    let mut v = vec![T::POISON; s.len()];
-    gpu()?.read(s, &mut v, "test output").ctx("download")?;
-    Ok(v)
-}
-
 /// An output buffer: its device copy and its contents before the launch.
 pub struct Out<T> {
-    pub buf: CudaSlice<T>,
+    pub buf: Buf<T>,
     pub before: Vec<T>,
 }
 
@@ -167,7 +141,7 @@ impl<T: Val> Out<T> {
     }
 
     pub fn dev(&self) -> Dev<T> {
-        Dev::of(&self.buf)
+        dev(&self.buf)
     }
 
     /// Downloads the buffer and checks the elements at `written` (in order) against `want`
