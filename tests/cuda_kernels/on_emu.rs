@@ -1,56 +1,42 @@
 //! The parity tests' device when they run on the CPU kernel emulator
-//! (tests/kernel_emu.rs, `rill::backend::cuda::emu`): buffers are host memory, aligned
-//! like device allocations, that the emulated kernels address directly.
+//! (tests/kernel_emu.rs, `rill::backend::cuda::emu`): buffers are host memory that the
+//! emulated kernels address directly, each ending at an unmapped page.
 
-use std::alloc::{alloc, dealloc, Layout};
-
-use rill::backend::cuda::emu::Emu;
+use rill::backend::cuda::emu::{Emu, GuardedAlloc};
 use rill::backend::cuda::ops::{AttnScratch, Dev};
 
 use super::parity::util::{Ctx, Val};
 
-/// `cudaMalloc`'s alignment: the kernels' 16-byte loads need at least 16.
-const ALIGN: usize = 256;
-
 /// A buffer the emulated kernels read and write through raw pointers (never through a
-/// Rust reference while a launch runs: launches are synchronous and take `Dev`s).
+/// Rust reference while a launch runs: launches are synchronous and take `Dev`s). It
+/// ends within 16 bytes of an unmapped page, so a kernel that reads or writes past its
+/// end stops the test with the kernel, block and thread named.
 pub struct Buf<T> {
-    ptr: *mut T,
+    mem: GuardedAlloc,
     len: usize,
+    _t: std::marker::PhantomData<T>,
 }
 
 impl<T> Buf<T> {
-    fn layout(len: usize) -> Layout {
-        let bytes = (len * std::mem::size_of::<T>()).max(1);
-        // Test buffers are far below isize::MAX; a failure here is a test bug.
-        Layout::from_size_align(bytes, ALIGN).expect("test buffer layout")
-    }
-
     /// A copy of `host`.
-    fn from_slice(host: &[T]) -> Buf<T>
+    fn from_slice(host: &[T]) -> Result<Buf<T>, String>
     where
         T: Copy,
     {
-        let layout = Self::layout(host.len());
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc(layout) } as *mut T;
-        if ptr.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        // SAFETY: `ptr` holds `host.len()` elements (the layout) and is fresh, so the
-        // ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(host.as_ptr(), ptr, host.len()) };
-        Buf {
-            ptr,
+        let bytes = std::mem::size_of_val(host);
+        let mem = GuardedAlloc::new(bytes, 16).ctx("test buffer")?;
+        // SAFETY: `mem` holds `bytes` bytes, 16-byte aligned (at least T's alignment), and
+        // is fresh, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(host.as_ptr(), mem.ptr() as *mut T, host.len()) };
+        Ok(Buf {
+            mem,
             len: host.len(),
-        }
+            _t: std::marker::PhantomData,
+        })
     }
-}
 
-impl<T> Drop for Buf<T> {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `from_slice` with this layout.
-        unsafe { dealloc(self.ptr as *mut u8, Self::layout(self.len)) };
+    fn ptr(&self) -> *mut T {
+        self.mem.ptr() as *mut T
     }
 }
 
@@ -62,7 +48,7 @@ pub fn gpu() -> Result<&'static Emu, String> {
 
 /// A host copy of `host` the kernels address.
 pub fn up<T: Copy>(host: &[T]) -> Result<Buf<T>, String> {
-    Ok(Buf::from_slice(host))
+    Buf::from_slice(host)
 }
 
 /// The contents of `s`.
@@ -70,15 +56,15 @@ pub fn down<T: Val>(s: &Buf<T>) -> Result<Vec<T>, String> {
     let mut v = vec![T::POISON; s.len];
     // SAFETY: `s` holds `s.len` initialized elements; no launch is running (they are
     // synchronous), so nothing writes them meanwhile.
-    unsafe { std::ptr::copy_nonoverlapping(s.ptr, v.as_mut_ptr(), s.len) };
+    unsafe { std::ptr::copy_nonoverlapping(s.ptr(), v.as_mut_ptr(), s.len) };
     Ok(v)
 }
 
 /// The whole of `s` as a kernel argument.
 pub fn dev<T>(s: &Buf<T>) -> Dev<T> {
-    // SAFETY: `s` is aligned for T (ALIGN) and holds `s.len` elements until it is
-    // dropped, after the launches that use it (they run synchronously).
-    unsafe { Dev::from_raw(s.ptr as u64, s.len) }
+    // SAFETY: `s` is 16-byte aligned (enough for T) and holds `s.len` elements until it
+    // is dropped, after the launches that use it (they run synchronously).
+    unsafe { Dev::from_raw(s.ptr() as u64, s.len) }
 }
 
 /// Decode attention scratch in host buffers ([`AttnScratch::from_devs`]); the second

@@ -14,11 +14,17 @@
 // registers, MXCSR and the x87 control word) and with ucontext elsewhere (which makes a
 // signal-mask system call per switch, several times slower).
 //
+// Faults: a kernel touching unmapped memory (the tests' buffers end at an unmapped page,
+// src/backend/cuda/emu.rs `GuardedAlloc`; fiber stacks have guard pages) gets a line on
+// stderr naming the kernel, block, thread and address before the process dies of the
+// SIGSEGV; faults outside a kernel go to the handler that was installed before.
+//
 // Order: each round runs the runnable fibers in thread order or in reverse, alternating
 // with the round and the block, so a read of shared memory that another thread writes
 // without a barrier between them sees the stale value in some block (a race on the GPU,
 // a wrong result here) instead of always the fresh one.
 
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #if !defined(__x86_64__)
@@ -397,6 +403,54 @@ bool run_block(Block& b, uint3 idx) {
     }
 }
 
+struct sigaction previous_segv;
+
+void on_segv(int sig, siginfo_t* info, void* ctx) {
+    const Block* b = cur_block;
+    const Fiber* f = cur_fiber;
+    if (b && f) {
+        char buf[400];
+        const int n = snprintf(buf, sizeof buf,
+                               "rill kernel emulator: %s block (%u,%u,%u) thread %u touched "
+                               "unmapped address %p (past the end of a buffer, or a fiber "
+                               "stack overflow)\n",
+                               b->kernel, b->geo.block_idx.x, b->geo.block_idx.y,
+                               b->geo.block_idx.z, f->tid.x, info->si_addr);
+        if (n > 0) (void)!write(2, buf, (size_t)n);
+        signal(sig, SIG_DFL);  // the access faults again and ends the process
+        return;
+    }
+    // Not in a kernel: whatever handled it before (Rust's stack-overflow report).
+    sigaction(sig, &previous_segv, nullptr);
+    (void)ctx;
+}
+
+void install_segv_handler() {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &previous_segv);
+}
+
+// The handler must run off the fiber stacks (a stack overflow leaves none): an alternate
+// signal stack per OS thread that runs blocks, unless it has one (Rust's threads do).
+void ensure_signal_stack() {
+    static thread_local bool done = false;
+    if (done) return;
+    done = true;
+    stack_t old;
+    if (sigaltstack(nullptr, &old) == 0 && !(old.ss_flags & SS_DISABLE)) return;
+    const size_t size = 64 * 1024;
+    stack_t ss;
+    ss.ss_sp = malloc(size);  // kept for the thread's life
+    if (!ss.ss_sp) return;
+    ss.ss_size = size;
+    ss.ss_flags = 0;
+    sigaltstack(&ss, nullptr);
+}
+
 }  // namespace
 
 const uint3& thread_idx() { return cur_fiber->tid; }
@@ -458,7 +512,10 @@ extern "C" int rill_emu_launch(const char* name, unsigned gx, unsigned gy, unsig
                                unsigned block, void** params, char* err, size_t err_len) {
     using namespace rill_emu;
     static std::once_flag once;
-    std::call_once(once, rill_emu_register_all);
+    std::call_once(once, [] {
+        rill_emu_register_all();
+        install_segv_handler();
+    });
     auto fail = [&](const std::string& m) {
         if (err_len) snprintf(err, err_len, "%s", m.c_str());
         return 1;
@@ -477,6 +534,7 @@ extern "C" int rill_emu_launch(const char* name, unsigned gx, unsigned gy, unsig
     std::mutex m;
     std::string first_error;
     auto work = [&]() {
+        ensure_signal_stack();
         Block b;
         b.kernel = name;
         b.entry = it->second;

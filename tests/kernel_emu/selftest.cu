@@ -1,4 +1,4 @@
-// entry: emu_shuffle_kernel emu_exited_lane_kernel emu_deadlock_kernel emu_trap_kernel
+// entry: emu_shuffle_kernel emu_exited_lane_kernel emu_deadlock_kernel emu_trap_kernel emu_write_at_kernel
 //
 // Kernels that check the kernel emulator itself (never compiled by NVRTC; built by
 // tests/kernel_emu/build.rs next to kernels/*.cu): src/backend/cuda/emu.rs's unit tests
@@ -43,4 +43,9 @@ extern "C" __global__ void emu_deadlock_kernel() {
 
 extern "C" __global__ void emu_trap_kernel() {
     if (blockIdx.x == 1 && threadIdx.x == 5) __trap();
+}
+
+// p[index] = 1 from thread 0 of block 0 (an index past a guarded buffer's end faults).
+extern "C" __global__ void emu_write_at_kernel(int* p, long long index) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) p[index] = 1;
 }

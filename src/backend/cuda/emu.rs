@@ -6,9 +6,11 @@
 //! plans (grids, argument order), are checked on every machine, not only on a GPU.
 //!
 //! "Device" memory is host memory here: a [`Dev`](super::ops::Dev) of the emulator is a
-//! host address (`Dev::from_raw`). What it cannot show: timing, occupancy, register or
+//! host address (`Dev::from_raw`); the tests allocate it with [`GuardedAlloc`], so an
+//! access past a buffer's end faults and is reported with the kernel, block and thread. What it cannot show: timing, occupancy, register or
 //! shared-memory limits, the device's math library (expf, ... come from the C library),
-//! and races between threads (fibers switch only at barriers and warp collectives).
+//! and most races between threads (fibers switch only at barriers and warp collectives;
+//! tests/kernel_emu/README.md).
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CString};
 
@@ -26,6 +28,82 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
+}
+
+/// Host memory for the emulator's test buffers: `bytes` bytes, aligned to `align`, ending
+/// less than `align` bytes before an unmapped page (and with one before them), so a kernel
+/// that runs past a buffer's end faults at once (the emulator names the kernel, block and
+/// thread) instead of reading or corrupting a neighbour.
+pub struct GuardedAlloc {
+    base: *mut libc::c_void,
+    total: usize,
+    ptr: *mut u8,
+}
+
+impl GuardedAlloc {
+    /// `align` must be a power of two up to the page size.
+    pub fn new(bytes: usize, align: usize) -> Result<GuardedAlloc> {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        if !align.is_power_of_two() || align > page {
+            return Err(Error::Internal(format!(
+                "GuardedAlloc: alignment {align} is not a power of two up to {page}"
+            )));
+        }
+        let data = bytes
+            .checked_add(align)
+            .map(|n| n.div_ceil(page).max(1) * page)
+            .and_then(|n| n.checked_add(2 * page))
+            .ok_or_else(|| Error::Internal(format!("GuardedAlloc: {bytes} bytes overflow")))?;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                data,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Error::Internal(format!(
+                "GuardedAlloc: mmap of {data} bytes failed: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let first = base as usize;
+        let end = first + data - page; // the trailing guard page
+        // SAFETY: both pages lie inside the mapping just made.
+        let guarded = unsafe {
+            libc::mprotect(base, page, libc::PROT_NONE) == 0
+                && libc::mprotect(end as *mut libc::c_void, page, libc::PROT_NONE) == 0
+        };
+        let alloc = GuardedAlloc {
+            base,
+            total: data,
+            ptr: ((end - bytes) & !(align - 1)) as *mut u8,
+        };
+        if !guarded {
+            return Err(Error::Internal(format!(
+                "GuardedAlloc: mprotect failed: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(alloc)
+    }
+
+    /// The first byte (aligned as asked).
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+}
+
+impl Drop for GuardedAlloc {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`total` are the mapping made in `new`, unmapped once here.
+        unsafe { libc::munmap(self.base, self.total) };
+    }
 }
 
 /// The CPU kernel emulator (see the module doc).
@@ -149,6 +227,53 @@ mod tests {
     fn a_trap_names_the_block_and_thread() {
         let e = error_of("emu_trap_kernel", 4, 32);
         assert!(e.contains("block (1,0,0) thread 5: __trap()"), "{e}");
+    }
+
+    #[test]
+    fn guarded_buffers_end_at_an_unmapped_page() {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        for (bytes, align) in [(1, 1), (4096, 16), (4097, 16), (100, 256), (0, 16)] {
+            let a = GuardedAlloc::new(bytes, align).expect("GuardedAlloc");
+            let p = a.ptr() as usize;
+            assert_eq!(p % align, 0);
+            // SAFETY: the buffer's `bytes` bytes are mapped read-write.
+            unsafe { std::ptr::write_bytes(a.ptr(), 0xA5, bytes) };
+            let slack = page - (p + bytes) % page;
+            assert!(slack == page || slack < align, "{bytes} bytes, align {align}: {slack}");
+        }
+        assert!(GuardedAlloc::new(8, 3).is_err());
+    }
+
+    /// In a child process (the fault ends it): a write one element past a guarded
+    /// buffer's end is reported with the kernel, block and thread; the last element is
+    /// writable.
+    #[test]
+    fn an_access_past_a_buffer_end_is_reported() {
+        const CHILD: &str = "RILL_EMU_FAULT_CHILD";
+        let buf = GuardedAlloc::new(10 * 4, 4).expect("GuardedAlloc");
+        let write_at = |i: i64| {
+            let args = vec![Arg::Ptr(buf.ptr() as u64), Arg::Long(i)];
+            launch("emu_write_at_kernel", 2, 32, args)
+        };
+        write_at(9).expect("the last element");
+        if std::env::var_os(CHILD).is_some() {
+            let _ = write_at(10);
+            return; // not reached: the fault ends the process
+        }
+        let name = "backend::cuda::emu::tests::an_access_past_a_buffer_end_is_reported";
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new(exe)
+            .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+            .env(CHILD, "1")
+            .output()
+            .expect("run the child");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "the child survived: {err}");
+        assert!(
+            err.contains("emu_write_at_kernel block (0,0,0) thread 0 touched unmapped address"),
+            "{err}"
+        );
     }
 
     #[test]
