@@ -12,9 +12,10 @@
 //     is an error (reported by the launch, never a hang) when a named lane exited or
 //     waits at __syncthreads instead; __syncthreads releases when every live thread of
 //     the block waits there.
-// Numbers: __half and __nv_bfloat16 convert with round-to-nearest-even like the device;
-// expf, sqrtf, ... are the C library's (a few ulp from the device's, inside the parity
-// tests' tolerances).
+// Numbers: __half and __nv_bfloat16 convert with round-to-nearest-even like the device
+// (a NaN becomes the canonical 0x7fff); expf, sqrtf, ... are the C library's, and a*b+c
+// is not contracted into an FMA as NVRTC does (each a few ulp from the device, inside the
+// parity tests' tolerances).
 
 #pragma once
 
@@ -196,7 +197,7 @@ inline unsigned short float_to_half_bits(float f) {
     const uint32_t sign = (x >> 16) & 0x8000u;
     uint32_t mant = x & 0x7fffffu;
     const int exp = (int)((x >> 23) & 0xffu);
-    if (exp == 0xff) return (unsigned short)(sign | 0x7c00u | (mant ? 0x200u : 0u));
+    if (exp == 0xff) return mant ? 0x7fffu : (unsigned short)(sign | 0x7c00u);  // NaN: canonical
     const int e = exp - 127 + 15;
     if (e >= 31) return (unsigned short)(sign | 0x7c00u);
     if (e <= 0) {  // subnormal or zero: units of 2^-24
@@ -234,7 +235,7 @@ inline float half_bits_to_float(unsigned short h) {
 inline unsigned short float_to_bf16_bits(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((x >> 16) | 0x40u);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fffu;  // NaN: canonical, as cvt.rn.bf16.f32
     return (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 

@@ -32,6 +32,7 @@
 #endif
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -85,6 +86,7 @@ using Kernel = void (*)(void* fn, void** params);
 struct Entry {
     Kernel call;
     void* fn;
+    std::vector<size_t> sizes;  // of each parameter
 };
 
 std::map<std::string, Entry>& registry() {
@@ -92,7 +94,9 @@ std::map<std::string, Entry>& registry() {
     return r;
 }
 
-void add_kernel(const char* name, Kernel call, void* fn) { registry()[name] = Entry{call, fn}; }
+void add_kernel(const char* name, Kernel call, void* fn, const size_t* sizes, size_t arity) {
+    registry()[name] = Entry{call, fn, std::vector<size_t>(sizes, sizes + arity)};
+}
 
 namespace {
 
@@ -133,6 +137,7 @@ struct Fiber {
     bool xor_mode = false;
     uint64_t in = 0, out = 0;
     MmaArgs mma{};
+    const void* site = nullptr;  // mma/ldmatrix: the call's return address
     const void* row = nullptr;
     unsigned* regs = nullptr;
 };
@@ -140,32 +145,61 @@ struct Fiber {
 constexpr size_t STACK = 256 * 1024;  // reserved per fiber; pages are touched on use
 constexpr unsigned MAX_THREADS = 1024;
 
-// Stacks for MAX_THREADS fibers (one worker's), kept for later launches.
+// Stacks for MAX_THREADS fibers (one worker's), kept for later launches. An arena is
+// about 2 * MAX_THREADS memory mappings (a guard page per stack) against Linux's default
+// 65530 per process, so at most MAX_ARENAS exist: a worker waits for a free one, which
+// also caps the workers of concurrent launches (parallel tests) process-wide.
+constexpr unsigned MAX_ARENAS = 16;
 std::mutex arenas_lock;
+std::condition_variable arena_freed;
 std::vector<char*> free_arenas;
+unsigned arenas_made = 0;
 
-char* take_arena() {
-    {
-        std::lock_guard<std::mutex> g(arenas_lock);
-        if (!free_arenas.empty()) {
-            char* a = free_arenas.back();
-            free_arenas.pop_back();
-            return a;
-        }
-    }
+char* make_arena() {
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     void* m = mmap(nullptr, STACK * MAX_THREADS, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) return nullptr;
     char* a = static_cast<char*>(m);
-    for (unsigned i = 0; i < MAX_THREADS; ++i) mprotect(a + i * STACK, page, PROT_NONE);
+    for (unsigned i = 0; i < MAX_THREADS; ++i) {
+        if (mprotect(a + i * STACK, page, PROT_NONE) != 0) {
+            munmap(m, STACK * MAX_THREADS);
+            return nullptr;
+        }
+    }
+    return a;
+}
+
+// An arena, waiting while MAX_ARENAS are in use; null if one cannot be mapped.
+char* take_arena() {
+    std::unique_lock<std::mutex> g(arenas_lock);
+    arena_freed.wait(g, [] { return !free_arenas.empty() || arenas_made < MAX_ARENAS; });
+    if (!free_arenas.empty()) {
+        char* a = free_arenas.back();
+        free_arenas.pop_back();
+        return a;
+    }
+    ++arenas_made;
+    g.unlock();
+    char* a = make_arena();
+    if (!a) {
+        std::lock_guard<std::mutex> again(arenas_lock);
+        --arenas_made;
+        arena_freed.notify_one();
+    }
     return a;
 }
 
 void give_arena(char* a) {
-    std::lock_guard<std::mutex> g(arenas_lock);
-    free_arenas.push_back(a);
+    {
+        std::lock_guard<std::mutex> g(arenas_lock);
+        free_arenas.push_back(a);
+    }
+    arena_freed.notify_one();
 }
+
+// Launches so far: it flips the first round's thread order from launch to launch.
+std::atomic<unsigned> launches{0};
 
 struct Block {
     const char* kernel = nullptr;
@@ -307,7 +341,7 @@ bool complete_warp_ops(Block& b, bool& progressed) {
                     ready = false;
                     break;
                 }
-                if (f->op != first->op || f->mask != mask) {
+                if (f->op != first->op || f->mask != mask || f->site != first->site) {
                     b.error = where(b, f) + ": lanes of one warp reached different collectives";
                     return false;
                 }
@@ -333,7 +367,7 @@ bool complete_warp_ops(Block& b, bool& progressed) {
                         return false;
                     }
                     const unsigned seg = l / (unsigned)width * (unsigned)width;
-                    unsigned src = f->xor_mode ? (l ^ (unsigned)f->arg)
+                    unsigned src = f->xor_mode ? (l ^ ((unsigned)f->arg & 31u))
                                                : seg + ((unsigned)f->arg & (unsigned)(width - 1));
                     if (f->xor_mode && src / (unsigned)width > l / (unsigned)width) src = l;
                     if (src >= 32 || !(mask >> src & 1u)) {
@@ -354,7 +388,7 @@ bool complete_warp_ops(Block& b, bool& progressed) {
 }
 
 // Runs block `idx` of the launch; false (with b.error) on a trap or a deadlock.
-bool run_block(Block& b, uint3 idx) {
+bool run_block(Block& b, uint3 idx, unsigned launch) {
     b.geo.block_idx = idx;
     const unsigned n = b.geo.block_dim.x;
     for (unsigned i = 0; i < n; ++i) {
@@ -367,7 +401,7 @@ bool run_block(Block& b, uint3 idx) {
     cur_block = &b;
     const size_t linear = idx.x + (size_t)b.geo.grid_dim.x * (idx.y + (size_t)b.geo.grid_dim.y * idx.z);
     for (unsigned round = 0;; ++round) {
-        const bool reverse = ((round + linear) & 1) != 0;
+        const bool reverse = ((round + linear + launch) & 1) != 0;
         for (unsigned k = 0; k < n; ++k) {
             Fiber& f = b.fibers[reverse ? n - 1 - k : k];
             if (f.state != State::Runnable) continue;
@@ -435,8 +469,22 @@ void install_segv_handler() {
 }
 
 // The handler must run off the fiber stacks (a stack overflow leaves none): an alternate
-// signal stack per OS thread that runs blocks, unless it has one (Rust's threads do).
+// signal stack per OS thread that runs blocks, unless it has one (Rust's threads do),
+// removed and freed when the thread ends.
+struct SignalStack {
+    void* mem = nullptr;
+    ~SignalStack() {
+        if (!mem) return;
+        stack_t off;
+        memset(&off, 0, sizeof off);
+        off.ss_flags = SS_DISABLE;
+        sigaltstack(&off, nullptr);
+        free(mem);
+    }
+};
+
 void ensure_signal_stack() {
+    static thread_local SignalStack mine;
     static thread_local bool done = false;
     if (done) return;
     done = true;
@@ -444,11 +492,15 @@ void ensure_signal_stack() {
     if (sigaltstack(nullptr, &old) == 0 && !(old.ss_flags & SS_DISABLE)) return;
     const size_t size = 64 * 1024;
     stack_t ss;
-    ss.ss_sp = malloc(size);  // kept for the thread's life
+    memset(&ss, 0, sizeof ss);
+    ss.ss_sp = malloc(size);
     if (!ss.ss_sp) return;
     ss.ss_size = size;
-    ss.ss_flags = 0;
-    sigaltstack(&ss, nullptr);
+    if (sigaltstack(&ss, nullptr) == 0) {
+        mine.mem = ss.ss_sp;
+    } else {
+        free(ss.ss_sp);
+    }
 }
 
 }  // namespace
@@ -465,7 +517,13 @@ void trap(const char* what) {
 
 void sync_block() { park(State::Barrier); }
 
+// CUDA requires a warp collective's mask to include the calling lane.
+void check_own_lane(unsigned mask, const char* what) {
+    if (!(mask >> (cur_fiber->tid.x & 31u) & 1u)) trap(what);
+}
+
 void sync_warp(unsigned mask) {
+    check_own_lane(mask, "__syncwarp mask leaves out the calling lane");
     Fiber* f = cur_fiber;
     f->op = Op::SyncWarp;
     f->mask = mask;
@@ -473,6 +531,7 @@ void sync_warp(unsigned mask) {
 }
 
 uint64_t shuffle(unsigned mask, uint64_t bits, int arg, int width, bool xor_mode) {
+    check_own_lane(mask, "shuffle mask leaves out the calling lane");
     Fiber* f = cur_fiber;
     f->op = Op::Shuffle;
     f->mask = mask;
@@ -488,6 +547,7 @@ void mma_m16n8k16(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b
     Fiber* f = cur_fiber;
     f->op = Op::Mma;
     f->mask = 0xffffffffu;
+    f->site = __builtin_return_address(0);
     f->mma = MmaArgs{d, a, b0, b1};
     park(State::Warp);
 }
@@ -496,6 +556,7 @@ void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) {
     Fiber* f = cur_fiber;
     f->op = Op::LdMatrix;
     f->mask = 0xffffffffu;
+    f->site = __builtin_return_address(0);
     f->row = row;
     f->regs = r;
     park(State::Warp);
@@ -505,66 +566,93 @@ void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) {
 
 void rill_emu_register_all();
 
-// Runs kernel `name` over grid (gx, gy, gz) of `block` threads with `params` (pointers to
-// each argument, as cuLaunchKernel takes them). 0 on success; otherwise the message is
-// in `err` (NUL-terminated, truncated to err_len).
+// Runs kernel `name` over grid (gx, gy, gz) of `block` threads with the `nparams`
+// parameters `params` (pointers to each argument, as cuLaunchKernel takes them; `sizes`
+// their byte sizes, checked against the kernel's parameter list). 0 on success; otherwise
+// the message is in `err` (NUL-terminated, truncated to err_len). Nothing is thrown out.
 extern "C" int rill_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz,
-                               unsigned block, void** params, char* err, size_t err_len) {
+                               unsigned block, void** params, const size_t* sizes,
+                               size_t nparams, char* err, size_t err_len) {
     using namespace rill_emu;
-    static std::once_flag once;
-    std::call_once(once, [] {
-        rill_emu_register_all();
-        install_segv_handler();
-    });
     auto fail = [&](const std::string& m) {
         if (err_len) snprintf(err, err_len, "%s", m.c_str());
         return 1;
     };
-    auto it = registry().find(name);
-    if (it == registry().end()) return fail(std::string("no emulated kernel named ") + name);
-    if (block == 0 || block > MAX_THREADS || gx == 0 || gy == 0 || gz == 0) {
-        return fail(std::string(name) + ": empty grid or block over 1024 threads");
-    }
-    const size_t blocks = (size_t)gx * gy * gz;
-    unsigned workers = std::thread::hardware_concurrency();
-    if (const char* v = getenv("RILL_EMU_THREADS")) workers = (unsigned)atoi(v);
-    if (workers == 0) workers = 1;
-    if (workers > blocks) workers = (unsigned)blocks;
-    std::atomic<size_t> next{0};
-    std::mutex m;
-    std::string first_error;
-    auto work = [&]() {
-        ensure_signal_stack();
-        Block b;
-        b.kernel = name;
-        b.entry = it->second;
-        b.params = params;
-        b.geo.block_dim = dim3{block, 1, 1};
-        b.geo.grid_dim = dim3{gx, gy, gz};
-        b.fibers.resize(block);
-        b.stacks = take_arena();
-        if (!b.stacks) {
-            std::lock_guard<std::mutex> g(m);
-            if (first_error.empty()) first_error = "mmap of the fiber stacks failed";
-            next = blocks;
-            return;
+    try {
+        static std::once_flag once;
+        std::call_once(once, [] {
+            rill_emu_register_all();
+            install_segv_handler();
+        });
+        auto it = registry().find(name);
+        if (it == registry().end()) return fail(std::string("no emulated kernel named ") + name);
+        const std::vector<size_t>& want = it->second.sizes;
+        if (nparams != want.size()) {
+            return fail(std::string(name) + ": " + std::to_string(nparams) +
+                        " arguments for " + std::to_string(want.size()) + " parameters");
         }
-        for (;;) {
-            const size_t i = next.fetch_add(1);
-            if (i >= blocks) break;
-            const uint3 idx{(unsigned)(i % gx), (unsigned)(i / gx % gy), (unsigned)(i / gx / gy)};
-            if (!run_block(b, idx)) {
-                std::lock_guard<std::mutex> g(m);
-                if (first_error.empty()) first_error = b.error;
-                next = blocks;
-                break;
+        for (size_t i = 0; i < nparams; ++i) {
+            if (sizes[i] != want[i]) {
+                return fail(std::string(name) + ": argument " + std::to_string(i) + " has " +
+                            std::to_string(sizes[i]) + " bytes, the parameter " +
+                            std::to_string(want[i]));
             }
         }
-    };
-    std::vector<std::thread> threads;
-    for (unsigned w = 1; w < workers; ++w) threads.emplace_back(work);
-    work();
-    for (auto& t : threads) t.join();
-    if (!first_error.empty()) return fail(first_error);
-    return 0;
+        if (block == 0 || block > MAX_THREADS || gx == 0 || gy == 0 || gz == 0) {
+            return fail(std::string(name) + ": empty grid or block over 1024 threads");
+        }
+        const size_t blocks = (size_t)gx * gy * gz;
+        unsigned workers = std::thread::hardware_concurrency();
+        if (const char* v = getenv("RILL_EMU_THREADS")) workers = (unsigned)atoi(v);
+        if (workers == 0) workers = 1;
+        if (workers > MAX_ARENAS) workers = MAX_ARENAS;
+        if (workers > blocks) workers = (unsigned)blocks;
+        const unsigned launch = launches.fetch_add(1);
+        std::atomic<size_t> next{0};
+        std::mutex m;
+        std::string first_error;
+        auto record = [&](const std::string& e) {
+            std::lock_guard<std::mutex> g(m);
+            if (first_error.empty()) first_error = e;
+            next = blocks;
+        };
+        auto work = [&]() {
+            ensure_signal_stack();
+            Block b;
+            b.kernel = name;
+            b.entry = it->second;
+            b.params = params;
+            b.geo.block_dim = dim3{block, 1, 1};
+            b.geo.grid_dim = dim3{gx, gy, gz};
+            b.fibers.resize(block);
+            for (;;) {
+                const size_t i = next.fetch_add(1);
+                if (i >= blocks) break;
+                if (!b.stacks && !(b.stacks = take_arena())) {
+                    record("mmap of the fiber stacks failed");
+                    break;
+                }
+                const uint3 idx{(unsigned)(i % gx), (unsigned)(i / gx % gy),
+                                (unsigned)(i / gx / gy)};
+                if (!run_block(b, idx, launch)) {
+                    record(b.error);
+                    break;
+                }
+            }
+        };
+        std::vector<std::thread> threads;
+        try {
+            for (unsigned w = 1; w < workers; ++w) threads.emplace_back(work);
+        } catch (...) {
+            // No more threads: the ones started and this one do the work.
+        }
+        work();
+        for (auto& t : threads) t.join();
+        if (!first_error.empty()) return fail(first_error);
+        return 0;
+    } catch (const std::exception& e) {
+        return fail(std::string(name) + ": the emulator failed: " + e.what());
+    } catch (...) {
+        return fail(std::string(name) + ": the emulator failed");
+    }
 }

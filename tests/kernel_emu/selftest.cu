@@ -1,4 +1,4 @@
-// entry: emu_shuffle_kernel emu_exited_lane_kernel emu_deadlock_kernel emu_trap_kernel emu_write_at_kernel
+// entry: emu_shuffle_kernel emu_exited_lane_kernel emu_deadlock_kernel emu_trap_kernel emu_write_at_kernel emu_foreign_mask_kernel
 //
 // Kernels that check the kernel emulator itself (never compiled by NVRTC; built by
 // tests/kernel_emu/build.rs next to kernels/*.cu): src/backend/cuda/emu.rs's unit tests
@@ -48,4 +48,9 @@ extern "C" __global__ void emu_trap_kernel() {
 // p[index] = 1 from thread 0 of block 0 (an index past a guarded buffer's end faults).
 extern "C" __global__ void emu_write_at_kernel(int* p, long long index) {
     if (blockIdx.x == 0 && threadIdx.x == 0) p[index] = 1;
+}
+
+// Lane 0 syncs with a mask of lane 1 only (CUDA requires the caller's own bit).
+extern "C" __global__ void emu_foreign_mask_kernel() {
+    if (threadIdx.x == 0) __syncwarp(0x2u);
 }

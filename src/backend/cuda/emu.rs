@@ -25,6 +25,8 @@ extern "C" {
         gz: c_uint,
         block: c_uint,
         params: *mut *mut c_void,
+        sizes: *const usize,
+        nparams: usize,
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
@@ -74,7 +76,7 @@ impl GuardedAlloc {
         }
         let first = base as usize;
         let end = first + data - page; // the trailing guard page
-        // SAFETY: both pages lie inside the mapping just made.
+                                       // SAFETY: both pages lie inside the mapping just made.
         let guarded = unsafe {
             libc::mprotect(base, page, libc::PROT_NONE) == 0
                 && libc::mprotect(end as *mut libc::c_void, page, libc::PROT_NONE) == 0
@@ -119,6 +121,13 @@ enum Val {
 }
 
 impl Val {
+    fn size(&self) -> usize {
+        match self {
+            Val::U64(_) | Val::I64(_) => 8,
+            Val::I32(_) | Val::F32(_) => 4,
+        }
+    }
+
     fn ptr(&mut self) -> *mut c_void {
         match self {
             Val::U64(v) => v as *mut u64 as *mut c_void,
@@ -142,16 +151,19 @@ impl Launcher for Emu {
                     Arg::Float(v) => Val::F32(v),
                 })
                 .collect();
+            let sizes: Vec<usize> = vals.iter().map(Val::size).collect();
             let mut params: Vec<*mut c_void> = vals.iter_mut().map(Val::ptr).collect();
             let name = CString::new(l.kernel)
                 .map_err(|_| Error::Internal(format!("kernel name {:?} has a NUL", l.kernel)))?;
             let mut err = vec![0u8; 1024];
             // SAFETY: `l` was built by a `plan_*` function (see `launch::run`): its
             // arguments are in the order and of the C types of the entry point's
-            // parameter list, and each pointer argument is a `Dev` the caller made with
-            // `Dev::from_raw` over host memory that holds every element the kernel touches
-            // and stays alive for this call (the emulator runs synchronously). `params`
-            // points at `vals`, alive until the call returns; `err` has `err.len()` bytes.
+            // parameter list (the emulator also refuses a count or size mismatch), and
+            // each pointer argument is a `Dev` the caller made with `Dev::from_raw` over
+            // host memory that holds every element the kernel touches and stays alive for
+            // this call (the emulator runs synchronously). `params` points at `vals` and
+            // `sizes` has as many entries, both alive until the call returns; `err` has
+            // `err.len()` bytes.
             let rc = unsafe {
                 rill_emu_launch(
                     name.as_ptr(),
@@ -160,6 +172,8 @@ impl Launcher for Emu {
                     l.grid.2,
                     l.block,
                     params.as_mut_ptr(),
+                    sizes.as_ptr(),
+                    sizes.len(),
                     err.as_mut_ptr() as *mut c_char,
                     err.len(),
                 )
@@ -240,7 +254,10 @@ mod tests {
             // SAFETY: the buffer's `bytes` bytes are mapped read-write.
             unsafe { std::ptr::write_bytes(a.ptr(), 0xA5, bytes) };
             let slack = page - (p + bytes) % page;
-            assert!(slack == page || slack < align, "{bytes} bytes, align {align}: {slack}");
+            assert!(
+                slack == page || slack < align,
+                "{bytes} bytes, align {align}: {slack}"
+            );
         }
         assert!(GuardedAlloc::new(8, 3).is_err());
     }
@@ -273,6 +290,30 @@ mod tests {
         assert!(
             err.contains("emu_write_at_kernel block (0,0,0) thread 0 touched unmapped address"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn arguments_must_match_the_parameter_list() {
+        let e = launch("emu_write_at_kernel", 1, 32, vec![Arg::Ptr(0)]).unwrap_err();
+        assert!(
+            e.to_string().contains("1 arguments for 2 parameters"),
+            "{e}"
+        );
+        let e = launch("emu_write_at_kernel", 1, 32, vec![Arg::Ptr(0), Arg::Int(0)]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("argument 1 has 4 bytes, the parameter 8"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_mask_without_the_calling_lane_is_an_error() {
+        let e = error_of("emu_foreign_mask_kernel", 1, 32);
+        assert!(
+            e.contains("thread 0: __syncwarp mask leaves out the calling lane"),
+            "{e}"
         );
     }
 
