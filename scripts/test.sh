@@ -7,7 +7,9 @@
 #      tiny llama/qwen2/qwen3 models in every GGUF type and as safetensors against
 #      llama.cpp; tokenizers and chat templates against llama.cpp, tokenizers and jinja2;
 #      the designed qwen3 model's reasoning / tool-call sequences); then with the `cuda`
-#      feature: clippy, the unit tests and tests/cuda_device.rs (no GPU needed)
+#      feature: clippy, the unit tests and tests/cuda_device.rs (no GPU needed), the
+#      kernel parity tests on the CPU kernel emulator, and the GPU suites (cuda_kernels,
+#      cuda_engine's greedy parity) on the emulated CUDA driver
 #   3. the C API test in C (tests/c), its streams and its rill_engine_generate Responses
 #      validated with OpenAI's types
 #   4. rill-cli end to end: --jsonl stream validated, reasoning on stderr, bad arguments
@@ -60,6 +62,23 @@ cuda_wheels=$(./scripts/cuda_wheels.sh)/nvidia/cu13
 LD_LIBRARY_PATH="$cuda_wheels/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RILL_CUDA_INCLUDE="$cuda_wheels/include" \
   cargo test --locked --features kernel-emu --lib --test cuda_device --test cuda_kernels \
   --test cuda_engine --test kernel_emu
+
+step "the GPU suites on the emulated CUDA driver (tests/kernel_emu/fake_cuda.cpp: the CPU, not a GPU)"
+# RILL_GPU_TESTS=emulated loads an emulated libcuda/libcublas (the kernel emulator behind
+# the driver API): the unchanged GPU path (cudarc, NVRTC's PTX, Gpu::open, the runner,
+# packed inputs, CUDA graphs, cuBLAS calls) runs on the CPU. cuda_kernels runs all 25
+# tests; cuda_engine runs the greedy parity of the whole backend with the CPU on the tiny
+# Qwen3 and Llama models (make_models.py, numpy, cached). Its transformers-logits and
+# 256-request tests need torch or hours here and run on the GPU machine.
+gpu_models=${RILL_CACHE:-$HOME/.cache/rill}/gpu-tiny-models
+python3 scripts/gpu/make_models.py --out "$gpu_models" --tokenizers "$(./scripts/fetch_tokenizers.sh)" \
+  --models qwen3-tiny,llama-tiny --backend numpy >/dev/null
+emulated() {
+  LD_LIBRARY_PATH="$cuda_wheels/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RILL_CUDA_INCLUDE="$cuda_wheels/include" \
+    RILL_GPU_TESTS=emulated RILL_GPU_MODELS="$gpu_models" "$@"
+}
+emulated cargo test --locked --features kernel-emu --test cuda_kernels
+emulated cargo test --locked --features kernel-emu --test cuda_engine -- greedy out_of_range
 
 step "release build (cdylib, rill-cli)"
 cargo build --release --locked

@@ -59,8 +59,16 @@ pub fn main(suite: &str, tests: &[Test]) -> ExitCode {
     let required = match std::env::var("RILL_GPU_TESTS").ok().as_deref() {
         None | Some("") => false,
         Some("required") => true,
+        Some("emulated") => {
+            if let Err(e) = load_emulated_driver() {
+                println!("RILL_GPU_TESTS=emulated: {e}");
+                return ExitCode::FAILURE;
+            }
+            println!("\n{suite}: on the EMULATED driver (tests/kernel_emu/fake_cuda.cpp): the CPU, not a GPU");
+            true
+        }
         Some(other) => {
-            println!("RILL_GPU_TESTS={other:?}: the only value is \"required\"");
+            println!("RILL_GPU_TESTS={other:?}: the values are \"required\" and \"emulated\"");
             return ExitCode::FAILURE;
         }
     };
@@ -110,5 +118,41 @@ pub fn main(suite: &str, tests: &[Test]) -> ExitCode {
     } else {
         println!("failed: {}", failed.join(", "));
         ExitCode::FAILURE
+    }
+}
+
+/// `RILL_GPU_TESTS=emulated`: loads the emulated CUDA driver and cuBLAS (built with the
+/// `kernel-emu` feature) under the sonames cudarc opens (`libcuda.so.1`,
+/// `libcublas.so.1`), so the GPU tests run unchanged on the CPU kernel emulator. They stay
+/// loaded for the process's life.
+fn load_emulated_driver() -> Result<(), String> {
+    #[cfg(not(feature = "kernel-emu"))]
+    {
+        Err("this build lacks the `kernel-emu` feature".into())
+    }
+    #[cfg(feature = "kernel-emu")]
+    {
+        for lib in ["libcuda.so.1", "libcublas.so.1"] {
+            let path = format!("{}/{lib}", env!("RILL_FAKE_CUDA_DIR"));
+            let c = std::ffi::CString::new(path.clone()).map_err(|e| e.to_string())?;
+            // SAFETY: dlopen of a library built by this crate's build script, whose
+            // initializers only register the emulated kernels; the handle is never
+            // closed.
+            let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+            if handle.is_null() {
+                // SAFETY: dlerror returns null or a NUL-terminated message.
+                let why = unsafe { libc::dlerror() };
+                let why = if why.is_null() {
+                    "unknown error".to_string()
+                } else {
+                    // SAFETY: non-null, NUL-terminated (above).
+                    unsafe { std::ffi::CStr::from_ptr(why) }
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                return Err(format!("dlopen {path}: {why}"));
+            }
+        }
+        Ok(())
     }
 }

@@ -76,4 +76,37 @@ pub fn build(crate_dir: &str, out_dir: &str) {
     std::fs::write(&file, registry)
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
     build.file(&file).compile("rill_kernel_emu");
+    fake_libraries(&build, &emu, out_dir);
+}
+
+/// The emulated driver and cuBLAS (`fake_cuda.cpp`, `fake_cublas.cpp`) as shared libraries
+/// with the sonames cudarc looks for, in `$OUT_DIR/fake_cuda/` (the tests get the folder
+/// as `RILL_FAKE_CUDA_DIR`): the driver carries the whole emulator (the static library
+/// above); cuBLAS calls into the driver, which is loaded first.
+fn fake_libraries(build: &cc::Build, emu: &Path, out_dir: &str) {
+    let dir = Path::new(out_dir).join("fake_cuda");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let archive = Path::new(out_dir).join("librill_kernel_emu.a");
+    let link = |soname: &str, source: &str, whole: Option<&Path>| {
+        let mut cmd = build.get_compiler().to_command();
+        cmd.args(["-shared", "-fPIC", "-std=c++17", "-O3", "-Wl,-Bsymbolic"])
+            .arg(format!("-Wl,-soname,{soname}"))
+            .arg("-o")
+            .arg(dir.join(soname))
+            .arg(emu.join(source));
+        if let Some(a) = whole {
+            cmd.arg("-Wl,--whole-archive")
+                .arg(a)
+                .arg("-Wl,--no-whole-archive");
+        }
+        cmd.arg("-pthread").arg("-ldl");
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run the C++ compiler for {soname}: {e}"));
+        assert!(status.success(), "linking {soname} failed: {cmd:?}");
+    };
+    link("libcuda.so.1", "fake_cuda.cpp", Some(&archive));
+    link("libcublas.so.1", "fake_cublas.cpp", None);
+    println!("cargo:rustc-env=RILL_FAKE_CUDA_DIR={}", dir.display());
 }

@@ -566,6 +566,11 @@ void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) {
 
 void rill_emu_register_all();
 
+static void ensure_registered() {
+    static std::once_flag once;
+    std::call_once(once, rill_emu_register_all);
+}
+
 // Runs kernel `name` over grid (gx, gy, gz) of `block` threads with the `nparams`
 // parameters `params` (pointers to each argument, as cuLaunchKernel takes them; `sizes`
 // their byte sizes, checked against the kernel's parameter list). 0 on success; otherwise
@@ -580,10 +585,8 @@ extern "C" int rill_emu_launch(const char* name, unsigned gx, unsigned gy, unsig
     };
     try {
         static std::once_flag once;
-        std::call_once(once, [] {
-            rill_emu_register_all();
-            install_segv_handler();
-        });
+        std::call_once(once, install_segv_handler);
+        ensure_registered();
         auto it = registry().find(name);
         if (it == registry().end()) return fail(std::string("no emulated kernel named ") + name);
         const std::vector<size_t>& want = it->second.sizes;
@@ -655,4 +658,17 @@ extern "C" int rill_emu_launch(const char* name, unsigned gx, unsigned gy, unsig
     } catch (...) {
         return fail(std::string(name) + ": the emulator failed");
     }
+}
+
+// The byte sizes of kernel `name`'s parameters (for copying a launch's arguments, as the
+// emulated driver does when it records a launch into a graph). 0 if there is no such
+// kernel.
+extern "C" int rill_emu_param_sizes(const char* name, const size_t** sizes, size_t* n) {
+    using namespace rill_emu;
+    ensure_registered();
+    auto it = registry().find(name);
+    if (it == registry().end()) return 0;
+    *sizes = it->second.sizes.data();
+    *n = it->second.sizes.size();
+    return 1;
 }
