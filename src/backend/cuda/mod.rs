@@ -20,9 +20,10 @@
 //! - `emu` (feature `kernel-emu`, tests only): the kernels run on the CPU by an emulator,
 //!   so their parity tests run without a GPU.
 //!
-//! NOT YET RUN ON A GPU: everything above the probe and NVRTC has only been compiled.
-//! The parity tests (`tests/cuda_kernels.rs`, `tests/cuda_engine.rs`) are written to run
-//! on a GPU machine (`scripts/gpu/`).
+//! NOT YET RUN ON A GPU. The parity tests (`tests/cuda_kernels.rs`,
+//! `tests/cuda_engine.rs`) are written to run on a GPU machine (`scripts/gpu/`); CI runs
+//! them on the CPU against an emulated CUDA driver (`RILL_GPU_TESTS=emulated`,
+//! tests/kernel_emu/), which checks this code's logic end to end but not the device.
 //!
 //! cudarc is used with CUDA 13.0's bindings (`cuda-13000`, the GPU machine's driver 580)
 //! and `dynamic-loading`: nothing CUDA is needed to build, and the driver, NVRTC and
