@@ -11,6 +11,10 @@
 
 mod gpu_harness;
 
+#[macro_use]
+#[path = "cuda_kernels/names.rs"]
+mod names;
+
 #[cfg(feature = "cuda")]
 #[path = "cuda_kernels/mod.rs"]
 mod parity;
@@ -48,32 +52,7 @@ macro_rules! tests {
 }
 
 fn main() -> ExitCode {
-    let tests: Vec<gpu_harness::Test> = tests![
-        ptx_cache,
-        launch_limits,
-        embedding,
-        rms_norm,
-        rms_norm_heads,
-        fused_add_rms_norm,
-        rope,
-        silu_and_mul,
-        add_bias,
-        reshape_and_cache,
-        qk_norm_rope_cache,
-        paged_attention,
-        paged_attention_gqa,
-        paged_attention_long,
-        prefill_attention,
-        prefill_attention_prefix,
-        prefill_attention_long,
-        argmax,
-        softmax_temperature,
-        logprobs_topn,
-        sample,
-        linear,
-        linear_f32,
-        gemv,
-        gemv_f32,
-    ];
+    let tests: Vec<gpu_harness::Test> =
+        emulable_tests!(tests, ptx_cache, launch_limits, linear, linear_f32);
     gpu_harness::main("cuda_kernels", &tests)
 }

@@ -9,6 +9,10 @@
 
 #![cfg(feature = "kernel-emu")]
 
+#[macro_use]
+#[path = "cuda_kernels/names.rs"]
+mod names;
+
 #[path = "kernel_emu/parity.rs"]
 mod parity;
 
@@ -28,26 +32,4 @@ macro_rules! emulated {
     };
 }
 
-emulated![
-    embedding,
-    rms_norm,
-    rms_norm_heads,
-    fused_add_rms_norm,
-    rope,
-    silu_and_mul,
-    add_bias,
-    reshape_and_cache,
-    qk_norm_rope_cache,
-    paged_attention,
-    paged_attention_gqa,
-    paged_attention_long,
-    prefill_attention,
-    prefill_attention_prefix,
-    prefill_attention_long,
-    argmax,
-    softmax_temperature,
-    logprobs_topn,
-    sample,
-    gemv,
-    gemv_f32,
-];
+emulable_tests!(emulated);

@@ -110,14 +110,9 @@ impl AttnScratch {
             gpu.zeros(sums, "attention scratch (max logits)")?,
         ];
         let devs = (Dev::of(&owned[0]), Dev::of(&owned[1]), Dev::of(&owned[2]));
-        Ok(AttnScratch {
-            _owned: owned,
-            tmp_out: devs.0,
-            exp_sums: devs.1,
-            max_logits: devs.2,
-            max_seqs,
-            max_partitions: partitions(max_context),
-        })
+        let mut scratch = Self::from_devs(devs, max_seqs, num_heads, head_dim, max_context)?;
+        scratch._owned = owned;
+        Ok(scratch)
     }
 
     /// The scratch in buffers the caller keeps alive (the kernel emulator's host memory),
