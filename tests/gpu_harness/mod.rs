@@ -125,7 +125,7 @@ pub fn main(suite: &str, tests: &[Test]) -> ExitCode {
 /// `kernel-emu` feature) under the sonames cudarc opens (`libcuda.so.1`,
 /// `libcublas.so.1`), so the GPU tests run unchanged on the CPU kernel emulator. They stay
 /// loaded for the process's life.
-fn load_emulated_driver() -> Result<(), String> {
+pub fn load_emulated_driver() -> Result<(), String> {
     #[cfg(not(feature = "kernel-emu"))]
     {
         Err("this build lacks the `kernel-emu` feature".into())

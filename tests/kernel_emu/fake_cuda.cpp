@@ -4,37 +4,26 @@
 // runs on the CPU. Loaded by tests/gpu_harness when RILL_GPU_TESTS=emulated.
 //
 // One device ("rill kernel emulator", compute capability 9.0, 8 GiB); device memory is
-// host memory (a CUdeviceptr is a host address). Streams are synchronous: work runs when
-// it is enqueued, unless the stream is capturing, in which case it is recorded (launch
-// arguments copied) and runs at each cuGraphLaunch. A module's PTX is not read: its
-// functions are looked up by name among the emulated kernels. Events hold the wall-clock
-// time of their record. cuBLAS (fake_cublas.cpp) enqueues its GEMMs through
-// rill_fake_enqueue, so they are captured too.
+// host memory (a CUdeviceptr is a host address). Streams defer their work until the host
+// waits for it, events and graphs follow the driver's rules (fake_streams.h). A module's
+// PTX is not read: its functions are looked up by name among the emulated kernels.
+// Events hold the wall-clock time at which their record ran. cuBLAS (fake_cublas.cpp)
+// queues its GEMMs through rill_fake_enqueue, so they are deferred and captured too.
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <chrono>
 #include <cstdio>
-#include <functional>
-#include <mutex>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
-typedef int CUresult;
+#include "fake_streams.h"
+
 typedef int CUdevice;
 typedef unsigned long long CUdeviceptr;
-
-enum : int {
-    SUCCESS = 0,
-    INVALID_VALUE = 1,
-    OUT_OF_MEMORY = 2,
-    NOT_FOUND = 500,
-    LAUNCH_FAILED = 719,
-    NOT_SUPPORTED = 801,
-    STREAM_CAPTURE_INVALIDATED = 901,
-};
 
 extern "C" int rill_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz,
                                unsigned block, void** params, const size_t* sizes,
@@ -43,20 +32,7 @@ extern "C" int rill_emu_param_sizes(const char* name, const size_t** sizes, size
 
 namespace {
 
-using Op = std::function<CUresult()>;
-
-struct Stream {
-    bool capturing = false;
-    std::vector<Op> recorded;
-};
-
-struct Graph {
-    std::vector<Op> ops;
-};
-
-struct Event {
-    double ms = 0;
-};
+using namespace fake;
 
 struct Module {
     int unused = 0;
@@ -72,34 +48,49 @@ struct Context {
 };
 
 Context primary;
-Stream default_stream;
-std::mutex lock;  // the emulated device runs one thing at a time
 const size_t TOTAL = 8ull << 30;
 size_t in_use = 0;
+std::map<uintptr_t, size_t> device_allocs;  // address -> bytes
+std::set<uintptr_t> freeing;                // queued by cuMemFreeAsync
+std::map<uintptr_t, size_t> pinned;         // page-locked host ranges: start -> bytes
 std::string last_launch_error;
 
-double now_ms() {
-    using namespace std::chrono;
-    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+// Whether [p, p + n) lies in one page-locked range (cuMemHostAlloc, cuMemHostRegister):
+// copies from and to such memory are asynchronous; others are staged or waited for.
+bool is_pinned(const void* p, size_t n) {
+    const uintptr_t a = (uintptr_t)p;
+    auto it = pinned.upper_bound(a);
+    if (it == pinned.begin()) return false;
+    --it;
+    return a >= it->first && a + n <= it->first + it->second;
 }
 
-Stream* stream_of(void* s) { return s ? static_cast<Stream*>(s) : &default_stream; }
+// Device memory (host memory, 256-byte aligned like cudaMalloc), counted against TOTAL.
+CUresult device_alloc(CUdeviceptr* p, size_t bytes) {
+    if (bytes > TOTAL - in_use) return OUT_OF_MEMORY;
+    void* m = nullptr;
+    if (posix_memalign(&m, 256, bytes ? bytes : 1) != 0) return OUT_OF_MEMORY;
+    in_use += bytes;
+    device_allocs[(uintptr_t)m] = bytes;
+    *p = (CUdeviceptr)(uintptr_t)m;
+    return SUCCESS;
+}
 
-CUresult enqueue(void* s, Op op) {
-    Stream* st = stream_of(s);
-    if (st->capturing) {
-        st->recorded.push_back(std::move(op));
-        return SUCCESS;
-    }
-    return op();
+// Frees an allocation `device_allocs` holds.
+void device_release(uintptr_t p) {
+    auto it = device_allocs.find(p);
+    in_use -= it->second;
+    device_allocs.erase(it);
+    freeing.erase(p);
+    free((void*)p);
 }
 
 }  // namespace
 
 extern "C" {
 
-// For fake_cublas.cpp: runs `fn(ctx)` on stream `s` now, or records it when capturing
-// (ctx is copied: `ctx_bytes`).
+// For fake_cublas.cpp: queues `fn(ctx)` on stream `s`, or records it when capturing (ctx
+// is copied: `ctx_bytes`).
 CUresult rill_fake_enqueue(void* s, CUresult (*fn)(const void*), const void* ctx,
                            size_t ctx_bytes) {
     std::vector<char> copy((const char*)ctx, (const char*)ctx + ctx_bytes);
@@ -147,7 +138,8 @@ CUresult cuDeviceGetAttribute(int* v, int attrib, CUdevice) {
         case 75: *v = 9; break;             // compute capability major
         case 76: *v = 0; break;             // minor
         case 97: *v = 227 * 1024; break;    // shared memory per block (opt-in)
-        default: *v = 0; break;             // memory pools (115) and everything else: no
+        case 115: *v = 1; break;            // memory pools: cuMemAllocAsync, as on a GPU
+        default: *v = 0; break;
     }
     return SUCCESS;
 }
@@ -170,68 +162,115 @@ CUresult cuCtxPopCurrent_v2(void** ctx) {
     if (ctx) *ctx = &primary;
     return SUCCESS;
 }
-CUresult cuCtxSynchronize() { return SUCCESS; }
+CUresult cuCtxSynchronize() {
+    Guard g(lock());
+    if (wait_refused(nullptr)) return CAPTURE_UNSUPPORTED;
+    return flush_all();
+}
 CUresult cuCtxGetDevice(CUdevice* d) {
     *d = 0;
     return SUCCESS;
 }
 CUresult cuCtxSetFlags(unsigned) { return SUCCESS; }
 
+// The strings live as long as the process (callers keep them, as the driver's are static).
 CUresult cuGetErrorString(CUresult e, const char** s) {
-    static thread_local std::string msg;
-    msg = "emulated CUDA error " + std::to_string(e);
+    Guard g(lock());
+    static std::set<std::string>* messages = new std::set<std::string>();
+    std::string msg = "emulated CUDA error " + std::to_string(e);
     if (e == LAUNCH_FAILED && !last_launch_error.empty()) msg += ": " + last_launch_error;
-    *s = msg.c_str();
+    if (e == CAPTURE_UNSUPPORTED) msg += ": operation not permitted when stream is capturing";
+    if (e == CAPTURED_EVENT) msg += ": operation not permitted on an event last recorded in a capture";
+    if (e == NOT_READY) msg += ": device not ready";
+    *s = messages->insert(msg).first->c_str();
     return SUCCESS;
 }
 CUresult cuGetErrorName(CUresult e, const char** s) { return cuGetErrorString(e, s); }
 
 CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
-    std::lock_guard<std::mutex> g(lock);
+    Guard g(lock());
     *total = TOTAL;
     *free_bytes = TOTAL > in_use ? TOTAL - in_use : 0;
     return SUCCESS;
 }
 
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
-    void* m = nullptr;
-    if (posix_memalign(&m, 256, bytes ? bytes : 1) != 0) return OUT_OF_MEMORY;
-    {
-        std::lock_guard<std::mutex> g(lock);
-        in_use += bytes;
-    }
-    *p = (CUdeviceptr)(uintptr_t)m;
-    return SUCCESS;
+    Guard g(lock());
+    if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
+    return device_alloc(p, bytes);
 }
+// Frees once everything queued has run (a kernel may still read the memory).
 CUresult cuMemFree_v2(CUdeviceptr p) {
-    free((void*)(uintptr_t)p);
+    Guard g(lock());
+    if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
+    flush_all();
+    if (!p) return SUCCESS;
+    if (!device_allocs.count((uintptr_t)p) || freeing.count((uintptr_t)p)) return INVALID_VALUE;
+    device_release((uintptr_t)p);
     return SUCCESS;
 }
-CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, void*) { return cuMemAlloc_v2(p, bytes); }
-CUresult cuMemFreeAsync(CUdeviceptr p, void*) { return cuMemFree_v2(p); }
 CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
+    Guard g(lock());
+    if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
     *p = calloc(1, bytes ? bytes : 1);
-    return *p ? SUCCESS : OUT_OF_MEMORY;
+    if (!*p) return OUT_OF_MEMORY;
+    pinned[(uintptr_t)*p] = bytes;
+    return SUCCESS;
 }
 CUresult cuMemAllocHost_v2(void** p, size_t bytes) { return cuMemHostAlloc(p, bytes, 0); }
 CUresult cuMemFreeHost(void* p) {
+    Guard g(lock());
+    if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
+    flush_all();
+    if (pinned.erase((uintptr_t)p) == 0) return p ? INVALID_VALUE : SUCCESS;
     free(p);
     return SUCCESS;
 }
-CUresult cuMemHostRegister_v2(void*, size_t, unsigned) { return SUCCESS; }
-CUresult cuMemHostUnregister(void*) { return SUCCESS; }
+CUresult cuMemHostRegister_v2(void* p, size_t bytes, unsigned) {
+    Guard g(lock());
+    pinned[(uintptr_t)p] = bytes;
+    return SUCCESS;
+}
+CUresult cuMemHostUnregister(void* p) {
+    Guard g(lock());
+    flush_all();
+    return pinned.erase((uintptr_t)p) ? SUCCESS : INVALID_VALUE;
+}
 
+// Page-locked source: the copy reads it when it runs. Pageable: the driver stages it
+// before returning (the caller may reuse it at once), which a capture cannot record.
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void* s) {
-    return enqueue(s, [=]() {
-        memcpy((void*)(uintptr_t)dst, src, n);
+    Guard g(lock());
+    if (n == 0) return reg().sticky;  // nothing to copy, nothing to wait for
+    if (is_pinned(src, n)) {
+        return enqueue(s, [=]() {
+            memcpy((void*)(uintptr_t)dst, src, n);
+            return SUCCESS;
+        });
+    }
+    if (stream_of(s)->capturing) {
+        stream_of(s)->capture_invalid = true;
+        return CAPTURE_UNSUPPORTED;
+    }
+    std::vector<char> staged((const char*)src, (const char*)src + n);
+    return enqueue(s, [dst, staged]() {
+        memcpy((void*)(uintptr_t)dst, staged.data(), staged.size());
         return SUCCESS;
     });
 }
+// Page-locked destination: written when the copy runs (the host waits for an event or
+// the stream). Pageable: returns once the copy has run.
 CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void* s) {
-    return enqueue(s, [=]() {
+    Guard g(lock());
+    // Nothing to copy: returns at once, as a driver may, without waiting for the stream
+    // (so a step that reads no rows back does not wait for the device here either).
+    if (n == 0) return reg().sticky;
+    Op copy = [=]() {
         memcpy(dst, (const void*)(uintptr_t)src, n);
         return SUCCESS;
-    });
+    };
+    if (is_pinned(dst, n)) return enqueue(s, copy);
+    return run_now(s, copy);
 }
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void* s) {
     return enqueue(s, [=]() {
@@ -239,11 +278,18 @@ CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void* 
         return SUCCESS;
     });
 }
+// The synchronous calls run on the legacy stream and return when done.
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
-    return cuMemcpyHtoDAsync_v2(dst, src, n, nullptr);
+    return run_now(nullptr, [=]() {
+        memcpy((void*)(uintptr_t)dst, src, n);
+        return SUCCESS;
+    });
 }
 CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
-    return cuMemcpyDtoHAsync_v2(dst, src, n, nullptr);
+    return run_now(nullptr, [=]() {
+        memcpy(dst, (const void*)(uintptr_t)src, n);
+        return SUCCESS;
+    });
 }
 CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void* s) {
     return enqueue(s, [=]() {
@@ -252,7 +298,10 @@ CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void* s) {
     });
 }
 CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
-    return cuMemsetD8Async(dst, v, n, nullptr);
+    return run_now(nullptr, [=]() {
+        memset((void*)(uintptr_t)dst, v, n);
+        return SUCCESS;
+    });
 }
 CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned v, size_t n, void* s) {
     return enqueue(s, [=]() {
@@ -261,40 +310,147 @@ CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned v, size_t n, void* s) {
         return SUCCESS;
     });
 }
+// Stream-ordered (what cudarc uses, the device having memory pools): the allocation is
+// made now (nothing queued before can use it), the free when the stream reaches it. Graph
+// memory nodes are not emulated: inside a capture both are refused and invalidate it
+// (stricter than CUDA, and a free recorded into a graph would be a bug in rill anyway).
+CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, void* s) {
+    Guard g(lock());
+    Stream* st = stream_of(s);
+    if (st->capturing) {
+        st->capture_invalid = true;
+        return CAPTURE_UNSUPPORTED;
+    }
+    return device_alloc(p, bytes);
+}
+CUresult cuMemFreeAsync(CUdeviceptr p, void* s) {
+    Guard g(lock());
+    Stream* st = stream_of(s);
+    if (st->capturing) {
+        st->capture_invalid = true;
+        return CAPTURE_UNSUPPORTED;
+    }
+    if (!device_allocs.count((uintptr_t)p) || freeing.count((uintptr_t)p)) return INVALID_VALUE;
+    freeing.insert((uintptr_t)p);
+    return enqueue(s, [p]() {
+        device_release((uintptr_t)p);
+        return (CUresult)SUCCESS;
+    });
+}
 
-CUresult cuStreamCreate(void** s, unsigned) {
-    *s = new Stream();
+CUresult cuStreamCreate(void** s, unsigned flags) {
+    Guard g(lock());
+    Stream* st = new Stream();
+    st->id = reg().next_id++;
+    st->non_blocking = (flags & 1) != 0;
+    reg().streams[st->id] = st;
+    *s = st;
     return SUCCESS;
 }
-CUresult cuStreamCreateWithPriority(void** s, unsigned, int) { return cuStreamCreate(s, 0); }
+CUresult cuStreamCreateWithPriority(void** s, unsigned flags, int) {
+    return cuStreamCreate(s, flags);
+}
+// Queued work still runs; the handle is gone at once.
 CUresult cuStreamDestroy_v2(void* s) {
-    delete static_cast<Stream*>(s);
+    Guard g(lock());
+    Stream* st = stream_of(s);
+    if (st->legacy) return INVALID_HANDLE;
+    flush(st, st->last_seq);
+    reg().streams.erase(st->id);
+    if (capturing_here() == st->id) capturing_here() = 0;
+    delete st;
     return SUCCESS;
 }
-CUresult cuStreamSynchronize(void*) { return SUCCESS; }
-CUresult cuStreamQuery(void*) { return SUCCESS; }
-CUresult cuStreamWaitEvent(void*, void*, unsigned) { return SUCCESS; }
+CUresult cuStreamSynchronize(void* s) {
+    Guard g(lock());
+    Stream* st = stream_of(s);
+    if (wait_refused(st)) return CAPTURE_UNSUPPORTED;
+    return flush(st, st->last_seq);
+}
+// NOT_READY while work is queued; that work then runs, so polling ends.
+CUresult cuStreamQuery(void* s) {
+    Guard g(lock());
+    Stream* st = stream_of(s);
+    if (wait_refused(st)) return CAPTURE_UNSUPPORTED;
+    if (st->pending.empty()) return reg().sticky;
+    const CUresult r = flush(st, st->last_seq);
+    return r != SUCCESS ? r : (CUresult)NOT_READY;
+}
+// Orders `s` after the event's last record (as it was when this was called).
+CUresult cuStreamWaitEvent(void* s, void* e, unsigned) {
+    Guard g(lock());
+    Stream* st = stream_of(s);
+    const Event* ev = static_cast<const Event*>(e);
+    if (st->capturing) {
+        // A wait on an event recorded outside the capture: nothing to order inside it. One
+        // recorded inside (a fork or join of captured streams) is not emulated.
+        if (!ev->captured) return SUCCESS;
+        st->capture_invalid = true;
+        return NOT_SUPPORTED;
+    }
+    if (ev->done) return reg().sticky;
+    const uint64_t on = ev->stream, upto = ev->seq;
+    return queue(st, [on, upto]() {
+        Stream* o = find_stream(on);
+        return o ? flush(o, upto) : reg().sticky;
+    });
+}
 
-CUresult cuEventCreate(void** e, unsigned) {
-    *e = new Event();
+CUresult cuEventCreate(void** e, unsigned flags) {
+    Guard g(lock());
+    Event* ev = new Event();
+    ev->timing = (flags & 2) == 0;  // CU_EVENT_DISABLE_TIMING
+    ev->id = reg().next_id++;
+    reg().events[ev->id] = ev;
+    *e = ev;
     return SUCCESS;
 }
+// A queued record of a destroyed event finds nothing and does nothing.
 CUresult cuEventDestroy_v2(void* e) {
-    delete static_cast<Event*>(e);
+    Guard g(lock());
+    Event* ev = static_cast<Event*>(e);
+    reg().events.erase(ev->id);
+    delete ev;
     return SUCCESS;
 }
 CUresult cuEventRecord(void* e, void* s) {
+    Guard g(lock());
     Event* ev = static_cast<Event*>(e);
-    return enqueue(s, [ev]() {
-        ev->ms = now_ms();
+    Stream* st = stream_of(s);
+    if (st->capturing) {
+        ev->captured = true;
+        const uint64_t id = ev->id;
+        st->recorded.push_back([id](Stream* on) {
+            auto it = reg().events.find(id);
+            return it == reg().events.end() ? (CUresult)SUCCESS : record_event(it->second, on);
+        });
         return SUCCESS;
-    });
+    }
+    return record_event(ev, st);
 }
 CUresult cuEventRecordWithFlags(void* e, void* s, unsigned) { return cuEventRecord(e, s); }
-CUresult cuEventSynchronize(void*) { return SUCCESS; }
-CUresult cuEventQuery(void*) { return SUCCESS; }
+CUresult cuEventSynchronize(void* e) {
+    Guard g(lock());
+    Event* ev = static_cast<Event*>(e);
+    if (ev->captured) return CAPTURED_EVENT;
+    return finish_event(ev);
+}
+CUresult cuEventQuery(void* e) {
+    Guard g(lock());
+    Event* ev = static_cast<Event*>(e);
+    if (ev->captured) return CAPTURED_EVENT;
+    if (ev->done) return reg().sticky;
+    const CUresult r = finish_event(ev);
+    return r != SUCCESS ? r : (CUresult)NOT_READY;
+}
 CUresult cuEventElapsedTime_v2(float* ms, void* start, void* end) {
-    *ms = (float)(static_cast<Event*>(end)->ms - static_cast<Event*>(start)->ms);
+    Guard g(lock());
+    const Event* a = static_cast<const Event*>(start);
+    const Event* b = static_cast<const Event*>(end);
+    if (a->captured || b->captured) return CAPTURED_EVENT;
+    if (!a->recorded || !b->recorded || !a->timing || !b->timing) return INVALID_HANDLE;
+    if (!a->done || !b->done) return NOT_READY;
+    *ms = (float)(b->ms - a->ms);
     return SUCCESS;
 }
 CUresult cuEventElapsedTime(float* ms, void* start, void* end) {
@@ -306,6 +462,10 @@ CUresult cuModuleLoadData(void** m, const void*) {
     return SUCCESS;
 }
 CUresult cuModuleUnload(void* m) {
+    {
+        Guard g(lock());
+        flush_all();  // queued launches of its functions run first
+    }
     delete static_cast<Module*>(m);
     return SUCCESS;
 }
@@ -335,6 +495,9 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
                         void** extra) {
     const Function* fn = static_cast<const Function*>(f);
     if (by != 1 || bz != 1 || shared != 0 || extra) return NOT_SUPPORTED;
+    // Refused at launch, as the driver refuses them (not when the launch runs).
+    if (bx == 0 || bx > 1024 || gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535)
+        return INVALID_VALUE;
     // Copy the arguments now: `params` points at the caller's variables.
     std::vector<std::vector<char>> args;
     for (size_t i = 0; i < fn->sizes.size(); ++i) {
@@ -349,7 +512,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
         char err[1024];
         if (rill_emu_launch(name.c_str(), gx, gy, gz, bx, ptrs.data(), sizes.data(), sizes.size(),
                             err, sizeof err) != 0) {
-            last_launch_error = err;
+            last_launch_error = err;  // under the lock: queued work runs with it held
             fprintf(stderr, "emulated CUDA driver: %s\n", err);
             return (CUresult)LAUNCH_FAILED;
         }
@@ -358,34 +521,53 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 }
 
 CUresult cuStreamBeginCapture_v2(void* s, int) {
+    Guard g(lock());
     Stream* st = stream_of(s);
-    if (st->capturing) return STREAM_CAPTURE_INVALIDATED;
+    if (st->capturing) return CAPTURE_INVALIDATED;
+    if (st->legacy) return CAPTURE_UNSUPPORTED;
     st->capturing = true;
+    st->capture_invalid = false;
     st->recorded.clear();
+    capturing_here() = st->id;
     return SUCCESS;
 }
+// Ends the capture; one that a refused call invalidated yields no graph.
 CUresult cuStreamEndCapture(void* s, void** graph) {
+    Guard g(lock());
     Stream* st = stream_of(s);
     if (!st->capturing) return INVALID_VALUE;
     st->capturing = false;
-    Graph* g = new Graph();
-    g->ops.swap(st->recorded);
-    *graph = g;
+    if (capturing_here() == st->id) capturing_here() = 0;
+    if (st->capture_invalid) {
+        st->recorded.clear();
+        *graph = nullptr;
+        return CAPTURE_INVALIDATED;
+    }
+    Graph* gr = new Graph();
+    gr->nodes.swap(st->recorded);
+    *graph = gr;
     return SUCCESS;
 }
 CUresult cuStreamIsCapturing(void* s, int* status) {
-    *status = stream_of(s)->capturing ? 1 : 0;
+    Guard g(lock());
+    const Stream* st = stream_of(s);
+    *status = !st->capturing ? 0 : st->capture_invalid ? 2 : 1;
     return SUCCESS;
 }
 CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long) {
+    Guard g(lock());
+    if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
     *exec = new Graph(*static_cast<Graph*>(graph));
     return SUCCESS;
 }
 CUresult cuGraphUpload(void*, void*) { return SUCCESS; }
 CUresult cuGraphLaunch(void* exec, void* s) {
-    const Graph* g = static_cast<const Graph*>(exec);
-    for (const Op& op : g->ops) {
-        CUresult r = enqueue(s, op);
+    Guard g(lock());
+    Stream* st = stream_of(s);
+    if (st->capturing) return NOT_SUPPORTED;  // child graphs are not emulated
+    const Graph* gr = static_cast<const Graph*>(exec);
+    for (const Node& node : gr->nodes) {
+        const CUresult r = node(st);
         if (r != SUCCESS) return r;
     }
     return SUCCESS;
