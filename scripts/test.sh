@@ -61,15 +61,17 @@ cargo clippy --all-targets --locked --features kernel-emu -- -D warnings
 cuda_wheels=$(./scripts/cuda_wheels.sh)/nvidia/cu13
 LD_LIBRARY_PATH="$cuda_wheels/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RILL_CUDA_INCLUDE="$cuda_wheels/include" \
   cargo test --locked --features kernel-emu --lib --test cuda_device --test cuda_kernels \
-  --test cuda_engine --test kernel_emu
+  --test cuda_engine --test kernel_emu --test fake_driver
 
 step "the GPU suites on the emulated CUDA driver (tests/kernel_emu/fake_cuda.cpp: the CPU, not a GPU)"
 # RILL_GPU_TESTS=emulated loads an emulated libcuda/libcublas (the kernel emulator behind
 # the driver API): the unchanged GPU path (cudarc, NVRTC's PTX, Gpu::open, the runner,
-# packed inputs, CUDA graphs, cuBLAS calls) runs on the CPU. cuda_kernels runs all 25
-# tests; cuda_engine runs the greedy parity of the whole backend with the CPU on the tiny
-# Qwen3 and Llama models (make_models.py, numpy, cached). Its transformers-logits and
-# 256-request tests need torch or hours here and run on the GPU machine.
+# packed inputs, CUDA graphs, cuBLAS calls) runs on the CPU, its streams deferring work
+# until the host waits (so a missing wait fails). cuda_kernels runs all 25 tests;
+# cuda_engine runs the greedy parity of the whole backend with the CPU on the tiny Qwen3
+# and Llama models (make_models.py, numpy, cached), and on Qwen3 with chunked prefill.
+# Its transformers-logits and 256-request tests need torch or ~8 min each here and run
+# on the GPU machine.
 gpu_models=${RILL_CACHE:-$HOME/.cache/rill}/gpu-tiny-models
 python3 scripts/gpu/make_models.py --out "$gpu_models" --tokenizers "$(./scripts/fetch_tokenizers.sh)" \
   --models qwen3-tiny,llama-tiny --backend numpy >/dev/null

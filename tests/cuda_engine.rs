@@ -12,6 +12,11 @@
 //!   `"device": "cuda…"`, and the 32 tokens are equal, except that a stream may part at a
 //!   near-tie (both engines' top-2 margins under the tolerance, each one's token among the
 //!   other's alternatives), after which the two continuations are not compared.
+//! - `greedy_chunked_qwen3_tiny_cuda_equals_cpu`: the same with prompts prefilled 16
+//!   tokens a step (`max_num_batched_tokens: 16`) on both engines: chunked prefill over
+//!   the paged cache, steps mixing prefill chunks with decodes, runs of steps that read
+//!   nothing back (so nothing waits for the device between them), and a shared first
+//!   paragraph that later prompts find in the prefix cache.
 //! - `logits_*_match_transformers`: rill's logits along transformers' greedy tokens (the
 //!   prompt as one prefill, then one decode step per token, KV in the paged cache), on the
 //!   GPU through `CudaRunner` and on the CPU through `Decoder`, against transformers' f32
@@ -277,9 +282,44 @@ const MAX_CHOSEN_LOGPROB_DIFF: f64 = 0.5;
 /// The greedy parity check of `device` against the CPU (`device` "cpu" checks the test
 /// itself: `--cpu-reference-check`).
 fn greedy_equals_cpu(name: &str, device: &str) -> TestResult {
+    greedy_equals_cpu_with(name, device, &GREEDY_PROMPTS, json!({}))
+}
+
+/// [`greedy_equals_cpu`] with prompts prefilled 16 tokens a step: a prompt spans several
+/// steps, the first ones without a logits row (nothing to read back, so no host
+/// synchronisation between them), mixed with the other requests' decode steps; each chunk
+/// attends to the earlier ones through the paged cache.
+/// Every prompt starts with [`SHARED_CONTEXT`], so after the first one the others also
+/// begin with prefix-cache hits.
+fn greedy_chunked_equals_cpu(name: &str, device: &str) -> TestResult {
+    let prompts: Vec<String> = GREEDY_PROMPTS
+        .iter()
+        .map(|p| format!("{SHARED_CONTEXT}\n\n{p}"))
+        .collect();
+    greedy_equals_cpu_with(
+        name,
+        device,
+        &prompts,
+        json!({"max_num_batched_tokens": CHUNK}),
+    )
+}
+
+const CHUNK: usize = 16;
+
+const SHARED_CONTEXT: &str = "You are a careful assistant in a small harbour town. The \
+    lighthouse stands on the northern cliff, the bakery opens at six, the ferry leaves at \
+    nine and returns at four, and the library keeps old maps of the coast. Answer the \
+    question below in plain words, and keep the answer short.";
+
+fn greedy_equals_cpu_with(
+    name: &str,
+    device: &str,
+    prompts: &[impl AsRef<str>],
+    extra: Value,
+) -> TestResult {
     let dir = model_dir(name)?;
-    let cpu = engine(&dir, "cpu", json!({}))?;
-    let cuda = engine(&dir, device, json!({}))?;
+    let cpu = engine(&dir, "cpu", extra.clone())?;
+    let cuda = engine(&dir, device, extra.clone())?;
     let stats = cuda.stats();
     let reported = stats["device"].as_str().unwrap_or("");
     if !reported.starts_with(device) {
@@ -287,9 +327,21 @@ fn greedy_equals_cpu(name: &str, device: &str) -> TestResult {
             "the engine on {device:?} reports device {reported:?}: {stats}"
         ));
     }
-    let bodies: Vec<String> = GREEDY_PROMPTS.iter().map(|p| greedy_body(p)).collect();
+    let bodies: Vec<String> = prompts.iter().map(|p| greedy_body(p.as_ref())).collect();
     let on_cpu = run_streams(&cpu, &bodies, |_| None)?;
     let on_cuda = run_streams(&cuda, &bodies, |_| None)?;
+    if let Some(chunk) = extra["max_num_batched_tokens"].as_u64() {
+        let longest = on_cpu
+            .iter()
+            .filter_map(|evs| response(evs)["usage"]["input_tokens"].as_u64())
+            .max()
+            .unwrap_or(0);
+        if longest < 3 * chunk {
+            return Err(format!(
+                "the longest prompt has {longest} tokens: too few to prefill in 3 chunks of {chunk}"
+            ));
+        }
+    }
     let mut parted = 0;
     for (i, (a, b)) in on_cpu.iter().zip(&on_cuda).enumerate() {
         check_stream(a).map_err(|e| format!("prompt {i} on cpu: {e}"))?;
@@ -815,7 +867,7 @@ fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--cpu-reference-check") {
         // The tests' own logic on the CPU alone: the reference files against the CPU
         // backend, the engine comparison of the CPU with itself, 32 concurrent requests.
-        let checks: [gpu_harness::Test; 5] = [
+        let checks: [gpu_harness::Test; 6] = [
             ("qwen3-tiny cpu vs transformers", || {
                 cpu_matches_transformers("qwen3-tiny")
             }),
@@ -827,6 +879,9 @@ fn main() -> ExitCode {
             }),
             ("llama-tiny greedy cpu vs cpu", || {
                 greedy_equals_cpu("llama-tiny", "cpu")
+            }),
+            ("qwen3-tiny greedy chunked cpu vs cpu", || {
+                greedy_chunked_equals_cpu("qwen3-tiny", "cpu")
             }),
             ("32 concurrent with cancels on cpu", || {
                 concurrent_with_cancels("cpu", 32)
@@ -861,6 +916,9 @@ fn main() -> ExitCode {
             }),
             ("greedy_llama_tiny_cuda_equals_cpu", || {
                 greedy_equals_cpu("llama-tiny", "cuda")
+            }),
+            ("greedy_chunked_qwen3_tiny_cuda_equals_cpu", || {
+                greedy_chunked_equals_cpu("qwen3-tiny", "cuda")
             }),
             ("logits_qwen3_tiny_match_transformers", || {
                 cuda_logits_match_transformers("qwen3-tiny")
