@@ -208,3 +208,21 @@ fn a_capture_refuses_allocations_and_waits() {
     let dev = s.alloc_zeros::<u8>(4).expect("alloc after the captures");
     assert_eq!(read(&s, &dev), [0; 4]);
 }
+
+#[test]
+fn a_thread_needs_a_current_context() {
+    let ctx = context();
+    std::thread::spawn(move || {
+        use cudarc::driver::result;
+        // A new thread has no current context: calls that act on it fail, as on a GPU.
+        let unbound = result::stream::create(result::stream::StreamKind::NonBlocking);
+        assert!(unbound.is_err(), "a stream created with no current context");
+        ctx.bind_to_thread().expect("bind");
+        let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
+            .expect("a stream once the context is current");
+        // SAFETY: the stream was just created here and is not used again.
+        unsafe { result::stream::destroy(stream) }.expect("destroy");
+    })
+    .join()
+    .expect("the thread");
+}

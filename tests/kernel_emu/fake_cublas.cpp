@@ -15,7 +15,7 @@
 typedef int cublasStatus_t;
 typedef int CUresult;
 
-enum : int { OK = 0, NOT_SUPPORTED = 15, INVALID_VALUE = 7, EXECUTION_FAILED = 13 };
+enum : int { OK = 0, NOT_INITIALIZED = 1, NOT_SUPPORTED = 15, INVALID_VALUE = 7, EXECUTION_FAILED = 13 };
 enum : int { R_32F = 0, R_16BF = 14 };
 enum : int { OP_N = 0, OP_T = 1 };
 
@@ -123,7 +123,15 @@ CUresult run_gemm(const void* ctx) {
 
 extern "C" {
 
+// Needs a current context, as cuBLAS does (it binds the handle to the current device).
 cublasStatus_t cublasCreate_v2(void** h) {
+    typedef CUresult (*GetCurrent)(void**);
+    static GetCurrent get = [] {
+        void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+        return lib ? reinterpret_cast<GetCurrent>(dlsym(lib, "cuCtxGetCurrent")) : nullptr;
+    }();
+    void* ctx = nullptr;
+    if (!get || get(&ctx) != 0 || !ctx) return NOT_INITIALIZED;
     *h = new Handle();
     return OK;
 }

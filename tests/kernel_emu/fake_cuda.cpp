@@ -54,6 +54,11 @@ std::map<uintptr_t, size_t> device_allocs;  // address -> bytes
 std::set<uintptr_t> freeing;                // queued by cuMemFreeAsync
 std::map<uintptr_t, size_t> pinned;         // page-locked host ranges: start -> bytes
 std::string last_launch_error;
+thread_local std::vector<void*> ctx_stack;  // cuCtxPushCurrent's saved contexts
+
+// The calls that act on the current context fail without one, as on a GPU.
+#define NEED_CONTEXT \
+    if (!current_ctx()) return INVALID_CONTEXT
 
 // Whether [p, p + n) lies in one page-locked range (cuMemHostAlloc, cuMemHostRegister):
 // copies from and to such memory are asynchronous; others are staged or waited for.
@@ -74,6 +79,11 @@ CUresult device_alloc(CUdeviceptr* p, size_t bytes) {
     device_allocs[(uintptr_t)m] = bytes;
     *p = (CUdeviceptr)(uintptr_t)m;
     return SUCCESS;
+}
+
+// Whether `p` is an allocation not already queued for freeing.
+bool freeable(CUdeviceptr p) {
+    return device_allocs.count((uintptr_t)p) && !freeing.count((uintptr_t)p);
 }
 
 // Frees an allocation `device_allocs` holds.
@@ -152,22 +162,35 @@ CUresult cuDevicePrimaryCtxRetain(void** ctx, CUdevice) {
     return SUCCESS;
 }
 CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return SUCCESS; }
-CUresult cuCtxSetCurrent(void*) { return SUCCESS; }
-CUresult cuCtxGetCurrent(void** ctx) {
-    *ctx = &primary;
+// The thread's current context (fake_streams.h's current_ctx) and its push/pop stack.
+CUresult cuCtxSetCurrent(void* ctx) {
+    current_ctx() = ctx;
     return SUCCESS;
 }
-CUresult cuCtxPushCurrent_v2(void*) { return SUCCESS; }
+CUresult cuCtxGetCurrent(void** ctx) {
+    *ctx = current_ctx();
+    return SUCCESS;
+}
+CUresult cuCtxPushCurrent_v2(void* ctx) {
+    ctx_stack.push_back(current_ctx());
+    current_ctx() = ctx;
+    return SUCCESS;
+}
 CUresult cuCtxPopCurrent_v2(void** ctx) {
-    if (ctx) *ctx = &primary;
+    if (!current_ctx()) return INVALID_CONTEXT;
+    if (ctx) *ctx = current_ctx();
+    current_ctx() = ctx_stack.empty() ? nullptr : ctx_stack.back();
+    if (!ctx_stack.empty()) ctx_stack.pop_back();
     return SUCCESS;
 }
 CUresult cuCtxSynchronize() {
+    NEED_CONTEXT;
     Guard g(lock());
     if (wait_refused(nullptr)) return CAPTURE_UNSUPPORTED;
     return flush_all();
 }
 CUresult cuCtxGetDevice(CUdevice* d) {
+    NEED_CONTEXT;
     *d = 0;
     return SUCCESS;
 }
@@ -188,6 +211,7 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
 CUresult cuGetErrorName(CUresult e, const char** s) { return cuGetErrorString(e, s); }
 
 CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
+    NEED_CONTEXT;
     Guard g(lock());
     *total = TOTAL;
     *free_bytes = TOTAL > in_use ? TOTAL - in_use : 0;
@@ -195,6 +219,7 @@ CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
 }
 
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+    NEED_CONTEXT;
     Guard g(lock());
     if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
     return device_alloc(p, bytes);
@@ -205,11 +230,12 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
     if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
     flush_all();
     if (!p) return SUCCESS;
-    if (!device_allocs.count((uintptr_t)p) || freeing.count((uintptr_t)p)) return INVALID_VALUE;
+    if (!freeable(p)) return INVALID_VALUE;
     device_release((uintptr_t)p);
     return SUCCESS;
 }
 CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
+    NEED_CONTEXT;
     Guard g(lock());
     if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
     *p = calloc(1, bytes ? bytes : 1);
@@ -330,7 +356,7 @@ CUresult cuMemFreeAsync(CUdeviceptr p, void* s) {
         st->capture_invalid = true;
         return CAPTURE_UNSUPPORTED;
     }
-    if (!device_allocs.count((uintptr_t)p) || freeing.count((uintptr_t)p)) return INVALID_VALUE;
+    if (!freeable(p)) return INVALID_VALUE;
     freeing.insert((uintptr_t)p);
     return enqueue(s, [p]() {
         device_release((uintptr_t)p);
@@ -339,6 +365,7 @@ CUresult cuMemFreeAsync(CUdeviceptr p, void* s) {
 }
 
 CUresult cuStreamCreate(void** s, unsigned flags) {
+    NEED_CONTEXT;
     Guard g(lock());
     Stream* st = new Stream();
     st->id = reg().next_id++;
@@ -397,6 +424,7 @@ CUresult cuStreamWaitEvent(void* s, void* e, unsigned) {
 }
 
 CUresult cuEventCreate(void** e, unsigned flags) {
+    NEED_CONTEXT;
     Guard g(lock());
     Event* ev = new Event();
     ev->timing = (flags & 2) == 0;  // CU_EVENT_DISABLE_TIMING
@@ -458,6 +486,7 @@ CUresult cuEventElapsedTime(float* ms, void* start, void* end) {
 }
 
 CUresult cuModuleLoadData(void** m, const void*) {
+    NEED_CONTEXT;
     *m = new Module();
     return SUCCESS;
 }
@@ -470,6 +499,7 @@ CUresult cuModuleUnload(void* m) {
     return SUCCESS;
 }
 CUresult cuModuleGetFunction(void** f, void*, const char* name) {
+    NEED_CONTEXT;
     const size_t* sizes = nullptr;
     size_t n = 0;
     if (!rill_emu_param_sizes(name, &sizes, &n)) return NOT_FOUND;
@@ -493,6 +523,7 @@ CUresult cuFuncSetCacheConfig(void*, int) { return SUCCESS; }
 CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                         unsigned by, unsigned bz, unsigned shared, void* s, void** params,
                         void** extra) {
+    NEED_CONTEXT;
     const Function* fn = static_cast<const Function*>(f);
     if (by != 1 || bz != 1 || shared != 0 || extra) return NOT_SUPPORTED;
     // Refused at launch, as the driver refuses them (not when the launch runs).

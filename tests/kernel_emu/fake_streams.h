@@ -2,24 +2,25 @@
 //
 // Work is deferred, as on a GPU that is busy: an operation queued on a stream runs when
 // the host waits for it (cuStreamSynchronize, cuEventSynchronize, cuCtxSynchronize, a
-// copy to pageable memory, a free), when cuEventQuery/cuStreamQuery find it unfinished
-// (they answer NOT_READY and let it finish), or when more than QUEUE_LIMIT operations
-// wait on one stream. So host code that reads a result, or rewrites a page-locked buffer
+// copy to pageable memory, a synchronous free), when cuEventQuery/cuStreamQuery find it
+// unfinished (they answer NOT_READY and let it finish), or when more than QUEUE_LIMIT
+// operations wait on one stream. So host code that reads a result, or rewrites a page-locked buffer
 // a queued copy still reads, without waiting first sees stale data, as it might on a GPU.
 // RILL_FAKE_CUDA_STREAMS=sync runs everything at once instead (for debugging).
 //
 // Ordering across streams follows the driver: cuStreamWaitEvent orders a stream after
 // the event's last record, and the legacy default stream (NULL, CU_STREAM_LEGACY,
-// CU_STREAM_PER_THREAD all map to it) orders itself with the blocking streams. Errors a
-// queued launch hits are sticky, as a kernel fault is on a GPU: every later call that
-// waits, queues or launches returns them.
+// CU_STREAM_PER_THREAD all map to it) orders itself with the blocking streams. A kernel
+// fault in queued work is sticky, as on a GPU: every later call that waits or queues
+// returns it. A thread has no current context until it sets one.
 //
 // A capturing stream records instead of queueing; cuGraphLaunch queues the recorded
 // operations. The calls CUDA refuses during a capture return
 // CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and invalidate it: allocations and frees on the
-// capturing thread (the backend's mode is thread-local), waits on or queries of the
-// capturing stream, and waits on the legacy stream or the context while any stream
-// captures (they encompass it).
+// capturing thread (the backend's mode is thread-local) or on the capturing stream,
+// waits on or queries of the capturing stream, and waits on the legacy stream or the
+// context while a stream they encompass captures. An event last recorded inside a
+// capture answers CUDA_ERROR_STREAM_CAPTURE_CAPTURED_EVENT.
 
 #pragma once
 
@@ -40,6 +41,7 @@ enum : int {
     SUCCESS = 0,
     INVALID_VALUE = 1,
     OUT_OF_MEMORY = 2,
+    INVALID_CONTEXT = 201,
     INVALID_HANDLE = 400,
     NOT_FOUND = 500,
     NOT_READY = 600,
@@ -131,6 +133,13 @@ struct Registry {
 inline Registry& reg() {
     static Registry* r = new Registry();  // never destroyed: atexit order is unknown
     return *r;
+}
+
+// The context current on this thread (cuCtxSetCurrent / Push / Pop): none at first, as
+// on a GPU, so a call that needs one from a thread that never bound it fails here too.
+inline void*& current_ctx() {
+    static thread_local void* ctx = nullptr;
+    return ctx;
 }
 
 // The id of the stream this thread is capturing on (thread-local capture mode), or 0.
@@ -251,6 +260,7 @@ inline CUresult queue(Stream* st, Op op, uint64_t* seq = nullptr) {
 inline CUresult enqueue(void* s, Op op) {
     Guard g(lock());
     Stream* st = stream_of(s);
+    if (st->legacy && !current_ctx()) return INVALID_CONTEXT;  // the current context's
     if (st->capturing) {
         st->recorded.push_back([op](Stream* on) { return queue(on, op); });
         return SUCCESS;
@@ -262,6 +272,7 @@ inline CUresult enqueue(void* s, Op op) {
 inline CUresult run_now(void* s, Op op) {
     Guard g(lock());
     Stream* st = stream_of(s);
+    if (st->legacy && !current_ctx()) return INVALID_CONTEXT;
     if (wait_refused(st)) return CAPTURE_UNSUPPORTED;
     uint64_t seq = 0;
     const CUresult r = queue(st, std::move(op), &seq);
