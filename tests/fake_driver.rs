@@ -13,12 +13,18 @@
 
 mod gpu_harness;
 
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 use cudarc::driver::sys::{CUevent_flags, CUstreamCaptureMode};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, PinnedHostSlice};
 
-fn context() -> Arc<CudaContext> {
+/// The emulated device and a lock held for the test's length: the tests share one device
+/// (this process's), and a synchronous call in one (a pinned free, a context-wide wait)
+/// runs every stream's queued work, which would let another test's "not run yet" check
+/// see its work done.
+fn context() -> (MutexGuard<'static, ()>, Arc<CudaContext>) {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     static LOAD: Once = Once::new();
     LOAD.call_once(|| {
         if std::env::var("RILL_FAKE_CUDA_STREAMS").as_deref() == Ok("sync") {
@@ -31,7 +37,7 @@ fn context() -> Arc<CudaContext> {
     let ctx = CudaContext::new(0).expect("the emulated device");
     // SAFETY: as the backend does (device.rs): the tests order their own work.
     unsafe { ctx.disable_event_tracking() };
-    ctx
+    (serial, ctx)
 }
 
 fn pinned(ctx: &Arc<CudaContext>, fill: u8) -> PinnedHostSlice<u8> {
@@ -51,7 +57,7 @@ fn read(stream: &Arc<CudaStream>, dev: &CudaSlice<u8>) -> Vec<u8> {
 
 #[test]
 fn copy_from_page_locked_memory_reads_it_when_it_runs() {
-    let ctx = context();
+    let (_serial, ctx) = context();
     let s = ctx.new_stream().expect("stream");
     let mut host = pinned(&ctx, 1);
     let mut dev = s.alloc_zeros::<u8>(4).expect("alloc");
@@ -65,7 +71,7 @@ fn copy_from_page_locked_memory_reads_it_when_it_runs() {
 
 #[test]
 fn copy_from_pageable_memory_is_staged_at_the_call() {
-    let ctx = context();
+    let (_serial, ctx) = context();
     let s = ctx.new_stream().expect("stream");
     let mut host = vec![1u8; 4];
     let mut dev = s.alloc_zeros::<u8>(4).expect("alloc");
@@ -77,7 +83,7 @@ fn copy_from_pageable_memory_is_staged_at_the_call() {
 
 #[test]
 fn copy_to_page_locked_memory_lands_after_the_wait() {
-    let ctx = context();
+    let (_serial, ctx) = context();
     let s = ctx.new_stream().expect("stream");
     let dev = s.clone_htod(&[7u8; 4]).expect("upload");
     let mut host = pinned(&ctx, 0);
@@ -92,7 +98,7 @@ fn copy_to_page_locked_memory_lands_after_the_wait() {
 
 #[test]
 fn an_event_is_not_ready_until_its_work_ran() {
-    let ctx = context();
+    let (_serial, ctx) = context();
     let s = ctx.new_stream().expect("stream");
     let dev = s.clone_htod(&[3u8; 4]).expect("upload");
     let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
@@ -116,7 +122,7 @@ fn an_event_is_not_ready_until_its_work_ran() {
 
 #[test]
 fn the_latest_record_of_an_event_decides_when_it_is_done() {
-    let ctx = context();
+    let (_serial, ctx) = context();
     let (a, b) = (ctx.new_stream().expect("a"), ctx.new_stream().expect("b"));
     let mut on_b = b.alloc_zeros::<u8>(4).expect("alloc");
     b.synchronize().expect("sync");
@@ -142,7 +148,7 @@ fn the_latest_record_of_an_event_decides_when_it_is_done() {
 
 #[test]
 fn a_stream_waits_for_another_streams_event() {
-    let ctx = context();
+    let (_serial, ctx) = context();
     let (a, b) = (ctx.new_stream().expect("a"), ctx.new_stream().expect("b"));
     let src = a.alloc_zeros::<u8>(4).expect("alloc");
     let mut ordered = b.alloc_zeros::<u8>(4).expect("alloc");
@@ -164,7 +170,7 @@ fn a_stream_waits_for_another_streams_event() {
 
 #[test]
 fn a_graph_reads_page_locked_inputs_at_each_launch() {
-    let ctx = context();
+    let (_serial, ctx) = context();
     let s = ctx.new_stream().expect("stream");
     let mut host = pinned(&ctx, 1);
     let mut dev = s.alloc_zeros::<u8>(4).expect("alloc");
@@ -189,7 +195,7 @@ fn a_graph_reads_page_locked_inputs_at_each_launch() {
 
 #[test]
 fn a_capture_refuses_allocations_and_waits() {
-    let ctx = context();
+    let (_serial, ctx) = context();
     let s = ctx.new_stream().expect("stream");
     let flags = cudarc::driver::sys::CUgraphInstantiate_flags_enum(0);
     s.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
@@ -211,7 +217,7 @@ fn a_capture_refuses_allocations_and_waits() {
 
 #[test]
 fn a_thread_needs_a_current_context() {
-    let ctx = context();
+    let (_serial, ctx) = context();
     std::thread::spawn(move || {
         use cudarc::driver::result;
         // A new thread has no current context: calls that act on it fail, as on a GPU.
