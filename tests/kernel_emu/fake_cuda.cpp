@@ -228,7 +228,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
 CUresult cuMemFree_v2(CUdeviceptr p) {
     Guard g(lock());
     if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
-    flush_all();
+    if (const CUresult r = flush_all()) return r;
     if (!p) return SUCCESS;
     if (!freeable(p)) return INVALID_VALUE;
     device_release((uintptr_t)p);
@@ -247,7 +247,7 @@ CUresult cuMemAllocHost_v2(void** p, size_t bytes) { return cuMemHostAlloc(p, by
 CUresult cuMemFreeHost(void* p) {
     Guard g(lock());
     if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
-    flush_all();
+    if (const CUresult r = flush_all()) return r;
     if (pinned.erase((uintptr_t)p) == 0) return p ? INVALID_VALUE : SUCCESS;
     free(p);
     return SUCCESS;
@@ -259,7 +259,7 @@ CUresult cuMemHostRegister_v2(void* p, size_t bytes, unsigned) {
 }
 CUresult cuMemHostUnregister(void* p) {
     Guard g(lock());
-    flush_all();
+    if (const CUresult r = flush_all()) return r;
     return pinned.erase((uintptr_t)p) ? SUCCESS : INVALID_VALUE;
 }
 
@@ -493,7 +493,7 @@ CUresult cuModuleLoadData(void** m, const void*) {
 CUresult cuModuleUnload(void* m) {
     {
         Guard g(lock());
-        flush_all();  // queued launches of its functions run first
+        if (const CUresult r = flush_all()) return r;  // its functions' launches run first
     }
     delete static_cast<Module*>(m);
     return SUCCESS;

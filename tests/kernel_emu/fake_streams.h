@@ -122,7 +122,6 @@ struct Registry {
     std::map<uint64_t, Event*> events;
     Stream legacy;
     CUresult sticky = SUCCESS;
-    std::string sticky_message;
     Registry() {
         legacy.id = 1;
         legacy.legacy = true;
@@ -160,11 +159,8 @@ inline Stream* find_stream(uint64_t id) {
 }
 
 // A kernel fault is sticky on a GPU: the context is unusable afterwards.
-inline void set_sticky(CUresult r, const std::string& why) {
-    if (r == LAUNCH_FAILED && reg().sticky == SUCCESS) {
-        reg().sticky = r;
-        reg().sticky_message = why;
-    }
+inline void set_sticky(CUresult r) {
+    if (r == LAUNCH_FAILED && reg().sticky == SUCCESS) reg().sticky = r;
 }
 
 // An allocation or free, which CUDA refuses while this thread captures (thread-local
@@ -203,7 +199,7 @@ inline CUresult flush(Stream* st, uint64_t upto) {
         st->pending.pop_front();  // first: a wait inside `op` may flush this stream again
         const CUresult r = op();
         if (r != SUCCESS) {
-            set_sticky(r, "a queued operation failed");
+            set_sticky(r);
             st->pending.clear();
             return r;
         }
@@ -211,13 +207,18 @@ inline CUresult flush(Stream* st, uint64_t upto) {
     return reg().sticky;
 }
 
+// Runs every stream's queued work; returns the first error.
 inline CUresult flush_all() {
     // Copy the list: nothing is created or destroyed by running queued work, but a flush
     // may reach into other streams.
     std::vector<Stream*> all;
     for (auto& kv : reg().streams) all.push_back(kv.second);
-    for (Stream* s : all) flush(s, s->last_seq);
-    return reg().sticky;
+    CUresult first = SUCCESS;
+    for (Stream* s : all) {
+        const CUresult r = flush(s, s->last_seq);
+        if (first == SUCCESS) first = r;
+    }
+    return first;
 }
 
 // Queues `op` on `st` (ordered after the legacy stream or the blocking streams, as the
@@ -248,7 +249,7 @@ inline CUresult queue(Stream* st, Op op, uint64_t* seq = nullptr) {
     if (seq) *seq = s;
     if (!deferred()) {
         const CUresult r = run();
-        set_sticky(r, "an operation failed");
+        set_sticky(r);
         return r;
     }
     st->pending.push_back({s, std::move(run)});
@@ -301,10 +302,8 @@ inline CUresult record_event(Event* ev, Stream* st) {
 
 // Runs everything up to the event's last record.
 inline CUresult finish_event(Event* ev) {
-    if (ev->done) return reg().sticky;
-    Stream* st = find_stream(ev->stream);
-    if (st) flush(st, ev->seq);
-    return reg().sticky;
+    Stream* st = ev->done ? nullptr : find_stream(ev->stream);
+    return st ? flush(st, ev->seq) : reg().sticky;
 }
 
 }  // namespace fake
