@@ -80,7 +80,7 @@ emulated() {
     RILL_GPU_TESTS=emulated RILL_GPU_MODELS="$gpu_models" "$@"
 }
 emulated cargo test --locked --features kernel-emu --test cuda_kernels
-emulated cargo test --locked --features kernel-emu --test cuda_engine -- greedy out_of_range
+emulated cargo test --locked --features kernel-emu --test cuda_engine -- greedy out_of_range at_create
 
 step "release build (cdylib, rill-cli)"
 cargo build --release --locked

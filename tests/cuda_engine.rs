@@ -32,12 +32,19 @@
 //!   block free.
 //! - `out_of_range_device_is_invalid_config`: `"cuda:7"` on a one-GPU machine fails
 //!   create with InvalidConfig naming `device`.
+//! - create-time failures (`cuda_engine/create_errors.rs`): a KV cache larger than the
+//!   free memory, weights larger than the device and a too-old driver (the last two on
+//!   the emulated driver, which can be made small or old) are clear errors that leave no
+//!   device memory held.
 //!
 //! `cuda_engine --cpu-reference-check` (no GPU needed) runs only the CPU half of the
 //! transformers comparison: it checks the reference files and rill's CPU backend against
 //! them, so a GPU failure can be told from a bad reference.
 
 mod gpu_harness;
+
+#[path = "cuda_engine/create_errors.rs"]
+mod create_errors;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -904,31 +911,57 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    gpu_harness::main(
-        "cuda_engine",
-        &[
-            (
-                "out_of_range_device_is_invalid_config",
-                out_of_range_device_is_invalid_config,
-            ),
-            ("greedy_qwen3_tiny_cuda_equals_cpu", || {
-                greedy_equals_cpu("qwen3-tiny", "cuda")
-            }),
-            ("greedy_llama_tiny_cuda_equals_cpu", || {
-                greedy_equals_cpu("llama-tiny", "cuda")
-            }),
-            ("greedy_chunked_qwen3_tiny_cuda_equals_cpu", || {
-                greedy_chunked_equals_cpu("qwen3-tiny", "cuda")
-            }),
-            ("logits_qwen3_tiny_match_transformers", || {
-                cuda_logits_match_transformers("qwen3-tiny")
-            }),
-            ("logits_llama_tiny_match_transformers", || {
-                cuda_logits_match_transformers("llama-tiny")
-            }),
-            ("concurrent_256_with_cancels", || {
-                concurrent_with_cancels("cuda", 256)
-            }),
-        ],
-    )
+    #[cfg(feature = "kernel-emu")]
+    if std::env::args().any(|a| a == create_errors::TOO_OLD_DRIVER_CHILD) {
+        return match create_errors::too_old_driver_child() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("too old driver: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    #[allow(unused_mut)] // without the `cuda` feature nothing is pushed
+    let mut tests: Vec<gpu_harness::Test> = vec![
+        (
+            "out_of_range_device_is_invalid_config",
+            out_of_range_device_is_invalid_config,
+        ),
+        ("greedy_qwen3_tiny_cuda_equals_cpu", || {
+            greedy_equals_cpu("qwen3-tiny", "cuda")
+        }),
+        ("greedy_llama_tiny_cuda_equals_cpu", || {
+            greedy_equals_cpu("llama-tiny", "cuda")
+        }),
+        ("greedy_chunked_qwen3_tiny_cuda_equals_cpu", || {
+            greedy_chunked_equals_cpu("qwen3-tiny", "cuda")
+        }),
+        ("logits_qwen3_tiny_match_transformers", || {
+            cuda_logits_match_transformers("qwen3-tiny")
+        }),
+        ("logits_llama_tiny_match_transformers", || {
+            cuda_logits_match_transformers("llama-tiny")
+        }),
+        ("concurrent_256_with_cancels", || {
+            concurrent_with_cancels("cuda", 256)
+        }),
+    ];
+    #[cfg(feature = "cuda")]
+    tests.push((
+        "kv_cache_beyond_free_memory_is_refused_at_create",
+        create_errors::kv_cache_beyond_free_memory_is_refused_at_create,
+    ));
+    // These need a driver the test controls.
+    #[cfg(feature = "kernel-emu")]
+    if gpu_harness::emulated() {
+        tests.push((
+            "weights_beyond_device_memory_fail_at_create",
+            create_errors::weights_beyond_device_memory_fail_at_create,
+        ));
+        tests.push((
+            "too_old_driver_is_refused_at_create",
+            create_errors::too_old_driver_is_refused_at_create,
+        ));
+    }
+    gpu_harness::main("cuda_engine", &tests)
 }

@@ -120,7 +120,7 @@ pub fn create(
 /// GPU memory kept out of the KV cache for what allocates after it (CUDA graphs, cuBLAS's
 /// internals, the driver).
 #[cfg(feature = "cuda")]
-const GPU_RESERVE: u64 = 512 << 20;
+const GPU_RESERVE: u64 = 512 << 20; // named in the KV budget's `what` below
 
 #[cfg(feature = "cuda")]
 fn create_cuda(
@@ -148,7 +148,8 @@ fn create_cuda(
     let memory = Memory {
         available: Some((free as u64).saturating_sub(GPU_RESERVE)),
         auto_share: 0.9,
-        what: "the GPU's free memory",
+        what: "the GPU's free memory after the weights, step buffers and a 512 MiB reserve",
+        bounds_the_cache: true,
     };
     let layout = kv_budget::plan(
         config.kv_cache,
@@ -160,6 +161,7 @@ fn create_cuda(
         memory,
     )?;
     runner.allocate_kv(layout.num_blocks)?;
+    runner.tune_matmul()?;
     let g = runner.gpu();
     let (major, minor) = g.info.compute_capability;
     let info = json!({

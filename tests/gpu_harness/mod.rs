@@ -156,3 +156,34 @@ pub fn load_emulated_driver() -> Result<(), String> {
         Ok(())
     }
 }
+
+/// Whether this run is on the emulated driver (`RILL_GPU_TESTS=emulated`).
+pub fn emulated() -> bool {
+    std::env::var("RILL_GPU_TESTS").as_deref() == Ok("emulated")
+}
+
+/// The emulated driver's export `name` (a test control, such as
+/// `rill_fake_cuda_set_memory`), once [`load_emulated_driver`] has loaded it.
+#[cfg(feature = "kernel-emu")]
+pub fn fake_driver_fn(name: &str) -> Result<*mut libc::c_void, String> {
+    let path = format!("{}/libcuda.so.1", env!("RILL_FAKE_CUDA_DIR"));
+    let (c_path, c_name) = match (
+        std::ffi::CString::new(path.clone()),
+        std::ffi::CString::new(name),
+    ) {
+        (Ok(p), Ok(n)) => (p, n),
+        _ => return Err(format!("a NUL in {path:?} or {name:?}")),
+    };
+    // SAFETY: RTLD_NOLOAD only returns a handle to a library already loaded (by
+    // load_emulated_driver), taking a reference that is never dropped.
+    let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    if handle.is_null() {
+        return Err(format!("the emulated driver {path} is not loaded"));
+    }
+    // SAFETY: a valid handle and a NUL-terminated name.
+    let f = unsafe { libc::dlsym(handle, c_name.as_ptr()) };
+    if f.is_null() {
+        return Err(format!("the emulated driver has no {name}"));
+    }
+    Ok(f)
+}

@@ -48,7 +48,9 @@ struct Context {
 };
 
 Context primary;
-const size_t TOTAL = 8ull << 30;
+const size_t DEFAULT_TOTAL = 8ull << 30;
+size_t total = DEFAULT_TOTAL;  // rill_fake_cuda_set_memory
+int driver_version = 13000;    // rill_fake_cuda_set_driver_version
 size_t in_use = 0;
 std::map<uintptr_t, size_t> device_allocs;  // address -> bytes
 std::set<uintptr_t> freeing;                // queued by cuMemFreeAsync
@@ -70,9 +72,9 @@ bool is_pinned(const void* p, size_t n) {
     return a >= it->first && a + n <= it->first + it->second;
 }
 
-// Device memory (host memory, 256-byte aligned like cudaMalloc), counted against TOTAL.
+// Device memory (host memory, 256-byte aligned like cudaMalloc), counted against `total`.
 CUresult device_alloc(CUdeviceptr* p, size_t bytes) {
-    if (bytes > TOTAL - in_use) return OUT_OF_MEMORY;
+    if (in_use > total || bytes > total - in_use) return OUT_OF_MEMORY;
     void* m = nullptr;
     if (posix_memalign(&m, 256, bytes ? bytes : 1) != 0) return OUT_OF_MEMORY;
     in_use += bytes;
@@ -107,6 +109,18 @@ CUresult rill_fake_enqueue(void* s, CUresult (*fn)(const void*), const void* ctx
     return enqueue(s, [fn, copy]() { return fn(copy.data()); });
 }
 
+// Test controls (tests/cuda_engine.rs, through gpu_harness::fake_driver_fn): the device's
+// memory (0: the default 8 GiB; a smaller device makes loads fail for want of memory), and
+// the version cuDriverGetVersion reports (set before the process's first probe).
+void rill_fake_cuda_set_memory(size_t bytes) {
+    Guard g(lock());
+    total = bytes ? bytes : DEFAULT_TOTAL;
+}
+void rill_fake_cuda_set_driver_version(int version) {
+    Guard g(lock());
+    driver_version = version;
+}
+
 CUresult cuInit(unsigned) { return SUCCESS; }
 // NVRTC opens libcuda.so.1 and asks for this private table (it crashes when the symbol is
 // missing); refusing it makes NVRTC compile without the driver, as on a machine with none.
@@ -115,7 +129,8 @@ CUresult cuGetExportTable(const void** table, const void*) {
     return NOT_SUPPORTED;
 }
 CUresult cuDriverGetVersion(int* v) {
-    *v = 13000;
+    Guard g(lock());
+    *v = driver_version;
     return SUCCESS;
 }
 CUresult cuDeviceGetCount(int* n) {
@@ -132,7 +147,8 @@ CUresult cuDeviceGetName(char* name, int len, CUdevice) {
     return SUCCESS;
 }
 CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice) {
-    *bytes = TOTAL;
+    Guard g(lock());
+    *bytes = total;
     return SUCCESS;
 }
 CUresult cuDeviceGetAttribute(int* v, int attrib, CUdevice) {
@@ -210,11 +226,11 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
 }
 CUresult cuGetErrorName(CUresult e, const char** s) { return cuGetErrorString(e, s); }
 
-CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
+CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total_bytes) {
     NEED_CONTEXT;
     Guard g(lock());
-    *total = TOTAL;
-    *free_bytes = TOTAL > in_use ? TOTAL - in_use : 0;
+    *total_bytes = total;
+    *free_bytes = total > in_use ? total - in_use : 0;
     return SUCCESS;
 }
 

@@ -256,17 +256,25 @@ impl Gpu {
     fn alloc_error(&self, what: &str, bytes: usize, e: impl std::fmt::Debug) -> Error {
         let free = self
             .memory()
-            .map(|(free, total)| format!("; {:.2} GiB free of {:.2} GiB", gib(free), gib(total)))
+            .map(|(free, total)| format!("; {} free of {}", size(free), size(total)))
             .unwrap_or_default();
         Error::Device {
-            op: format!("allocating {what} ({:.2} GiB)", gib(bytes)),
+            op: format!("allocating {what} ({})", size(bytes)),
             message: format!("{e:?}{free}"),
         }
     }
 }
 
-fn gib(bytes: usize) -> f64 {
-    bytes as f64 / (1u64 << 30) as f64
+/// `bytes` for a message: "1.50 GiB", "12.0 MiB", "512 bytes".
+fn size(bytes: usize) -> String {
+    let b = bytes as f64;
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// Runs a cudarc call under `catch_unwind` (cudarc panics on a missing symbol), turning
@@ -289,4 +297,16 @@ pub(super) fn guarded_device<T, E: std::fmt::Debug>(
             other => other.to_string(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size;
+
+    #[test]
+    fn sizes_in_messages_keep_small_allocations_readable() {
+        assert_eq!(size(512), "512 bytes");
+        assert_eq!(size(12 << 20), "12.0 MiB");
+        assert_eq!(size(3 << 29), "1.50 GiB");
+    }
 }

@@ -117,15 +117,17 @@ impl Drop for CudaRunner {
 
 impl CudaRunner {
     /// Uploads `model`'s weights to `gpu` and allocates the step buffers for `limits`; the
-    /// KV cache comes next ([`CudaRunner::allocate_kv`]), sized from the memory left.
+    /// KV cache comes next ([`CudaRunner::allocate_kv`]), sized from the memory left, and
+    /// then the matmul choice ([`CudaRunner::tune_matmul`]; until then every product runs
+    /// on cuBLAS). Tuning last makes a KV cache that does not fit fail before the slowest
+    /// part of create, and its transient buffers come out of the reserve the cache leaves.
     pub fn load(gpu: Gpu, model: &Decoder, limits: Limits) -> Result<CudaRunner> {
         let c = model.config.clone();
         check_model(&c)?;
         let weights = DeviceWeights::upload(&gpu, model)?;
         let bufs = Buffers::new(&gpu, &c, &limits)?;
         let graphs = DecodeGraphs::new(limits.max_num_seqs.min(limits.max_num_batched_tokens));
-        let groups = matmul_groups(&c, &weights);
-        let matmul = Matmul::tune(&gpu, &groups, Mode::from_env()?, graphs.enabled())?;
+        let matmul = Matmul::cublas_only();
         Ok(CudaRunner {
             max_blocks_per_seq: limits.max_model_len.div_ceil(limits.block_size),
             rope: model.rope().clone(),
@@ -160,7 +162,16 @@ impl CudaRunner {
         };
         let mut r = CudaRunner::load(gpu, model, limits)?;
         r.allocate_kv(num_blocks)?;
+        r.tune_matmul()?;
         Ok(r)
+    }
+
+    /// Chooses cuBLAS or GEMV per weight shape (`RILL_CUDA_GEMV`; by default by timing
+    /// both on this device).
+    pub fn tune_matmul(&mut self) -> Result<()> {
+        let groups = matmul_groups(&self.config, &self.weights);
+        self.matmul = Matmul::tune(&self.gpu, &groups, Mode::from_env()?, self.graphs.enabled())?;
+        Ok(())
     }
 
     /// The GPU.
