@@ -69,7 +69,8 @@ step "the GPU suites on the emulated CUDA driver (tests/kernel_emu/fake_cuda.cpp
 # packed inputs, CUDA graphs, cuBLAS calls) runs on the CPU, its streams deferring work
 # until the host waits (so a missing wait fails). cuda_kernels runs all 25 tests;
 # cuda_engine runs the greedy parity of the whole backend with the CPU on the tiny Qwen3
-# and Llama models (make_models.py, numpy, cached), and on Qwen3 with chunked prefill.
+# and Llama models (make_models.py, numpy, cached), and on Qwen3 with chunked prefill,
+# and the create-time failures (a KV cache or weights that do not fit, a too-old driver).
 # Its transformers-logits and 256-request tests need torch or ~8 min each here and run
 # on the GPU machine.
 gpu_models=${RILL_CACHE:-$HOME/.cache/rill}/gpu-tiny-models
