@@ -70,7 +70,8 @@ step "the GPU suites on the emulated CUDA driver (tests/kernel_emu/fake_cuda.cpp
 # until the host waits (so a missing wait fails). cuda_kernels runs all 25 tests;
 # cuda_engine runs the greedy parity of the whole backend with the CPU on the tiny Qwen3
 # and Llama models (make_models.py, numpy, cached), and on Qwen3 with chunked prefill,
-# and the create-time failures (a KV cache or weights that do not fit, a too-old driver).
+# the create-time failures (a KV cache or weights that do not fit, a too-old driver) and a
+# kernel fault mid-decode (every stream fails cleanly, the engine is poisoned, no panic).
 # Its transformers-logits and 256-request tests need torch or ~8 min each here and run
 # on the GPU machine.
 gpu_models=${RILL_CACHE:-$HOME/.cache/rill}/gpu-tiny-models
@@ -81,7 +82,7 @@ emulated() {
     RILL_GPU_TESTS=emulated RILL_GPU_MODELS="$gpu_models" "$@"
 }
 emulated cargo test --locked --features kernel-emu --test cuda_kernels
-emulated cargo test --locked --features kernel-emu --test cuda_engine -- greedy out_of_range at_create
+emulated cargo test --locked --features kernel-emu --test cuda_engine -- greedy out_of_range at_create device_fault
 
 step "release build (cdylib, rill-cli)"
 cargo build --release --locked

@@ -36,6 +36,9 @@
 //!   free memory, weights larger than the device and a too-old driver (the last two on
 //!   the emulated driver, which can be made small or old) are clear errors that leave no
 //!   device memory held.
+//! - `a_device_fault_fails_every_stream_and_poisons_the_engine` (`cuda_engine/device_fault.rs`,
+//!   emulated): a kernel fault mid-decode fails every stream cleanly and poisons the engine,
+//!   whose drop then returns without a panic.
 //!
 //! `cuda_engine --cpu-reference-check` (no GPU needed) runs only the CPU half of the
 //! transformers comparison: it checks the reference files and rill's CPU backend against
@@ -45,6 +48,8 @@ mod gpu_harness;
 
 #[path = "cuda_engine/create_errors.rs"]
 mod create_errors;
+#[path = "cuda_engine/device_fault.rs"]
+mod device_fault;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -115,6 +120,23 @@ fn run_streams(
     bodies: &[String],
     cancel_after: impl Fn(usize) -> Option<usize>,
 ) -> Result<Vec<Vec<Value>>, String> {
+    let mut cancelled = vec![false; bodies.len()];
+    run_streams_with(e, bodies, |i, deltas, id| {
+        if !cancelled[i] && cancel_after(i).is_some_and(|n| deltas >= n) {
+            cancelled[i] = true;
+            e.cancel(id).map_err(|err| format!("cancel {i}: {err}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// [`run_streams`] with `on_delta(i, deltas, id)` called at each text delta of request
+/// `i` (id `id`, `deltas` of them so far).
+fn run_streams_with(
+    e: &Engine,
+    bodies: &[String],
+    mut on_delta: impl FnMut(usize, usize, u64) -> Result<(), String>,
+) -> Result<Vec<Vec<Value>>, String> {
     let (tx, rx) = unbounded::<(usize, Value)>();
     let mut ids = Vec::with_capacity(bodies.len());
     for (i, b) in bodies.iter().enumerate() {
@@ -133,7 +155,6 @@ fn run_streams(
     drop(tx);
     let mut streams: Vec<Vec<Value>> = vec![Vec::new(); bodies.len()];
     let mut deltas = vec![0usize; bodies.len()];
-    let mut cancelled = vec![false; bodies.len()];
     let mut open = bodies.len();
     while open > 0 {
         let (i, ev) = match rx.recv_timeout(EVENT_TIMEOUT) {
@@ -153,11 +174,7 @@ fn run_streams(
         };
         if ev["type"] == "response.output_text.delta" {
             deltas[i] += 1;
-            if !cancelled[i] && cancel_after(i).is_some_and(|n| deltas[i] >= n) {
-                cancelled[i] = true;
-                e.cancel(ids[i])
-                    .map_err(|err| format!("cancel {i}: {err}"))?;
-            }
+            on_delta(i, deltas[i], ids[i])?;
         }
         let terminal = is_terminal(Some(&ev));
         streams[i].push(ev);
@@ -921,6 +938,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    #[cfg(feature = "kernel-emu")]
+    if std::env::args().any(|a| a == device_fault::DEVICE_FAULT_CHILD) {
+        return match device_fault::device_fault_child() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("device fault: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     #[allow(unused_mut)] // without the `cuda` feature nothing is pushed
     let mut tests: Vec<gpu_harness::Test> = vec![
         (
@@ -961,6 +988,10 @@ fn main() -> ExitCode {
         tests.push((
             "too_old_driver_is_refused_at_create",
             create_errors::too_old_driver_is_refused_at_create,
+        ));
+        tests.push((
+            "a_device_fault_fails_every_stream_and_poisons_the_engine",
+            device_fault::a_device_fault_fails_every_stream_and_poisons_the_engine,
         ));
     }
     gpu_harness::main("cuda_engine", &tests)

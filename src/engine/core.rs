@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::executor::Executor;
 use super::{Output, Shared};
 use crate::backend::add_elapsed;
+use crate::error::Error;
 use crate::kv_cache::KvCacheManager;
 use crate::responses::stream::{Finish, Usage};
 use crate::runner;
@@ -224,6 +225,9 @@ impl EngineCore {
                 );
                 return self.poison(msg);
             }
+            Err(e @ Error::Device { .. }) => {
+                return self.poison_with("the GPU failed", e.to_string())
+            }
             Err(e) => return self.poison(e.to_string()),
         };
         st.steps.fetch_add(1, Ordering::Relaxed);
@@ -270,7 +274,12 @@ impl EngineCore {
     /// After a panic inside a step the KV state is unknown: fail everything in flight and
     /// refuse new work.
     fn poison(&mut self, msg: String) {
-        let msg = format!("internal error during a step: {msg}");
+        self.poison_with("internal error", msg)
+    }
+
+    /// [`Self::poison`] with what went wrong named: "the GPU failed" (a device error).
+    fn poison_with(&mut self, what: &str, msg: String) {
+        let msg = format!("{what} during a step: {msg}");
         *self.shared.poisoned.lock() = Some(msg.clone());
         let failed = Finish::Failed {
             code: "server_error",

@@ -15,7 +15,14 @@
 typedef int cublasStatus_t;
 typedef int CUresult;
 
-enum : int { OK = 0, NOT_INITIALIZED = 1, NOT_SUPPORTED = 15, INVALID_VALUE = 7, EXECUTION_FAILED = 13 };
+enum : int {
+    OK = 0,
+    NOT_INITIALIZED = 1,
+    NOT_SUPPORTED = 15,
+    INVALID_VALUE = 7,
+    EXECUTION_FAILED = 13,
+    INTERNAL_ERROR = 14
+};
 enum : int { R_32F = 0, R_16BF = 14 };
 enum : int { OP_N = 0, OP_T = 1 };
 
@@ -135,9 +142,16 @@ cublasStatus_t cublasCreate_v2(void** h) {
     *h = new Handle();
     return OK;
 }
+// cublasDestroy synchronizes the device (cuBLAS's documentation), so after a kernel fault
+// (sticky: the context is unusable) it fails; the handle is gone either way.
 cublasStatus_t cublasDestroy_v2(void* h) {
+    typedef int (*Sticky)();
+    static Sticky sticky = [] {
+        void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+        return lib ? reinterpret_cast<Sticky>(dlsym(lib, "rill_fake_cuda_sticky")) : nullptr;
+    }();
     delete static_cast<Handle*>(h);
-    return OK;
+    return sticky && sticky() != 0 ? INTERNAL_ERROR : OK;
 }
 cublasStatus_t cublasSetStream_v2(void* h, void* s) {
     static_cast<Handle*>(h)->stream = s;

@@ -51,6 +51,7 @@ Context primary;
 const size_t DEFAULT_TOTAL = 8ull << 30;
 size_t total = DEFAULT_TOTAL;  // rill_fake_cuda_set_memory
 int driver_version = 13000;    // rill_fake_cuda_set_driver_version
+bool fail_next_launch = false; // rill_fake_cuda_fail_next_launch
 size_t in_use = 0;
 std::map<uintptr_t, size_t> device_allocs;  // address -> bytes
 std::set<uintptr_t> freeing;                // queued by cuMemFreeAsync
@@ -110,8 +111,8 @@ CUresult rill_fake_enqueue(void* s, CUresult (*fn)(const void*), const void* ctx
 }
 
 // Test controls (tests/cuda_engine.rs, through gpu_harness::fake_driver_fn): the device's
-// memory (0: the default 8 GiB; a smaller device makes loads fail for want of memory), and
-// the version cuDriverGetVersion reports (set before the process's first probe).
+// memory (0: the default 8 GiB; a smaller device makes loads fail for want of memory), the
+// version cuDriverGetVersion reports (set before the process's first probe), a fault.
 void rill_fake_cuda_set_memory(size_t bytes) {
     Guard g(lock());
     total = bytes ? bytes : DEFAULT_TOTAL;
@@ -119,6 +120,17 @@ void rill_fake_cuda_set_memory(size_t bytes) {
 void rill_fake_cuda_set_driver_version(int version) {
     Guard g(lock());
     driver_version = version;
+}
+// The next kernel to run (queued or replayed from a graph) faults, as an illegal address
+// would on a GPU: LAUNCH_FAILED, sticky for the rest of the process.
+void rill_fake_cuda_fail_next_launch() {
+    Guard g(lock());
+    fail_next_launch = true;
+}
+// The sticky error (0: none), for fake_cublas.cpp's cublasDestroy.
+int rill_fake_cuda_sticky() {
+    Guard g(lock());
+    return (int)reg().sticky;
 }
 
 CUresult cuInit(unsigned) { return SUCCESS; }
@@ -557,6 +569,12 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
         std::vector<void*> ptrs;
         for (auto& a : args) ptrs.push_back(a.data());
         char err[1024];
+        if (fail_next_launch) {
+            fail_next_launch = false;
+            last_launch_error = name + ": injected fault (rill_fake_cuda_fail_next_launch)";
+            fprintf(stderr, "emulated CUDA driver: %s\n", last_launch_error.c_str());
+            return (CUresult)LAUNCH_FAILED;
+        }
         if (rill_emu_launch(name.c_str(), gx, gy, gz, bx, ptrs.data(), sizes.data(), sizes.size(),
                             err, sizeof err) != 0) {
             last_launch_error = err;  // under the lock: queued work runs with it held

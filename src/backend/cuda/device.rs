@@ -11,16 +11,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::{
     CUgraphInstantiate_flags_enum, CUstreamCaptureMode, CUstreamCaptureStatus,
 };
 use cudarc::driver::{
-    result, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr,
-    DeviceRepr, ValidAsZeroBits,
+    result, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DeviceRepr,
+    ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 
+use super::blas::Blas;
 use super::kernels;
 use super::probe::{self, guarded, DeviceInfo, ProbeError};
 use crate::error::{Error, Result};
@@ -38,19 +38,13 @@ pub struct Gpu {
     pub info: DeviceInfo,
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
-    pub blas: CudaBlas,
+    pub blas: Blas,
     functions: HashMap<String, CudaFunction>,
     /// The modules stay loaded while their functions are in use.
     _modules: Vec<Arc<CudaModule>>,
     /// How many kernel files came from the PTX cache (the rest were compiled).
     pub ptx_from_cache: usize,
-    /// cuBLAS's workspace, set once so that no cuBLAS call allocates (a CUDA graph
-    /// capture cannot hold an allocation).
-    _blas_workspace: CudaSlice<u8>,
 }
-
-/// cuBLAS workspace bytes (NVIDIA's recommendation for Hopper is 32 MiB).
-const BLAS_WORKSPACE: usize = 32 << 20;
 
 impl Gpu {
     /// Opens device `ordinal`: probes the driver, creates the primary context and a
@@ -103,37 +97,7 @@ impl Gpu {
             }
             modules.push(module);
         }
-        let blas = guarded_device("cublasCreate", || CudaBlas::new(stream.clone()))?;
-        let workspace = stream
-            .alloc_zeros::<u8>(BLAS_WORKSPACE)
-            .map_err(|e| device_error("allocating the cuBLAS workspace (32 MiB)", e))?;
-        {
-            let (ptr, _guard) = workspace.device_ptr(&stream);
-            // SAFETY: the handle is live; the workspace is a device allocation of
-            // BLAS_WORKSPACE bytes that lives as long as the handle (both in `Gpu`, the
-            // workspace declared after `blas`, so dropped after it).
-            let status = unsafe {
-                cudarc::cublas::sys::cublasSetWorkspace_v2(
-                    *blas.handle(),
-                    ptr as *mut std::ffi::c_void,
-                    BLAS_WORKSPACE,
-                )
-            };
-            if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-                return Err(device_error("cublasSetWorkspace", status));
-            }
-            // Split-K reductions stay in f32 (the linear layers' f32 accumulation).
-            // SAFETY: the handle is live; the mode is a valid cublasMath_t.
-            let status = unsafe {
-                cudarc::cublas::sys::cublasSetMathMode(
-                    *blas.handle(),
-                    cudarc::cublas::sys::cublasMath_t::CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION,
-                )
-            };
-            if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-                return Err(device_error("cublasSetMathMode", status));
-            }
-        }
+        let blas = Blas::new(&stream)?;
         Ok(Gpu {
             info,
             ctx,
@@ -142,7 +106,6 @@ impl Gpu {
             functions,
             _modules: modules,
             ptx_from_cache,
-            _blas_workspace: workspace,
         })
     }
 

@@ -15,9 +15,9 @@
 //! REDUCTION`: split-K reductions run in f32, not in the bf16 output type, as the CPU
 //! accumulates.
 //!
-//! CUDA graphs: `Gpu::open` gives the handle a workspace of its own (cudarc's
-//! `CudaBlas::new` sets none, and cuBLAS would otherwise allocate one, an allocation
-//! under capture), so these calls can be captured.
+//! CUDA graphs: the handle has a workspace of its own ([`Blas`](super::blas::Blas);
+//! without one cuBLAS would allocate, an allocation under capture), so these calls can be
+//! captured.
 
 use std::ffi::c_void;
 
@@ -103,7 +103,7 @@ fn gemm(gpu: &Gpu, g: Option<Gemm>, out: u64, c_type: cudaDataType) -> Result<()
     let Some(g) = g else {
         return Ok(());
     };
-    let handle = *gpu.blas.handle();
+    let handle = gpu.blas.handle();
     gpu.ctx
         .bind_to_thread()
         .map_err(|e| device_error("binding the CUDA context for cuBLAS", e))?;

@@ -10,6 +10,7 @@
 //!   NVRTC for a device's compute capability, the PTX cached on disk; [`nvrtc_program`]
 //!   is the NVRTC call itself, with our headers in memory.
 //! - [`device`]: an open GPU (context, the one stream, every kernel loaded, cuBLAS).
+//! - [`blas`]: its cuBLAS handle (workspace, f32 reductions; a drop that cannot panic).
 //! - `ops` / `linear`: bounds-checked launches of each kernel and the cuBLAS matmuls.
 //! - [`matmul`]: per weight shape, cuBLAS or our decode GEMV, chosen by timing at load.
 //! - [`weights`]: the model's weights uploaded as bf16 (fused Q/K/V and gate/up).
@@ -31,6 +32,7 @@
 //! the bindings may name entry points it lacks.
 
 pub mod bandwidth;
+pub mod blas;
 pub mod device;
 #[cfg(feature = "kernel-emu")]
 pub mod emu;
