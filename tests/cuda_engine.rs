@@ -39,6 +39,8 @@
 //! - `a_device_fault_fails_every_stream_and_poisons_the_engine` (`cuda_engine/device_fault.rs`,
 //!   emulated): a kernel fault mid-decode fails every stream cleanly and poisons the engine,
 //!   whose drop then returns without a panic.
+//! - `greedy_chunked_with_pageable_inputs_equals_cpu` (`cuda_engine/pageable_inputs.rs`,
+//!   emulated): the chunked greedy parity with the step inputs in pageable memory.
 //!
 //! `cuda_engine --cpu-reference-check` (no GPU needed) runs only the CPU half of the
 //! transformers comparison: it checks the reference files and rill's CPU backend against
@@ -46,10 +48,14 @@
 
 mod gpu_harness;
 
+#[path = "cuda_engine/child.rs"]
+mod child;
 #[path = "cuda_engine/create_errors.rs"]
 mod create_errors;
 #[path = "cuda_engine/device_fault.rs"]
 mod device_fault;
+#[path = "cuda_engine/pageable_inputs.rs"]
+mod pageable_inputs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -929,24 +935,21 @@ fn main() -> ExitCode {
         };
     }
     #[cfg(feature = "kernel-emu")]
-    if std::env::args().any(|a| a == create_errors::TOO_OLD_DRIVER_CHILD) {
-        return match create_errors::too_old_driver_child() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                println!("too old driver: FAILED: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    #[cfg(feature = "kernel-emu")]
-    if std::env::args().any(|a| a == device_fault::DEVICE_FAULT_CHILD) {
-        return match device_fault::device_fault_child() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                println!("device fault: FAILED: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    if let Some(code) = child::main_of(&[
+        (
+            create_errors::TOO_OLD_DRIVER_CHILD,
+            create_errors::too_old_driver_child,
+        ),
+        (
+            device_fault::DEVICE_FAULT_CHILD,
+            device_fault::device_fault_child,
+        ),
+        (
+            pageable_inputs::PAGEABLE_INPUTS_CHILD,
+            pageable_inputs::pageable_inputs_child,
+        ),
+    ]) {
+        return code;
     }
     #[allow(unused_mut)] // without the `cuda` feature nothing is pushed
     let mut tests: Vec<gpu_harness::Test> = vec![
@@ -992,6 +995,10 @@ fn main() -> ExitCode {
         tests.push((
             "a_device_fault_fails_every_stream_and_poisons_the_engine",
             device_fault::a_device_fault_fails_every_stream_and_poisons_the_engine,
+        ));
+        tests.push((
+            "greedy_chunked_with_pageable_inputs_equals_cpu",
+            pageable_inputs::greedy_chunked_with_pageable_inputs_equals_cpu,
         ));
     }
     gpu_harness::main("cuda_engine", &tests)

@@ -133,27 +133,8 @@ pub fn weights_beyond_device_memory_fail_at_create() -> TestResult {
 
 #[cfg(feature = "kernel-emu")]
 pub fn too_old_driver_is_refused_at_create() -> TestResult {
-    use std::process::Command;
-
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let out = Command::new(&exe)
-        .arg(TOO_OLD_DRIVER_CHILD)
-        .output()
-        .map_err(|e| format!("running {}: {e}", exe.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    print!("{text}");
-    if !out.status.success() {
-        return Err(format!(
-            "the child failed ({}): {}{}",
-            out.status,
-            text.trim_end(),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    if !text.contains("too old driver: ok") {
-        return Err(format!("the child did not report its checks: {text}"));
-    }
-    Ok(())
+    let limit = std::time::Duration::from_secs(120);
+    super::child::run(TOO_OLD_DRIVER_CHILD, &[], limit)
 }
 
 /// The child of [`too_old_driver_is_refused_at_create`]: the emulated driver reports CUDA
@@ -181,6 +162,5 @@ pub fn too_old_driver_child() -> TestResult {
         return Err(format!("auto with a too-old driver: stats {stats}"));
     }
     println!("  auto: {}", stats["device_note"]);
-    println!("too old driver: ok");
     Ok(())
 }

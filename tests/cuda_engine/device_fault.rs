@@ -7,66 +7,25 @@
 
 #![cfg(feature = "kernel-emu")]
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rill::ffi::status::RillStatus;
 use rill::responses::check::check_stream;
 use rill::{EngineConfig, Sink};
 use serde_json::json;
 
-use super::{gpu_harness, model_dir, run_streams_with, TestResult};
+use super::{child, gpu_harness, model_dir, run_streams_with, TestResult};
 
 /// The argument that makes the test binary run [`device_fault_child`].
 pub const DEVICE_FAULT_CHILD: &str = "--device-fault-child";
 
-/// The child's limit; it takes seconds (the matmul tuning is off in the child).
-const CHILD_LIMIT: Duration = Duration::from_secs(300);
-
 pub fn a_device_fault_fails_every_stream_and_poisons_the_engine() -> TestResult {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     // cuBLAS for every product: the GEMV timing at create takes minutes on the emulator.
-    let mut child = Command::new(&exe)
-        .arg(DEVICE_FAULT_CHILD)
-        .env("RILL_CUDA_GEMV", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("running {}: {e}", exe.display()))?;
-    let t0 = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if t0.elapsed() > CHILD_LIMIT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("the child ran past {CHILD_LIMIT:?} (a hang?)"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => return Err(format!("waiting for the child: {e}")),
-        }
-    };
-    let (mut out, mut err) = (String::new(), String::new());
-    if let Some(mut s) = child.stdout.take() {
-        let _ = s.read_to_string(&mut out);
-    }
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.read_to_string(&mut err);
-    }
-    print!("{out}");
-    if !status.success() || !out.contains("device fault: ok") {
-        return Err(format!(
-            "the child failed ({status}):\n{}\n{}",
-            out.trim_end(),
-            err.trim_end()
-        ));
-    }
-    // A panic anywhere (an engine thread, a drop) prints here even when it was caught.
-    if err.contains("panicked") {
-        return Err(format!("the child panicked:\n{}", err.trim_end()));
-    }
-    Ok(())
+    child::run(
+        DEVICE_FAULT_CHILD,
+        &[("RILL_CUDA_GEMV", "off")],
+        Duration::from_secs(300),
+    )
 }
 
 /// The child: three greedy streams on "cuda"; the next kernel faults once the first has
@@ -128,6 +87,5 @@ pub fn device_fault_child() -> TestResult {
         Ok(_) => return Err("a new request was accepted on a faulted device".into()),
     }
     drop(e);
-    println!("device fault: ok");
     Ok(())
 }

@@ -52,6 +52,7 @@ const size_t DEFAULT_TOTAL = 8ull << 30;
 size_t total = DEFAULT_TOTAL;  // rill_fake_cuda_set_memory
 int driver_version = 13000;    // rill_fake_cuda_set_driver_version
 bool fail_next_launch = false; // rill_fake_cuda_fail_next_launch
+bool refuse_page_locked = false; // rill_fake_cuda_refuse_page_locked
 size_t in_use = 0;
 std::map<uintptr_t, size_t> device_allocs;  // address -> bytes
 std::set<uintptr_t> freeing;                // queued by cuMemFreeAsync
@@ -112,7 +113,8 @@ CUresult rill_fake_enqueue(void* s, CUresult (*fn)(const void*), const void* ctx
 
 // Test controls (tests/cuda_engine.rs, through gpu_harness::fake_driver_fn): the device's
 // memory (0: the default 8 GiB; a smaller device makes loads fail for want of memory), the
-// version cuDriverGetVersion reports (set before the process's first probe), a fault.
+// version cuDriverGetVersion reports (set before the process's first probe), a fault,
+// page-locked memory refused.
 void rill_fake_cuda_set_memory(size_t bytes) {
     Guard g(lock());
     total = bytes ? bytes : DEFAULT_TOTAL;
@@ -126,6 +128,11 @@ void rill_fake_cuda_set_driver_version(int version) {
 void rill_fake_cuda_fail_next_launch() {
     Guard g(lock());
     fail_next_launch = true;
+}
+// Whether cuMemHostAlloc fails (the backend then stages its inputs in ordinary memory).
+void rill_fake_cuda_refuse_page_locked(int refuse) {
+    Guard g(lock());
+    refuse_page_locked = refuse != 0;
 }
 // The sticky error (0: none), for fake_cublas.cpp's cublasDestroy.
 int rill_fake_cuda_sticky() {
@@ -266,6 +273,7 @@ CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
     NEED_CONTEXT;
     Guard g(lock());
     if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
+    if (refuse_page_locked) return OUT_OF_MEMORY;  // as under a low RLIMIT_MEMLOCK
     *p = calloc(1, bytes ? bytes : 1);
     if (!*p) return OUT_OF_MEMORY;
     pinned[(uintptr_t)*p] = bytes;
