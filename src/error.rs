@@ -131,7 +131,7 @@ impl fmt::Display for Error {
             Error::Tokenizer(m) => write!(f, "tokenizer: {m}"),
             Error::Template(m) => write!(f, "chat template: {m}"),
             Error::UnknownRequest(id) => write!(f, "unknown request id {id}"),
-            Error::Poisoned(m) => write!(f, "engine is poisoned after an internal failure: {m}"),
+            Error::Poisoned(m) => write!(f, "engine is poisoned: {m}"),
             Error::WrongThread(m) => write!(f, "{m}"),
             Error::Internal(m) => write!(f, "internal error: {m}"),
             Error::Device { op, message } => write!(f, "GPU: {op} failed: {message}"),

@@ -120,7 +120,13 @@ pub fn create(
 /// GPU memory kept out of the KV cache for what allocates after it (CUDA graphs, cuBLAS's
 /// internals, the driver).
 #[cfg(feature = "cuda")]
-const GPU_RESERVE: u64 = 512 << 20; // named in the KV budget's `what` below
+macro_rules! gpu_reserve_mib {
+    () => {
+        512
+    };
+}
+#[cfg(feature = "cuda")]
+const GPU_RESERVE: u64 = gpu_reserve_mib!() << 20;
 
 #[cfg(feature = "cuda")]
 fn create_cuda(
@@ -148,7 +154,11 @@ fn create_cuda(
     let memory = Memory {
         available: Some((free as u64).saturating_sub(GPU_RESERVE)),
         auto_share: 0.9,
-        what: "the GPU's free memory after the weights, step buffers and a 512 MiB reserve",
+        what: concat!(
+            "the GPU's free memory after the weights, step buffers and a ",
+            gpu_reserve_mib!(),
+            " MiB reserve"
+        ),
         bounds_the_cache: true,
     };
     let layout = kv_budget::plan(

@@ -58,21 +58,25 @@ pub fn run(arg: &str, env: &[(&str, &str)], limit: Duration) -> TestResult {
     let out = drain(pipes.0.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let err = drain(pipes.1.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let t0 = Instant::now();
-    let status = loop {
+    let outcome = loop {
         match child.try_wait() {
-            Ok(Some(s)) => break s,
+            Ok(Some(s)) => break Ok(s),
             Ok(None) if t0.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("the child {arg} ran past {limit:?} (a hang?)"));
+                break Err(format!("the child {arg} ran past {limit:?} (a hang?)"))
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("waiting for the child {arg}: {e}")),
+            Err(e) => break Err(format!("waiting for the child {arg}: {e}")),
         }
     };
+    if outcome.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // The pipes close when the child is gone.
     let out = out.join().unwrap_or_default();
     let err = err.join().unwrap_or_default();
     print!("{out}");
+    let status = outcome.map_err(|m| format!("{m}\n{}\n{}", out.trim_end(), err.trim_end()))?;
     if !status.success() || !out.contains(&format!("{arg}: ok")) {
         return Err(format!(
             "the child {arg} failed ({status}):\n{}\n{}",

@@ -93,18 +93,21 @@ pub fn kv_cache_beyond_free_memory_is_refused_at_create() -> TestResult {
 }
 
 /// The emulated driver's control `name`, taking one argument of type `T`.
+///
+/// # Safety
+/// `T` must be the C parameter type of `name` (tests/kernel_emu/fake_cuda.cpp).
 #[cfg(feature = "kernel-emu")]
-fn control<T>(name: &str) -> Result<extern "C" fn(T), String> {
+unsafe fn control<T>(name: &str) -> Result<extern "C" fn(T), String> {
     let f = gpu_harness::fake_driver_fn(name)?;
-    // SAFETY: the two controls (tests/kernel_emu/fake_cuda.cpp) are `void(size_t)` and
-    // `void(int)`, and the callers name `T` as usize and i32 to match.
+    // SAFETY: a non-null export of that signature (the caller's contract).
     Ok(unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn(T)>(f) })
 }
 
 #[cfg(feature = "kernel-emu")]
 pub fn weights_beyond_device_memory_fail_at_create() -> TestResult {
     let dir = model_dir("qwen3-tiny")?;
-    let set_memory = control::<usize>("rill_fake_cuda_set_memory")?;
+    // SAFETY: `void rill_fake_cuda_set_memory(size_t)`.
+    let set_memory = unsafe { control::<usize>("rill_fake_cuda_set_memory") }?;
     let (before, total) = device_memory()?;
     // Room for what is allocated now and 200 MiB more: the cuBLAS workspace (32 MiB) and
     // the token embedding (0.14 GiB) fit, the layers do not, so the failure comes with
@@ -142,7 +145,8 @@ pub fn too_old_driver_is_refused_at_create() -> TestResult {
 #[cfg(feature = "kernel-emu")]
 pub fn too_old_driver_child() -> TestResult {
     gpu_harness::load_emulated_driver()?;
-    control::<i32>("rill_fake_cuda_set_driver_version")?(12040);
+    // SAFETY: `void rill_fake_cuda_set_driver_version(int)`.
+    unsafe { control::<i32>("rill_fake_cuda_set_driver_version") }?(12040);
     let dir = model_dir("qwen3-tiny")?;
     let too_old = "the CUDA driver is too old (CUDA 12.4, this build needs 13.0 or newer)";
     for device in ["cuda", "cuda:0"] {

@@ -27,12 +27,9 @@ pub struct Blas {
     _stream: Arc<CudaStream>,
 }
 
-// SAFETY: a cuBLAS handle may be used from any thread, one call at a time; `Gpu` (and so
-// this) is used by one thread at a time (the engine thread), and the handle is only
-// passed to cuBLAS calls.
+// SAFETY: a cuBLAS handle may be used from any thread, one call at a time (it is not
+// `Sync`: calls change its state); the stream and workspace it holds are `Send`.
 unsafe impl Send for Blas {}
-// SAFETY: as above: shared references only read the handle value.
-unsafe impl Sync for Blas {}
 
 impl Blas {
     /// A handle on `stream` with its workspace and math mode set.

@@ -98,7 +98,8 @@ pub struct CudaRunner {
     pub(super) limits: Limits,
     pub(super) max_blocks_per_seq: usize,
     pub(super) graphs: DecodeGraphs,
-    /// cuBLAS or GEMV per weight shape (tuned at load).
+    /// cuBLAS or GEMV per weight shape (cuBLAS until [`CudaRunner::tune_matmul`], which
+    /// create calls once the KV cache is allocated).
     pub(super) matmul: Matmul,
     /// Last: dropped after everything that uses its context, modules and cuBLAS.
     pub(super) gpu: Gpu,
@@ -169,6 +170,8 @@ impl CudaRunner {
     /// Chooses cuBLAS or GEMV per weight shape (`RILL_CUDA_GEMV`; by default by timing
     /// both on this device).
     pub fn tune_matmul(&mut self) -> Result<()> {
+        // Captured decode graphs hold the old choices.
+        self.graphs.clear();
         let groups = matmul_groups(&self.config, &self.weights);
         self.matmul = Matmul::tune(&self.gpu, &groups, Mode::from_env()?, self.graphs.enabled())?;
         Ok(())
