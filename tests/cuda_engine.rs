@@ -41,6 +41,8 @@
 //!   whose drop then returns without a panic.
 //! - `greedy_chunked_with_pageable_inputs_equals_cpu` (`cuda_engine/pageable_inputs.rs`,
 //!   emulated): the chunked greedy parity with the step inputs in pageable memory.
+//! - `greedy_after_a_failed_capture_equals_cpu` (`cuda_engine/failed_capture.rs`,
+//!   emulated): graph captures that fail two ways; graphs go off, the parity holds.
 //!
 //! `cuda_engine --cpu-reference-check` (no GPU needed) runs only the CPU half of the
 //! transformers comparison: it checks the reference files and rill's CPU backend against
@@ -54,6 +56,8 @@ mod child;
 mod create_errors;
 #[path = "cuda_engine/device_fault.rs"]
 mod device_fault;
+#[path = "cuda_engine/failed_capture.rs"]
+mod failed_capture;
 #[path = "cuda_engine/pageable_inputs.rs"]
 mod pageable_inputs;
 
@@ -312,7 +316,20 @@ const MAX_CHOSEN_LOGPROB_DIFF: f64 = 0.5;
 /// The greedy parity check of `device` against the CPU (`device` "cpu" checks the test
 /// itself: `--cpu-reference-check`).
 fn greedy_equals_cpu(name: &str, device: &str) -> TestResult {
-    greedy_equals_cpu_with(name, device, &GREEDY_PROMPTS, json!({}))
+    let stats = greedy_equals_cpu_with(name, device, &GREEDY_PROMPTS, json!({}))?;
+    graphs_used_on_cuda(device, &stats)
+}
+
+/// On a GPU, decode steps must have replayed CUDA graphs: a failed capture turns them off
+/// (the engine keeps running eagerly, and would pass the parity without them). The CPU
+/// (`--cpu-reference-check`) has no graphs.
+fn graphs_used_on_cuda(device: &str, stats: &Value) -> TestResult {
+    let b = &stats["backend"];
+    let used = b["cuda_graphs"] == "on" && b["graph_steps"].as_u64() > Some(0);
+    if device.starts_with("cuda") && !used {
+        return Err(format!("CUDA graphs were not used: backend stats {b}"));
+    }
+    Ok(())
 }
 
 /// [`greedy_equals_cpu`] with prompts prefilled 16 tokens a step: a prompt spans several
@@ -326,12 +343,13 @@ fn greedy_chunked_equals_cpu(name: &str, device: &str) -> TestResult {
         .iter()
         .map(|p| format!("{SHARED_CONTEXT}\n\n{p}"))
         .collect();
-    greedy_equals_cpu_with(
+    let stats = greedy_equals_cpu_with(
         name,
         device,
         &prompts,
         json!({"max_num_batched_tokens": CHUNK}),
-    )
+    )?;
+    graphs_used_on_cuda(device, &stats)
 }
 
 const CHUNK: usize = 16;
@@ -341,12 +359,14 @@ const SHARED_CONTEXT: &str = "You are a careful assistant in a small harbour tow
     nine and returns at four, and the library keeps old maps of the coast. Answer the \
     question below in plain words, and keep the answer short.";
 
+/// The greedy parity of `device` with the CPU on `prompts` (engine config `extra`);
+/// returns the stats of the engine on `device` afterwards.
 fn greedy_equals_cpu_with(
     name: &str,
     device: &str,
     prompts: &[impl AsRef<str>],
     extra: Value,
-) -> TestResult {
+) -> Result<Value, String> {
     let dir = model_dir(name)?;
     let cpu = engine(&dir, "cpu", extra.clone())?;
     let cuda = engine(&dir, device, extra.clone())?;
@@ -425,7 +445,7 @@ fn greedy_equals_cpu_with(
             "llama-tiny: {parted} prompts parted; this model has no near-ties"
         ));
     }
-    Ok(())
+    Ok(cuda.stats())
 }
 
 // ------------------------------------------------------------------ (b) logits vs transformers
@@ -841,15 +861,7 @@ fn concurrent_with_cancels(device: &str, n: usize) -> TestResult {
                  backend {}",
                 req, kv["free_blocks"], kv["num_blocks"], st["preemptions"], st["backend"]
             );
-            // On a GPU, decode steps must have replayed CUDA graphs: a failed capture turns
-            // them off silently otherwise (the engine keeps running eagerly). The CPU
-            // (--cpu-reference-check) has no graphs.
-            let b = &st["backend"];
-            let graphs_used = b["cuda_graphs"] == "on" && b["graph_steps"].as_u64() > Some(0);
-            if device.starts_with("cuda") && !graphs_used {
-                return Err(format!("CUDA graphs were not used: backend stats {b}"));
-            }
-            return Ok(());
+            return graphs_used_on_cuda(device, &st);
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -948,6 +960,10 @@ fn main() -> ExitCode {
             pageable_inputs::PAGEABLE_INPUTS_CHILD,
             pageable_inputs::pageable_inputs_child,
         ),
+        (
+            failed_capture::FAILED_CAPTURE_CHILD,
+            failed_capture::failed_capture_child,
+        ),
     ]) {
         return code;
     }
@@ -999,6 +1015,10 @@ fn main() -> ExitCode {
         tests.push((
             "greedy_chunked_with_pageable_inputs_equals_cpu",
             pageable_inputs::greedy_chunked_with_pageable_inputs_equals_cpu,
+        ));
+        tests.push((
+            "greedy_after_a_failed_capture_equals_cpu",
+            failed_capture::greedy_after_a_failed_capture_equals_cpu,
         ));
     }
     gpu_harness::main("cuda_engine", &tests)

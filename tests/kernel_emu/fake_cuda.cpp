@@ -53,6 +53,7 @@ size_t total = DEFAULT_TOTAL;  // rill_fake_cuda_set_memory
 int driver_version = 13000;    // rill_fake_cuda_set_driver_version
 bool fail_next_launch = false; // rill_fake_cuda_fail_next_launch
 bool refuse_page_locked = false; // rill_fake_cuda_refuse_page_locked
+int fail_capture = 0;            // rill_fake_cuda_fail_capture
 size_t in_use = 0;
 std::map<uintptr_t, size_t> device_allocs;  // address -> bytes
 std::set<uintptr_t> freeing;                // queued by cuMemFreeAsync
@@ -114,7 +115,7 @@ CUresult rill_fake_enqueue(void* s, CUresult (*fn)(const void*), const void* ctx
 // Test controls (tests/cuda_engine.rs, through gpu_harness::fake_driver_fn): the device's
 // memory (0: the default 8 GiB; a smaller device makes loads fail for want of memory), the
 // version cuDriverGetVersion reports (set before the process's first probe), a fault,
-// page-locked memory refused.
+// page-locked memory refused, a failed graph capture.
 void rill_fake_cuda_set_memory(size_t bytes) {
     Guard g(lock());
     total = bytes ? bytes : DEFAULT_TOTAL;
@@ -133,6 +134,13 @@ void rill_fake_cuda_fail_next_launch() {
 void rill_fake_cuda_refuse_page_locked(int refuse) {
     Guard g(lock());
     refuse_page_locked = refuse != 0;
+}
+// Makes the next CUDA graph capture fail: 1, the next launch recorded into a capture is
+// refused and invalidates it (as an operation a capture cannot hold is); 2, the next
+// cuGraphInstantiate runs out of memory.
+void rill_fake_cuda_fail_capture(int how) {
+    Guard g(lock());
+    fail_capture = how;
 }
 // The sticky error (0: none), for fake_cublas.cpp's cublasDestroy.
 int rill_fake_cuda_sticky() {
@@ -573,6 +581,15 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     }
     const std::string name = fn->name;
     const std::vector<size_t> sizes = fn->sizes;
+    {
+        Guard g(lock());
+        Stream* st = stream_of(s);
+        if (fail_capture == 1 && st->capturing) {
+            fail_capture = 0;
+            st->capture_invalid = true;
+            return CAPTURE_UNSUPPORTED;
+        }
+    }
     return enqueue(s, [=]() mutable {
         std::vector<void*> ptrs;
         for (auto& a : args) ptrs.push_back(a.data());
@@ -630,6 +647,10 @@ CUresult cuStreamIsCapturing(void* s, int* status) {
 CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long) {
     Guard g(lock());
     if (refused_in_capture()) return CAPTURE_UNSUPPORTED;
+    if (fail_capture == 2) {
+        fail_capture = 0;
+        return OUT_OF_MEMORY;
+    }
     *exec = new Graph(*static_cast<Graph*>(graph));
     return SUCCESS;
 }
