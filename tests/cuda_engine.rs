@@ -43,6 +43,8 @@
 //!   emulated): the chunked greedy parity with the step inputs in pageable memory.
 //! - `greedy_after_a_failed_capture_equals_cpu` (`cuda_engine/failed_capture.rs`,
 //!   emulated): graph captures that fail two ways; graphs go off, the parity holds.
+//! - `greedy_with_preemption_equals_cpu` (`cuda_engine/preemption.rs`, emulated): the
+//!   parity with a 10-block KV cache, so requests are preempted and recomputed.
 //!
 //! `cuda_engine --cpu-reference-check` (no GPU needed) runs only the CPU half of the
 //! transformers comparison: it checks the reference files and rill's CPU backend against
@@ -60,6 +62,8 @@ mod device_fault;
 mod failed_capture;
 #[path = "cuda_engine/pageable_inputs.rs"]
 mod pageable_inputs;
+#[path = "cuda_engine/preemption.rs"]
+mod preemption;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -964,6 +968,7 @@ fn main() -> ExitCode {
             failed_capture::FAILED_CAPTURE_CHILD,
             failed_capture::failed_capture_child,
         ),
+        (preemption::PREEMPTION_CHILD, preemption::preemption_child),
     ]) {
         return code;
     }
@@ -1019,6 +1024,10 @@ fn main() -> ExitCode {
         tests.push((
             "greedy_after_a_failed_capture_equals_cpu",
             failed_capture::greedy_after_a_failed_capture_equals_cpu,
+        ));
+        tests.push((
+            "greedy_with_preemption_equals_cpu",
+            preemption::greedy_with_preemption_equals_cpu,
         ));
     }
     gpu_harness::main("cuda_engine", &tests)
