@@ -73,8 +73,8 @@ step "the GPU suites on the emulated CUDA driver (tests/kernel_emu/fake_cuda.cpp
 # the create-time failures (a KV cache or weights that do not fit, a too-old driver) and a
 # kernel fault mid-decode (every stream fails cleanly, the engine is poisoned, no panic),
 # the chunked parity again with the step inputs in pageable memory (the fallback), and
-# the parity after a graph capture fails (graphs off, decode eager) and with a KV cache
-# small enough to preempt.
+# the parity after a graph capture fails (graphs off, decode eager), with a KV cache
+# small enough to preempt, and on two engines (Qwen3, Llama) side by side.
 # Its transformers-logits and 256-request tests need torch or ~8 min each here and run
 # on the GPU machine.
 gpu_models=${RILL_CACHE:-$HOME/.cache/rill}/gpu-tiny-models

@@ -45,6 +45,8 @@
 //!   emulated): graph captures that fail two ways; graphs go off, the parity holds.
 //! - `greedy_with_preemption_equals_cpu` (`cuda_engine/preemption.rs`, emulated): the
 //!   parity with a 10-block KV cache, so requests are preempted and recomputed.
+//! - `greedy_on_two_engines_at_once_equals_cpu` (`cuda_engine/two_engines.rs`, emulated):
+//!   Qwen3 and Llama engines on one GPU at once, both at parity.
 //!
 //! `cuda_engine --cpu-reference-check` (no GPU needed) runs only the CPU half of the
 //! transformers comparison: it checks the reference files and rill's CPU backend against
@@ -64,6 +66,8 @@ mod failed_capture;
 mod pageable_inputs;
 #[path = "cuda_engine/preemption.rs"]
 mod preemption;
+#[path = "cuda_engine/two_engines.rs"]
+mod two_engines;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -969,6 +973,10 @@ fn main() -> ExitCode {
             failed_capture::failed_capture_child,
         ),
         (preemption::PREEMPTION_CHILD, preemption::preemption_child),
+        (
+            two_engines::TWO_ENGINES_CHILD,
+            two_engines::two_engines_child,
+        ),
     ]) {
         return code;
     }
@@ -1028,6 +1036,10 @@ fn main() -> ExitCode {
         tests.push((
             "greedy_with_preemption_equals_cpu",
             preemption::greedy_with_preemption_equals_cpu,
+        ));
+        tests.push((
+            "greedy_on_two_engines_at_once_equals_cpu",
+            two_engines::greedy_on_two_engines_at_once_equals_cpu,
         ));
     }
     gpu_harness::main("cuda_engine", &tests)
