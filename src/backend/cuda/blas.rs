@@ -24,7 +24,7 @@ pub struct Blas {
     handle: cublasHandle_t,
     /// Kept alive while the handle may use it (dropped after the handle is destroyed).
     workspace: Option<CudaSlice<u8>>,
-    _stream: Arc<CudaStream>,
+    stream: Arc<CudaStream>,
 }
 
 // SAFETY: a cuBLAS handle may be used from any thread, one call at a time (it is not
@@ -43,7 +43,7 @@ impl Blas {
         let mut blas = Blas {
             handle,
             workspace: None,
-            _stream: stream.clone(),
+            stream: stream.clone(),
         };
         // SAFETY: the handle is live and the stream is the GPU's, alive as long as `blas`.
         unsafe { blas_result::set_stream(handle, stream.cu_stream() as _) }
@@ -94,7 +94,7 @@ impl Drop for Blas {
     fn drop(&mut self) {
         // Bind the context for cuBLAS's own calls; a failure (a faulted context) changes
         // nothing below.
-        let _ = self._stream.context().bind_to_thread();
+        let _ = self.stream.context().bind_to_thread();
         // SAFETY: the handle was created in `new`, is destroyed once, here, and is not
         // used afterwards. Its error is ignored (see the module doc).
         let _ = unsafe { blas_result::destroy_handle(self.handle) };
