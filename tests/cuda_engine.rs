@@ -54,8 +54,6 @@
 
 mod gpu_harness;
 
-#[path = "cuda_engine/child.rs"]
-mod child;
 #[path = "cuda_engine/create_errors.rs"]
 mod create_errors;
 #[path = "cuda_engine/device_fault.rs"]
@@ -954,32 +952,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    #[cfg(feature = "kernel-emu")]
-    if let Some(code) = child::main_of(&[
-        (
-            create_errors::TOO_OLD_DRIVER_CHILD,
-            create_errors::too_old_driver_child,
-        ),
-        (
-            device_fault::DEVICE_FAULT_CHILD,
-            device_fault::device_fault_child,
-        ),
-        (
-            pageable_inputs::PAGEABLE_INPUTS_CHILD,
-            pageable_inputs::pageable_inputs_child,
-        ),
-        (
-            failed_capture::FAILED_CAPTURE_CHILD,
-            failed_capture::failed_capture_child,
-        ),
-        (preemption::PREEMPTION_CHILD, preemption::preemption_child),
-        (
-            two_engines::TWO_ENGINES_CHILD,
-            two_engines::two_engines_child,
-        ),
-    ]) {
-        return code;
-    }
     #[allow(unused_mut)] // without the `cuda` feature nothing is pushed
     let mut tests: Vec<gpu_harness::Test> = vec![
         (
@@ -1010,37 +982,42 @@ fn main() -> ExitCode {
         "kv_cache_beyond_free_memory_is_refused_at_create",
         create_errors::kv_cache_beyond_free_memory_is_refused_at_create,
     ));
-    // These need a driver the test controls.
+    // These need a driver the test controls; all but one run in a child process each
+    // (gpu_harness/child.rs).
+    #[allow(unused_mut)]
+    let mut children: Vec<gpu_harness::Test> = Vec::new();
     #[cfg(feature = "kernel-emu")]
     if gpu_harness::emulated() {
         tests.push((
             "weights_beyond_device_memory_fail_at_create",
             create_errors::weights_beyond_device_memory_fail_at_create,
         ));
-        tests.push((
-            "too_old_driver_is_refused_at_create",
-            create_errors::too_old_driver_is_refused_at_create,
-        ));
-        tests.push((
-            "a_device_fault_fails_every_stream_and_poisons_the_engine",
-            device_fault::a_device_fault_fails_every_stream_and_poisons_the_engine,
-        ));
-        tests.push((
-            "greedy_chunked_with_pageable_inputs_equals_cpu",
-            pageable_inputs::greedy_chunked_with_pageable_inputs_equals_cpu,
-        ));
-        tests.push((
-            "greedy_after_a_failed_capture_equals_cpu",
-            failed_capture::greedy_after_a_failed_capture_equals_cpu,
-        ));
-        tests.push((
-            "greedy_with_preemption_equals_cpu",
-            preemption::greedy_with_preemption_equals_cpu,
-        ));
-        tests.push((
-            "greedy_on_two_engines_at_once_equals_cpu",
-            two_engines::greedy_on_two_engines_at_once_equals_cpu,
-        ));
+        children = vec![
+            (
+                "too_old_driver_is_refused_at_create",
+                create_errors::too_old_driver_is_refused_at_create,
+            ),
+            (
+                "a_device_fault_fails_every_stream_and_poisons_the_engine",
+                device_fault::a_device_fault_fails_every_stream_and_poisons_the_engine,
+            ),
+            (
+                "greedy_chunked_with_pageable_inputs_equals_cpu",
+                pageable_inputs::greedy_chunked_with_pageable_inputs_equals_cpu,
+            ),
+            (
+                "greedy_after_a_failed_capture_equals_cpu",
+                failed_capture::greedy_after_a_failed_capture_equals_cpu,
+            ),
+            (
+                "greedy_with_preemption_equals_cpu",
+                preemption::greedy_with_preemption_equals_cpu,
+            ),
+            (
+                "greedy_on_two_engines_at_once_equals_cpu",
+                two_engines::greedy_on_two_engines_at_once_equals_cpu,
+            ),
+        ];
     }
-    gpu_harness::main("cuda_engine", &tests)
+    gpu_harness::main_with_children("cuda_engine", &tests, &children)
 }

@@ -86,16 +86,6 @@ pub fn plan(
             (want.min(cap).max(floor), "kv_cache_bytes")
         }
     };
-    // What to change when the cache is too small: the default's size comes from memory.
-    let advice = match (size, memory.available) {
-        (KvCacheSize::Auto, Some(avail)) => format!(
-            "the default is {:.0}% of {} ({avail} bytes); lower max_model_len or leave \
-             more memory free",
-            memory.auto_share * 100.0,
-            memory.what
-        ),
-        _ => "raise it or lower max_model_len".to_owned(),
-    };
     if let (true, Some(avail)) = (memory.bounds_the_cache, memory.available) {
         if bytes > avail {
             return Err(Error::config(
@@ -109,6 +99,16 @@ pub fn plan(
     }
     let num_blocks = bytes / per_block;
     if num_blocks < blocks_per_seq {
+        // What to change: the default's size comes from the memory.
+        let advice = match (size, memory.available) {
+            (KvCacheSize::Auto, Some(avail)) => format!(
+                "the default is {:.0}% of {} ({avail} bytes); lower max_model_len or leave \
+                 more memory free",
+                memory.auto_share * 100.0,
+                memory.what
+            ),
+            _ => "raise it or lower max_model_len".to_owned(),
+        };
         return Err(Error::config(
             key,
             format!(

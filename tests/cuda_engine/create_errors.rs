@@ -22,10 +22,6 @@ use serde_json::{json, Value};
 
 use super::{gpu_harness, model_dir, TestResult};
 
-/// The argument that makes the test binary run [`too_old_driver_child`].
-#[cfg(feature = "kernel-emu")]
-pub const TOO_OLD_DRIVER_CHILD: &str = "--too-old-driver-child";
-
 fn create(model: &Path, device: &str, extra: Value) -> rill::Result<Engine> {
     let mut c = json!({"model": model, "device": device});
     if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
@@ -92,22 +88,11 @@ pub fn kv_cache_beyond_free_memory_is_refused_at_create() -> TestResult {
     nothing_held(before, "after the refused create")
 }
 
-/// The emulated driver's control `name`, taking one argument of type `T`.
-///
-/// # Safety
-/// `T` must be the C parameter type of `name` (tests/kernel_emu/fake_cuda.cpp).
-#[cfg(feature = "kernel-emu")]
-unsafe fn control<T>(name: &str) -> Result<extern "C" fn(T), String> {
-    let f = gpu_harness::fake_driver_fn(name)?;
-    // SAFETY: a non-null export of that signature (the caller's contract).
-    Ok(unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn(T)>(f) })
-}
-
 #[cfg(feature = "kernel-emu")]
 pub fn weights_beyond_device_memory_fail_at_create() -> TestResult {
     let dir = model_dir("qwen3-tiny")?;
     // SAFETY: `void rill_fake_cuda_set_memory(size_t)`.
-    let set_memory = unsafe { control::<usize>("rill_fake_cuda_set_memory") }?;
+    let set_memory = unsafe { gpu_harness::fake_control::<usize>("rill_fake_cuda_set_memory") }?;
     let (before, total) = device_memory()?;
     // Room for what is allocated now and 200 MiB more: the cuBLAS workspace (32 MiB) and
     // the token embedding (0.14 GiB) fit, the layers do not, so the failure comes with
@@ -134,19 +119,12 @@ pub fn weights_beyond_device_memory_fail_at_create() -> TestResult {
     nothing_held(before, "after the failed load")
 }
 
+/// A child process (the probe is cached per process): the emulated driver reports CUDA
+/// 12.4 before the first probe.
 #[cfg(feature = "kernel-emu")]
 pub fn too_old_driver_is_refused_at_create() -> TestResult {
-    let limit = std::time::Duration::from_secs(120);
-    super::child::run(TOO_OLD_DRIVER_CHILD, &[], limit)
-}
-
-/// The child of [`too_old_driver_is_refused_at_create`]: the emulated driver reports CUDA
-/// 12.4 before this process's first probe.
-#[cfg(feature = "kernel-emu")]
-pub fn too_old_driver_child() -> TestResult {
-    gpu_harness::load_emulated_driver()?;
     // SAFETY: `void rill_fake_cuda_set_driver_version(int)`.
-    unsafe { control::<i32>("rill_fake_cuda_set_driver_version") }?(12040);
+    unsafe { gpu_harness::fake_control::<i32>("rill_fake_cuda_set_driver_version") }?(12040);
     let dir = model_dir("qwen3-tiny")?;
     let too_old = "the CUDA driver is too old (CUDA 12.4, this build needs 13.0 or newer)";
     for device in ["cuda", "cuda:0"] {

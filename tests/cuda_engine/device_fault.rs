@@ -7,35 +7,19 @@
 
 #![cfg(feature = "kernel-emu")]
 
-use std::time::Duration;
-
 use rill::ffi::status::RillStatus;
 use rill::responses::check::check_stream;
 use rill::{EngineConfig, Sink};
 use serde_json::json;
 
-use super::{child, gpu_harness, model_dir, run_streams_with, TestResult};
-
-/// The argument that makes the test binary run [`device_fault_child`].
-pub const DEVICE_FAULT_CHILD: &str = "--device-fault-child";
-
-pub fn a_device_fault_fails_every_stream_and_poisons_the_engine() -> TestResult {
-    // cuBLAS for every product: the GEMV timing at create takes minutes on the emulator.
-    child::run(
-        DEVICE_FAULT_CHILD,
-        &[("RILL_CUDA_GEMV", "off")],
-        Duration::from_secs(300),
-    )
-}
+use super::{gpu_harness, model_dir, run_streams_with, TestResult};
 
 /// The child: three greedy streams on "cuda"; the next kernel faults once the first has
 /// two text deltas.
-pub fn device_fault_child() -> TestResult {
-    gpu_harness::load_emulated_driver()?;
-    let f = gpu_harness::fake_driver_fn("rill_fake_cuda_fail_next_launch")?;
-    // SAFETY: the export is `void rill_fake_cuda_fail_next_launch()`
-    // (tests/kernel_emu/fake_cuda.cpp).
-    let fail_next_launch = unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(f) };
+pub fn a_device_fault_fails_every_stream_and_poisons_the_engine() -> TestResult {
+    // SAFETY: `void rill_fake_cuda_fail_next_launch(int)`.
+    let fail_next_launch =
+        unsafe { gpu_harness::fake_control::<i32>("rill_fake_cuda_fail_next_launch") }?;
     let dir = model_dir("qwen3-tiny")?;
     let c = json!({"model": dir, "device": "cuda", "max_model_len": 256,
                    "reasoning_parser": "none", "tool_call_parser": "none"});
@@ -52,7 +36,7 @@ pub fn device_fault_child() -> TestResult {
     let streams = run_streams_with(&e, &bodies, |i, deltas, _| {
         if i == 0 && deltas == 2 && !injected {
             injected = true;
-            fail_next_launch();
+            fail_next_launch(1);
         }
         Ok(())
     })?;

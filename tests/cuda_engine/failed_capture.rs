@@ -7,31 +7,13 @@
 
 #![cfg(feature = "kernel-emu")]
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use super::{child, gpu_harness, greedy_equals_cpu_with, TestResult, GREEDY_PROMPTS};
-
-/// The argument that makes the test binary run [`failed_capture_child`].
-pub const FAILED_CAPTURE_CHILD: &str = "--failed-capture-child";
+use super::{gpu_harness, greedy_equals_cpu_with, TestResult, GREEDY_PROMPTS};
 
 pub fn greedy_after_a_failed_capture_equals_cpu() -> TestResult {
-    // cuBLAS for every product: the GEMV timing at create takes minutes on the emulator
-    // (and captures graphs of its own, which the injected failure would hit first).
-    child::run(
-        FAILED_CAPTURE_CHILD,
-        &[("RILL_CUDA_GEMV", "off")],
-        Duration::from_secs(500),
-    )
-}
-
-pub fn failed_capture_child() -> TestResult {
-    gpu_harness::load_emulated_driver()?;
-    let f = gpu_harness::fake_driver_fn("rill_fake_cuda_fail_capture")?;
-    // SAFETY: the export is `void rill_fake_cuda_fail_capture(int)`
-    // (tests/kernel_emu/fake_cuda.cpp).
-    let fail_capture = unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn(i32)>(f) };
+    // SAFETY: `void rill_fake_cuda_fail_capture(int)`.
+    let fail_capture = unsafe { gpu_harness::fake_control::<i32>("rill_fake_cuda_fail_capture") }?;
     for (how, what, error) in [
         (
             1,

@@ -8,30 +8,13 @@
 
 #![cfg(feature = "kernel-emu")]
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use super::{child, engine, gpu_harness, greedy_chunked_equals_cpu, model_dir, TestResult};
-
-/// The argument that makes the test binary run [`pageable_inputs_child`].
-pub const PAGEABLE_INPUTS_CHILD: &str = "--pageable-inputs-child";
+use super::{engine, gpu_harness, greedy_chunked_equals_cpu, model_dir, TestResult};
 
 pub fn greedy_chunked_with_pageable_inputs_equals_cpu() -> TestResult {
-    // cuBLAS for every product: the GEMV timing at create takes minutes on the emulator.
-    child::run(
-        PAGEABLE_INPUTS_CHILD,
-        &[("RILL_CUDA_GEMV", "off")],
-        Duration::from_secs(500),
-    )
-}
-
-pub fn pageable_inputs_child() -> TestResult {
-    gpu_harness::load_emulated_driver()?;
-    let f = gpu_harness::fake_driver_fn("rill_fake_cuda_refuse_page_locked")?;
-    // SAFETY: the export is `void rill_fake_cuda_refuse_page_locked(int)`
-    // (tests/kernel_emu/fake_cuda.cpp).
-    let refuse = unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn(i32)>(f) };
+    // SAFETY: `void rill_fake_cuda_refuse_page_locked(int)`.
+    let refuse = unsafe { gpu_harness::fake_control::<i32>("rill_fake_cuda_refuse_page_locked") }?;
     refuse(1);
     let stats = engine(&model_dir("qwen3-tiny")?, "cuda", json!({}))?.stats();
     if stats["gpu"]["pinned_inputs"] != false {

@@ -2,48 +2,28 @@
 //! for five 32-token greedy requests, so requests are preempted (their blocks freed and
 //! handed to others) and recomputed later, prompt and generated tokens prefilled again
 //! into reused blocks, while graphs replay decode steps with changed block tables. The
-//! greedy parity with the CPU (same cache size, same preemptions) holds, and the stats
-//! count preemptions on the GPU.
+//! greedy parity with the CPU (given the same cache size) holds, and the stats count
+//! preemptions on the GPU.
 
 #![cfg(feature = "kernel-emu")]
 
-use std::time::Duration;
+use serde_json::json;
 
-use serde_json::{json, Value};
-
-use super::{child, gpu_harness, greedy_equals_cpu_with, model_dir, TestResult, BLOCK};
+use super::{engine, greedy_equals_cpu_with, model_dir, TestResult, BLOCK};
 use super::{graphs_used_on_cuda, GREEDY_PROMPTS};
-
-/// The argument that makes the test binary run [`preemption_child`].
-pub const PREEMPTION_CHILD: &str = "--preemption-child";
 
 /// KV blocks: fewer than the requests need together, enough for the longest alone.
 const BLOCKS: u64 = 10;
 
 pub fn greedy_with_preemption_equals_cpu() -> TestResult {
-    // cuBLAS for every product: the GEMV timing at create takes minutes on the emulator.
-    child::run(
-        PREEMPTION_CHILD,
-        &[("RILL_CUDA_GEMV", "off")],
-        Duration::from_secs(500),
-    )
-}
-
-pub fn preemption_child() -> TestResult {
-    gpu_harness::load_emulated_driver()?;
-    let dir = model_dir("qwen3-tiny")?;
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let c: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let field = |k: &str| {
-        c[k].as_u64()
-            .ok_or_else(|| format!("{}: no {k}", path.display()))
+    // The bytes of one KV block, as the engine sizes them.
+    let kv = engine(&model_dir("qwen3-tiny")?, "cpu", json!({}))?.stats()["kv_cache"].clone();
+    let block_bytes = match (kv["bytes"].as_u64(), kv["num_blocks"].as_u64()) {
+        (Some(b), Some(n)) if n > 0 => b / n,
+        _ => return Err(format!("no KV cache size in the stats: {kv}")),
     };
-    // K and V, f16, per layer and KV head.
-    let per_token =
-        2 * field("num_hidden_layers")? * field("num_key_value_heads")? * field("head_dim")? * 2;
     let extra = json!({
-        "kv_cache_bytes": BLOCKS * BLOCK as u64 * per_token,
+        "kv_cache_bytes": BLOCKS * block_bytes,
         "max_model_len": BLOCKS * BLOCK as u64,
     });
     let stats = greedy_equals_cpu_with("qwen3-tiny", "cuda", &GREEDY_PROMPTS, extra)?;

@@ -7,27 +7,12 @@
 
 #![cfg(feature = "kernel-emu")]
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::GREEDY_PROMPTS;
-use super::{child, gpu_harness, graphs_used_on_cuda, greedy_equals_cpu_with, TestResult};
-
-/// The argument that makes the test binary run [`two_engines_child`].
-pub const TWO_ENGINES_CHILD: &str = "--two-engines-child";
+use super::{graphs_used_on_cuda, greedy_equals_cpu_with, TestResult};
 
 pub fn greedy_on_two_engines_at_once_equals_cpu() -> TestResult {
-    // cuBLAS for every product: the GEMV timing at create takes minutes on the emulator.
-    child::run(
-        TWO_ENGINES_CHILD,
-        &[("RILL_CUDA_GEMV", "off")],
-        Duration::from_secs(500),
-    )
-}
-
-pub fn two_engines_child() -> TestResult {
-    gpu_harness::load_emulated_driver()?;
     // A bounded cache each: by default the first would take 90% of the free memory.
     let extra = json!({"kv_cache_bytes": 256 << 20});
     let run = |name: &'static str| {

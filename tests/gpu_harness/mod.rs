@@ -10,12 +10,17 @@
 
 #![allow(dead_code)]
 
+mod child;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// One test: its name and body. The body returns `Err(message)` or panics to fail.
-pub type Test = (&'static str, fn() -> Result<(), String>);
+/// A test's body: it returns `Err(message)` or panics to fail.
+pub type Body = fn() -> Result<(), String>;
+
+/// One test: its name and body.
+pub type Test = (&'static str, Body);
 
 /// Why GPU tests cannot run here, or `None` when a CUDA device is present.
 pub fn unavailable() -> Option<String> {
@@ -38,17 +43,32 @@ pub fn unavailable() -> Option<String> {
 
 /// Runs `tests` of the binary `suite` (see the module doc).
 pub fn main(suite: &str, tests: &[Test]) -> ExitCode {
+    main_with_children(suite, tests, &[])
+}
+
+/// [`main`] with `children` too: tests that each run in a child process of their own
+/// (see [`child`]), listed and filtered with the others.
+pub fn main_with_children(suite: &str, tests: &[Test], children: &[Test]) -> ExitCode {
+    if let Some(code) = child::run_if_child(children) {
+        return code;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     // cargo passes harness flags (--nocapture, --test-threads=N, ...); a bare word filters.
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    // Each test with its body, or `None` for a child.
+    let all: Vec<(&'static str, Option<Body>)> = tests
+        .iter()
+        .map(|&(name, body)| (name, Some(body)))
+        .chain(children.iter().map(|&(name, _)| (name, None)))
+        .collect();
     if args.iter().any(|a| a == "--list") {
-        for (name, _) in tests {
+        for (name, _) in &all {
             println!("{name}: test");
         }
         return ExitCode::SUCCESS;
     }
-    let chosen: Vec<&Test> = tests
-        .iter()
+    let chosen: Vec<_> = all
+        .into_iter()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
         .collect();
     // A filter that matches nothing (a renamed test) must not pass having run nothing.
@@ -92,13 +112,10 @@ pub fn main(suite: &str, tests: &[Test]) -> ExitCode {
     let mut failed = Vec::new();
     for (name, body) in &chosen {
         let t0 = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| {
-            Err(p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panicked".into()))
-        });
+        let outcome = match body {
+            Some(body) => run_caught(*body),
+            None => child::run(name),
+        };
         let secs = t0.elapsed().as_secs_f64();
         match outcome {
             Ok(()) => println!("test {name} ... ok ({secs:.2} s)"),
@@ -119,6 +136,17 @@ pub fn main(suite: &str, tests: &[Test]) -> ExitCode {
         println!("failed: {}", failed.join(", "));
         ExitCode::FAILURE
     }
+}
+
+/// Runs `body`, a panic counting as a failure with its message.
+fn run_caught(body: Body) -> Result<(), String> {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| {
+        Err(p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into()))
+    })
 }
 
 /// `RILL_GPU_TESTS=emulated`: loads the emulated CUDA driver and cuBLAS (built with the
@@ -162,10 +190,13 @@ pub fn emulated() -> bool {
     std::env::var("RILL_GPU_TESTS").as_deref() == Ok("emulated")
 }
 
-/// The emulated driver's export `name` (a test control, such as
-/// `rill_fake_cuda_set_memory`), once [`load_emulated_driver`] has loaded it.
+/// The emulated driver's test control `name` (tests/kernel_emu/fake_cuda.cpp), once
+/// [`load_emulated_driver`] has loaded it.
+///
+/// # Safety
+/// `T` must be the control's C parameter type (`size_t`: `usize`, `int`: `i32`).
 #[cfg(feature = "kernel-emu")]
-pub fn fake_driver_fn(name: &str) -> Result<*mut libc::c_void, String> {
+pub unsafe fn fake_control<T>(name: &str) -> Result<extern "C" fn(T), String> {
     let path = format!("{}/libcuda.so.1", env!("RILL_FAKE_CUDA_DIR"));
     let (c_path, c_name) = match (
         std::ffi::CString::new(path.clone()),
@@ -185,5 +216,6 @@ pub fn fake_driver_fn(name: &str) -> Result<*mut libc::c_void, String> {
     if f.is_null() {
         return Err(format!("the emulated driver has no {name}"));
     }
-    Ok(f)
+    // SAFETY: a non-null export whose parameter type is `T` (the caller's contract).
+    Ok(unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn(T)>(f) })
 }

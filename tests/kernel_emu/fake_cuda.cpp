@@ -112,7 +112,7 @@ CUresult rill_fake_enqueue(void* s, CUresult (*fn)(const void*), const void* ctx
     return enqueue(s, [fn, copy]() { return fn(copy.data()); });
 }
 
-// Test controls (tests/cuda_engine.rs, through gpu_harness::fake_driver_fn): the device's
+// Test controls (tests/cuda_engine.rs, through gpu_harness::fake_control): the device's
 // memory (0: the default 8 GiB; a smaller device makes loads fail for want of memory), the
 // version cuDriverGetVersion reports (set before the process's first probe), a fault,
 // page-locked memory refused, a failed graph capture.
@@ -124,11 +124,11 @@ void rill_fake_cuda_set_driver_version(int version) {
     Guard g(lock());
     driver_version = version;
 }
-// The next kernel to run (queued or replayed from a graph) faults, as an illegal address
-// would on a GPU: LAUNCH_FAILED, sticky for the rest of the process.
-void rill_fake_cuda_fail_next_launch() {
+// With 1, the next kernel to run (queued or replayed from a graph) faults, as an illegal
+// address would on a GPU: LAUNCH_FAILED, sticky for the rest of the process.
+void rill_fake_cuda_fail_next_launch(int fail) {
     Guard g(lock());
-    fail_next_launch = true;
+    fail_next_launch = fail != 0;
 }
 // Whether cuMemHostAlloc fails (the backend then stages its inputs in ordinary memory).
 void rill_fake_cuda_refuse_page_locked(int refuse) {
