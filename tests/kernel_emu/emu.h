@@ -6,7 +6,10 @@
 // fiber; a block's fibers run on one OS thread, switching only at __syncthreads, warp
 // collectives (__shfl*_sync, __syncwarp, mma, ldmatrix) and exit, so:
 //   - __shared__ variables are `static thread_local`: one copy per OS thread, i.e. per
-//     block being run (blocks run one after another on each worker thread);
+//     block being run (blocks run one after another on each worker thread); build.rs
+//     follows each declaration with first_touch, which fills the variable with 0xFF
+//     bytes (NaN, -1) once per block, so what a block reads before writing is garbage,
+//     as on the GPU, and never the previous block's values;
 //   - threadIdx, blockIdx, blockDim and gridDim read the running fiber's block;
 //   - a warp collective completes when every lane its mask names has reached one, and it
 //     is an error (reported by the launch, never a hang) when a named lane exited or
@@ -76,6 +79,9 @@ struct Geometry {
 const uint3& thread_idx();
 const Geometry& geometry();
 [[noreturn]] void trap(const char* what);
+// Fills the __shared__ variable at p (n bytes) with 0xFF the first time a thread of the
+// running block reaches its declaration (build.rs appends the call to each one).
+void first_touch(void* p, size_t n);
 void sync_block();
 void sync_warp(unsigned mask);
 // Lane `lane`'s value of the shuffle: `bits` is this lane's value, the result is the

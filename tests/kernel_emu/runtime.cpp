@@ -35,10 +35,12 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "emu.h"
@@ -218,6 +220,10 @@ struct Block {
 
 thread_local Block* cur_block = nullptr;
 thread_local Fiber* cur_fiber = nullptr;
+// Blocks this OS thread has started, and the block in which each __shared__ variable of
+// this thread was last filled (first_touch).
+thread_local uint64_t blocks_started = 0;
+thread_local std::vector<std::pair<void*, uint64_t>> shared_filled;
 
 std::string where(const Block& b, const Fiber* f) {
     char buf[160];
@@ -399,6 +405,7 @@ bool run_block(Block& b, uint3 idx, unsigned launch) {
         f.state = State::Runnable;
     }
     cur_block = &b;
+    ++blocks_started;
     const size_t linear = idx.x + (size_t)b.geo.grid_dim.x * (idx.y + (size_t)b.geo.grid_dim.y * idx.z);
     for (unsigned round = 0;; ++round) {
         const bool reverse = ((round + linear + launch) & 1) != 0;
@@ -516,6 +523,19 @@ void trap(const char* what) {
 }
 
 void sync_block() { park(State::Barrier); }
+
+void first_touch(void* p, size_t n) {
+    for (auto& [addr, block] : shared_filled) {
+        if (addr != p) continue;
+        if (block != blocks_started) {
+            memset(p, 0xFF, n);
+            block = blocks_started;
+        }
+        return;
+    }
+    memset(p, 0xFF, n);
+    shared_filled.emplace_back(p, blocks_started);
+}
 
 // CUDA requires a warp collective's mask to include the calling lane.
 void check_own_lane(unsigned mask, const char* what) {

@@ -1,4 +1,4 @@
-// entry: emu_shuffle_kernel emu_exited_lane_kernel emu_deadlock_kernel emu_trap_kernel emu_write_at_kernel emu_foreign_mask_kernel
+// entry: emu_shuffle_kernel emu_exited_lane_kernel emu_deadlock_kernel emu_trap_kernel emu_write_at_kernel emu_foreign_mask_kernel emu_shared_unwritten_kernel
 //
 // Kernels that check the kernel emulator itself (never compiled by NVRTC; built by
 // tests/kernel_emu/build.rs next to kernels/*.cu): src/backend/cuda/emu.rs's unit tests
@@ -53,4 +53,13 @@ extern "C" __global__ void emu_write_at_kernel(int* p, long long index) {
 // Lane 0 syncs with a mask of lane 1 only (CUDA requires the caller's own bit).
 extern "C" __global__ void emu_foreign_mask_kernel() {
     if (threadIdx.x == 0) __syncwarp(0x2u);
+}
+
+// out[block] = a shared word as the block finds it before any of its threads writes it
+// (0xFFFFFFFF: first_touch's fill), then every thread writes that word.
+extern "C" __global__ void emu_shared_unwritten_kernel(unsigned* out) {
+    __shared__ unsigned s[4];
+    if (threadIdx.x == 0) out[blockIdx.x] = s[blockIdx.x & 3];
+    __syncthreads();
+    s[blockIdx.x & 3] = 7u;
 }

@@ -225,6 +225,19 @@ mod tests {
         assert_eq!(sums, vec![want; blocks]);
     }
 
+    /// Shared memory a block has not written reads as 0xFF bytes (NaN, -1), never as what
+    /// an earlier block on the same worker left there (blocks outnumber the workers).
+    #[test]
+    fn unwritten_shared_memory_is_garbage_in_every_block() {
+        let blocks = 256;
+        let mut out = vec![0u32; blocks];
+        let args = vec![Arg::Ptr(out.as_mut_ptr() as u64)];
+        launch("emu_shared_unwritten_kernel", blocks, 64, args).expect("the kernel");
+        for (b, &v) in out.iter().enumerate() {
+            assert_eq!(v, u32::MAX, "block {b} read {v:#x}");
+        }
+    }
+
     #[test]
     fn a_collective_with_an_exited_lane_is_an_error() {
         let e = error_of("emu_exited_lane_kernel", 1, 32);
