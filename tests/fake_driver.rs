@@ -229,3 +229,57 @@ fn a_thread_needs_a_current_context() {
     .join()
     .expect("the thread");
 }
+
+/// The protection of the mapping holding `addr` in this process (`/proc/self/maps`'
+/// "rw-p", "---p"), or `None` where nothing is mapped.
+fn protection_at(addr: u64) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let (start, end) = (
+            u64::from_str_radix(start, 16).ok()?,
+            u64::from_str_radix(end, 16).ok()?,
+        );
+        (start <= addr && addr < end).then(|| fields.next().unwrap_or("").to_owned())
+    })
+}
+
+#[test]
+fn device_buffers_end_at_a_guard_page_and_are_unmapped_when_freed() {
+    use cudarc::driver::DevicePtr;
+    let (_serial, ctx) = context();
+    let s = ctx.new_stream().expect("stream");
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    for len in [1usize, 100, 4096, 5000] {
+        let dev = s.alloc_zeros::<u8>(len).expect("alloc");
+        let (p, guard) = dev.device_ptr(&s);
+        drop(guard);
+        assert_eq!(p % 256, 0, "{len} bytes: not 256-byte aligned");
+        let end = p + len as u64;
+        let guard_page = end.div_ceil(page) * page;
+        assert!(
+            guard_page - end < 256,
+            "{len} bytes: {} bytes before the guard",
+            guard_page - end
+        );
+        assert_eq!(
+            protection_at(end - 1).as_deref(),
+            Some("rw-p"),
+            "{len} bytes: last byte"
+        );
+        assert_eq!(
+            protection_at(guard_page).as_deref(),
+            Some("---p"),
+            "{len} bytes: after the end"
+        );
+        drop(dev);
+        s.synchronize().expect("the free runs");
+        assert_ne!(
+            protection_at(p).as_deref(),
+            Some("rw-p"),
+            "{len} bytes: still mapped after the free"
+        );
+    }
+}

@@ -4,13 +4,18 @@
 // runs on the CPU. Loaded by tests/gpu_harness when RILL_GPU_TESTS=emulated.
 //
 // One device ("rill kernel emulator", compute capability 9.0, 8 GiB); device memory is
-// host memory (a CUdeviceptr is a host address). Streams defer their work until the host
+// host memory (a CUdeviceptr is a host address), each allocation its own mapping between
+// two inaccessible guard pages, ending less than 256 bytes before the trailing one, and
+// unmapped when freed: a kernel, copy or GEMM that runs past a buffer's end, or uses a
+// buffer after its free (a graph replayed over freed buffers, say), faults at once. Streams defer their work until the host
 // waits for it, events and graphs follow the driver's rules (fake_streams.h). A module's
 // PTX is not read: its functions are looked up by name among the emulated kernels.
 // Events hold the wall-clock time at which their record ran. cuBLAS (fake_cublas.cpp)
 // queues its GEMMs through rill_fake_enqueue, so they are deferred and captured too.
 
 #include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,7 +60,13 @@ bool fail_next_launch = false; // rill_fake_cuda_fail_next_launch
 bool refuse_page_locked = false; // rill_fake_cuda_refuse_page_locked
 int fail_capture = 0;            // rill_fake_cuda_fail_capture
 size_t in_use = 0;
-std::map<uintptr_t, size_t> device_allocs;  // address -> bytes
+// A device allocation: its bytes, and the mapping that holds it with its guard pages.
+struct Mapping {
+    size_t bytes;
+    void* base;
+    size_t total;
+};
+std::map<uintptr_t, Mapping> device_allocs;  // address -> allocation
 std::set<uintptr_t> freeing;                // queued by cuMemFreeAsync
 std::map<uintptr_t, size_t> pinned;         // page-locked host ranges: start -> bytes
 std::string last_launch_error;
@@ -75,14 +86,26 @@ bool is_pinned(const void* p, size_t n) {
     return a >= it->first && a + n <= it->first + it->second;
 }
 
-// Device memory (host memory, 256-byte aligned like cudaMalloc), counted against `total`.
+// Device memory (host memory, 256-byte aligned like cudaMalloc), counted against `total`:
+// a mapping of its own with a guard page on each side, the buffer placed to end as near
+// the trailing guard as the alignment allows.
 CUresult device_alloc(CUdeviceptr* p, size_t bytes) {
     if (in_use > total || bytes > total - in_use) return OUT_OF_MEMORY;
-    void* m = nullptr;
-    if (posix_memalign(&m, 256, bytes ? bytes : 1) != 0) return OUT_OF_MEMORY;
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t data = (bytes + 256 + page - 1) / page * page;
+    const size_t map_bytes = data + 2 * page;
+    void* base = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) return OUT_OF_MEMORY;
+    char* first = (char*)base;
+    char* end = first + page + data;  // the trailing guard page
+    if (mprotect(first, page, PROT_NONE) != 0 || mprotect(end, page, PROT_NONE) != 0) {
+        munmap(base, map_bytes);
+        return OUT_OF_MEMORY;
+    }
+    const uintptr_t at = ((uintptr_t)end - (bytes ? bytes : 1)) & ~(uintptr_t)255;
     in_use += bytes;
-    device_allocs[(uintptr_t)m] = bytes;
-    *p = (CUdeviceptr)(uintptr_t)m;
+    device_allocs[at] = Mapping{bytes, base, map_bytes};
+    *p = (CUdeviceptr)at;
     return SUCCESS;
 }
 
@@ -94,10 +117,11 @@ bool freeable(CUdeviceptr p) {
 // Frees an allocation `device_allocs` holds.
 void device_release(uintptr_t p) {
     auto it = device_allocs.find(p);
-    in_use -= it->second;
+    const Mapping m = it->second;
+    in_use -= m.bytes;
     device_allocs.erase(it);
     freeing.erase(p);
-    free((void*)p);
+    munmap(m.base, m.total);
 }
 
 }  // namespace
