@@ -22,7 +22,10 @@
 //! ones rill-bench sets; `--level-prompt-tokens N` gives the concurrency levels prompts of
 //! about N tokens instead of the short ones; `--baseline-json` adds the transformers
 //! baseline (`scripts/gpu/hf_baseline.py`) as a column. With `--json`, the file is
-//! rewritten after every workload, so a run cut short still leaves what it measured.
+//! rewritten after every workload, so a run cut short still leaves what it measured. A
+//! workload that fails (a prompt that does not fit, a level that times out: its requests
+//! are cancelled) is reported, in `errors` and in its level's `error`, and the next one
+//! runs; the exit status is then 1.
 
 mod gpu;
 mod http;
@@ -207,47 +210,67 @@ fn parse_cpu_model(cpuinfo: &str) -> Option<String> {
 }
 
 /// Runs every workload on one backend; `progress` sees the report after each workload.
+/// A workload that fails is recorded (a level also in its row) and the next one runs, so
+/// one failure (a prefix run that does not fit, a level that times out: its requests are
+/// cancelled) does not cost the others' numbers; only a backend that cannot start stops
+/// it. Returns the failures, each naming its workload.
 fn bench(
     b: &mut dyn Backend,
     o: &Opts,
     report: &mut Report,
     progress: &mut dyn FnMut(&Report),
-) -> Result<(), String> {
+) -> Vec<String> {
     let name = b.name();
     let step = |what: &str| eprintln!("rill-bench: {name}: {what}");
+    let mut errors = Vec::new();
+    let mut failed = |what: &str, e: String| {
+        eprintln!("rill-bench: {name}: {what} failed: {e}");
+        errors.push(format!("{what}: {e}"));
+    };
     step("starting");
     report.info = b.info();
-    b.prepare(1)?;
-    workloads::warm_up(b)?;
+    if let Err(e) = b.prepare(1).and_then(|()| workloads::warm_up(b)) {
+        failed("warm-up", e);
+        return errors;
+    }
     step("prefill");
-    report.prefill = Some(workloads::prefill(b, o.prompt_tokens, o.runs)?);
+    match workloads::prefill(b, o.prompt_tokens, o.runs) {
+        Ok(p) => report.prefill = Some(p),
+        Err(e) => failed("prefill", e),
+    }
     progress(report);
     step("decode");
-    report.decode = Some(workloads::decode(b, o.gen_tokens, o.runs)?);
+    match workloads::decode(b, o.gen_tokens, o.runs) {
+        Ok(d) => report.decode = Some(d),
+        Err(e) => failed("decode", e),
+    }
     progress(report);
     if o.prefix_requests > 0 {
         step("prefix cache");
-        report.prefix = Some(workloads::prefix_cache(
-            b,
-            o.prefix_requests,
-            o.prefix_tokens,
-            o.prefix_gen_tokens,
-        )?);
+        let prefix =
+            workloads::prefix_cache(b, o.prefix_requests, o.prefix_tokens, o.prefix_gen_tokens);
+        match prefix {
+            Ok(p) => report.prefix = Some(p),
+            Err(e) => failed("prefix cache", e),
+        }
         progress(report);
     }
     for &n in &o.levels {
         step(&format!("concurrency {n}"));
-        b.prepare(n)?;
-        workloads::warm_up(b)?;
-        report.levels.push(workloads::concurrency(
-            b,
-            n,
-            o.gen_tokens,
-            o.level_prompt_tokens,
-        )?);
+        let level = b
+            .prepare(n)
+            .and_then(|()| workloads::warm_up(b))
+            .and_then(|()| workloads::concurrency(b, n, o.gen_tokens, o.level_prompt_tokens));
+        match level {
+            Ok(l) => report.levels.push(l),
+            Err(e) => {
+                report.levels.push(workloads::failed_level(n, e.clone()));
+                failed(&format!("concurrency {n}"), e);
+            }
+        }
         progress(report);
     }
-    Ok(())
+    errors
 }
 
 /// Runs one backend; a failure is recorded in the report and returned.
@@ -261,10 +284,10 @@ fn run_backend(
         Ok(b) => b,
         Err(e) => return (report, Some(e)),
     };
-    let res = bench(b.as_mut(), o, &mut report, progress);
+    let errors = bench(b.as_mut(), o, &mut report, progress);
     report.peak_rss_kib = b.peak_rss_kib();
     report.info = b.info();
-    (report, res.err())
+    (report, (!errors.is_empty()).then(|| errors.join("; ")))
 }
 
 fn fmt(x: Option<f64>, prec: usize) -> String {
@@ -642,6 +665,83 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    /// A backend that answers instantly, except that requests with a long system prompt
+    /// (the prefix-cache workload's) and batches of `fail_streams` requests fail.
+    struct Scripted {
+        fail_streams: usize,
+    }
+
+    impl Backend for Scripted {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn prepare(&mut self, _streams: usize) -> Result<(), String> {
+            Ok(())
+        }
+        fn run(&mut self, reqs: &[workloads::Req]) -> Result<Vec<stats::Stream>, String> {
+            if reqs
+                .iter()
+                .any(|r| r.instructions.as_ref().is_some_and(|i| i.len() > 200))
+            {
+                return Err("the prompt does not fit".into());
+            }
+            if reqs.len() == self.fail_streams {
+                return Err("no event for 1s; requests cancelled".into());
+            }
+            let t = std::time::Instant::now();
+            Ok(reqs
+                .iter()
+                .map(|r| stats::Stream {
+                    submitted: t,
+                    deltas: (1..=r.max_tokens as u32)
+                        .map(|i| t + std::time::Duration::from_millis(i.into()))
+                        .collect(),
+                    ended: t + std::time::Duration::from_millis(r.max_tokens as u64 + 1),
+                    input_tokens: 10,
+                    cached_tokens: 0,
+                    output_tokens: r.max_tokens as u64,
+                })
+                .collect())
+        }
+        fn peak_rss_kib(&mut self) -> Option<u64> {
+            None
+        }
+        fn info(&self) -> Value {
+            Value::Null
+        }
+    }
+
+    /// A failed workload costs only its own numbers: the prefix run and the level of 4
+    /// fail, prefill, decode and the levels of 1 and 16 are still measured.
+    #[test]
+    fn a_failed_workload_does_not_stop_the_others() {
+        let o = parse_args(&args(
+            "--model m.gguf --levels 1,4,16 --gen-tokens 8 --prompt-tokens 16 --runs 1 \
+             --prefix-requests 2 --level-prompt-tokens 16",
+        ))
+        .expect("options");
+        let mut b = Scripted { fail_streams: 4 };
+        let mut report = Report::default();
+        let errors = bench(&mut b, &o, &mut report, &mut |_| {});
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("prefix cache: the prompt"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("concurrency 4: no event"),
+            "{errors:?}"
+        );
+        assert!(report.prefill.is_some() && report.decode.is_some());
+        assert!(report.prefix.is_none());
+        let levels: Vec<_> = report
+            .levels
+            .iter()
+            .map(|l| (l.streams, l.error.is_some(), l.output_tokens))
+            .collect();
+        assert_eq!(levels, vec![(1, false, 8), (4, true, 0), (16, false, 128)]);
     }
 
     #[test]

@@ -272,6 +272,14 @@ pub fn concurrency(
     Ok(level)
 }
 
+/// A level that produced no numbers, with the reason.
+pub fn failed_level(streams: usize, error: String) -> Level {
+    Level {
+        error: Some(error),
+        ..summarize(streams, &[])
+    }
+}
+
 /// The level's numbers from its streams (pure; tested).
 pub fn summarize(streams: usize, out: &[Stream]) -> Level {
     let start = out.iter().map(|s| s.submitted).min();
