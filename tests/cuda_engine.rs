@@ -35,7 +35,8 @@
 //! - create-time failures (`cuda_engine/create_errors.rs`): a KV cache larger than the
 //!   free memory, weights larger than the device and a too-old driver (the last two on
 //!   the emulated driver, which can be made small or old) are clear errors that leave no
-//!   device memory held.
+//!   device memory held; with a driver but no cuBLAS, `"auto"` runs on the CPU and says
+//!   why, and `"cuda"` fails naming the library (emulated).
 //! - `a_device_fault_fails_every_stream_and_poisons_the_engine` (`cuda_engine/device_fault.rs`,
 //!   emulated): a kernel fault mid-decode fails every stream cleanly and poisons the engine,
 //!   whose drop then returns without a panic.
@@ -996,6 +997,10 @@ fn main() -> ExitCode {
             (
                 "too_old_driver_is_refused_at_create",
                 create_errors::too_old_driver_is_refused_at_create,
+            ),
+            (
+                "auto_without_cublas_runs_on_the_cpu",
+                create_errors::auto_without_cublas_runs_on_the_cpu,
             ),
             (
                 "a_device_fault_fails_every_stream_and_poisons_the_engine",

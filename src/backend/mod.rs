@@ -86,7 +86,8 @@ pub struct Selection {
 }
 
 /// Resolves the configured device: `"cpu"` is the CPU; `"auto"` is GPU 0 when this build
-/// has CUDA and a driver and a device are present, else the CPU (with a note saying why);
+/// has CUDA, a driver and a supported device are present and the CUDA libraries the GPU
+/// backend opens (NVRTC, cuBLAS) can be loaded, else the CPU (with a note saying why);
 /// `"cuda:N"` must exist.
 ///
 /// A CUDA device that is named but missing is refused with [`Error::Config`] on `device`
@@ -126,10 +127,18 @@ fn select_cuda(ordinal: usize, _: &str) -> Result<Selection> {
 #[cfg(feature = "cuda")]
 fn select_auto() -> Result<Selection> {
     match cuda::probe::probe() {
-        Ok(driver) if !driver.devices.is_empty() => match driver.devices[0].check_supported() {
-            Ok(()) => select_cuda(0, "auto"),
-            Err(why) => Ok(cpu(Some(format!("auto: {why}")))),
-        },
+        Ok(driver) if !driver.devices.is_empty() => {
+            let dev = &driver.devices[0];
+            match dev.check_supported() {
+                Ok(()) => match cuda::probe::runtime_libraries() {
+                    Ok(()) => select_cuda(0, "auto"),
+                    Err(e) => Ok(cpu(Some(format!(
+                        "auto: {dev} found, but {e}: running on the CPU"
+                    )))),
+                },
+                Err(why) => Ok(cpu(Some(format!("auto: {why}")))),
+            }
+        }
         Ok(driver) => Ok(cpu(Some(format!(
             "auto: CUDA driver {} found but no CUDA device",
             driver.version_string()

@@ -11,6 +11,10 @@
 //! - `too_old_driver_is_refused_at_create` (emulated only: the driver reports CUDA 12.4):
 //!   in a child process (the probe runs once per process), `"cuda"` fails with
 //!   InvalidConfig naming `device` and the versions; `"auto"` runs on the CPU and says why.
+//! - `auto_without_cublas_runs_on_the_cpu` (emulated only: a child process that loads the
+//!   emulated driver but not cuBLAS, as on a machine with a driver and no CUDA libraries):
+//!   `"auto"` runs on the CPU, its note naming the device and `libcublas.so.13`; `"cuda"`
+//!   fails with a Device error naming the library (not cudarc's panic).
 
 #![cfg(feature = "cuda")]
 
@@ -144,5 +148,28 @@ pub fn too_old_driver_is_refused_at_create() -> TestResult {
         return Err(format!("auto with a too-old driver: stats {stats}"));
     }
     println!("  auto: {}", stats["device_note"]);
+    Ok(())
+}
+
+#[cfg(feature = "kernel-emu")]
+pub fn auto_without_cublas_runs_on_the_cpu() -> TestResult {
+    let dir = model_dir("qwen3-tiny")?;
+    let missing = "no cuBLAS library (libcublas.so.13 not found";
+    let stats = create(&dir, "auto", json!({}))
+        .map_err(|e| format!("auto without cuBLAS: {e}"))?
+        .stats();
+    let note = stats["device_note"].as_str().unwrap_or_default();
+    if stats["device"] != "cpu"
+        || !note.starts_with("auto: rill kernel emulator")
+        || !note.contains(missing)
+    {
+        return Err(format!("auto without cuBLAS: stats {stats}"));
+    }
+    println!("  auto: {note}");
+    refusal(
+        create(&dir, "cuda", json!({})),
+        RillStatus::Device,
+        &["cublasCreate", missing],
+    )?;
     Ok(())
 }

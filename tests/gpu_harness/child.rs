@@ -1,9 +1,10 @@
 //! Tests run in a child process (the test binary again, with `--child=NAME`): those that
 //! change what a process keeps for its whole life, such as the driver probe (cached) or a
 //! device fault (sticky), or that want an environment of their own. The child loads the
-//! emulated driver when the parent runs on it (`RILL_GPU_TESTS=emulated` is inherited)
-//! and runs with `RILL_CUDA_GEMV=off`: cuBLAS for every product, since the GEMV timing at
-//! engine create takes minutes on the emulator.
+//! emulated driver (and cuBLAS, unless its name says `without_cublas`) when the parent
+//! runs on it (`RILL_GPU_TESTS=emulated` is inherited) and runs with `RILL_CUDA_GEMV=off`:
+//! cuBLAS for every product, since the GEMV timing at engine create takes minutes on the
+//! emulator.
 
 use std::io::Read;
 use std::process::{Command, ExitCode, Stdio};
@@ -22,7 +23,7 @@ pub fn run_if_child(children: &[super::Test]) -> Option<ExitCode> {
     let outcome = match children.iter().find(|(n, _)| *n == name) {
         None => Err(format!("no child test {name:?}")),
         Some(&(_, body)) if super::emulated() => {
-            super::load_emulated_driver().and_then(|()| super::run_caught(body))
+            super::load_emulated(emulated_libraries(&name)).and_then(|()| super::run_caught(body))
         }
         Some(&(_, body)) => super::run_caught(body),
     };
@@ -36,6 +37,17 @@ pub fn run_if_child(children: &[super::Test]) -> Option<ExitCode> {
             ExitCode::FAILURE
         }
     })
+}
+
+/// The emulated libraries child `name` loads: the driver and cuBLAS, or the driver alone
+/// for a child named `..._without_cublas_...` (a machine with a driver and no CUDA
+/// libraries).
+fn emulated_libraries(name: &str) -> &'static [&'static str] {
+    if name.contains("without_cublas") {
+        &["libcuda.so.1"]
+    } else {
+        &["libcuda.so.1", "libcublas.so.1"]
+    }
 }
 
 /// Runs the child test `name`: fails when the child fails, does not report `NAME: ok`,

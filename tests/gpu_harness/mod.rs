@@ -154,13 +154,21 @@ fn run_caught(body: Body) -> Result<(), String> {
 /// `libcublas.so.1`), so the GPU tests run unchanged on the CPU kernel emulator. They stay
 /// loaded for the process's life.
 pub fn load_emulated_driver() -> Result<(), String> {
+    load_emulated(&["libcuda.so.1", "libcublas.so.1"])
+}
+
+/// Loads the emulated libraries `libs` (of `libcuda.so.1` and `libcublas.so.1`) from the
+/// build's `RILL_FAKE_CUDA_DIR`: the driver alone stands for a machine with a driver and
+/// no CUDA libraries.
+pub fn load_emulated(libs: &[&str]) -> Result<(), String> {
     #[cfg(not(feature = "kernel-emu"))]
     {
+        let _ = libs;
         Err("this build lacks the `kernel-emu` feature".into())
     }
     #[cfg(feature = "kernel-emu")]
     {
-        for lib in ["libcuda.so.1", "libcublas.so.1"] {
+        for &lib in libs {
             let path = format!("{}/{lib}", env!("RILL_FAKE_CUDA_DIR"));
             let c = std::ffi::CString::new(path.clone()).map_err(|e| e.to_string())?;
             // SAFETY: dlopen of a library built by this crate's build script, whose

@@ -14,7 +14,8 @@ use cudarc::cublas::sys::{cublasHandle_t, cublasMath_t, cublasStatus_t};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
 use super::device::{device_error, guarded_device};
-use crate::error::Result;
+use super::probe;
+use crate::error::{Error, Result};
 
 /// cuBLAS workspace bytes (NVIDIA's recommendation for Hopper is 32 MiB).
 const WORKSPACE: usize = 32 << 20;
@@ -38,7 +39,13 @@ impl Blas {
             .context()
             .bind_to_thread()
             .map_err(|e| device_error("binding the CUDA context for cuBLAS", e))?;
-        // Guarded: cudarc panics when libcublas cannot be loaded.
+        // cudarc panics when libcublas cannot be loaded: look for it first (an error that
+        // names the library), and guard the call anyway.
+        let (what, stem, main) = probe::CUBLAS;
+        probe::find_library(what, stem, main).map_err(|e| Error::Device {
+            op: "cublasCreate".into(),
+            message: e.to_string(),
+        })?;
         let handle = guarded_device("cublasCreate", blas_result::create_handle)?;
         let mut blas = Blas {
             handle,

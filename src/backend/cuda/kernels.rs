@@ -165,7 +165,8 @@ pub fn cuda_include_dirs(env: impl Fn(&str) -> Option<OsString>) -> Vec<PathBuf>
 /// The NVRTC library's version (major, minor). Errors (no `libnvrtc`) name the library.
 pub fn nvrtc_version() -> std::result::Result<(i32, i32), ProbeError> {
     // cudarc's names for NVRTC include `libnvrtc.so.13`, the soname of CUDA 13's NVRTC.
-    find_library("NVRTC library", "nvrtc", "libnvrtc.so.13")?;
+    let (what, stem, main) = super::probe::NVRTC;
+    find_library(what, stem, main)?;
     guarded(|| {
         let (mut major, mut minor) = (0, 0);
         // SAFETY: nvrtcVersion writes two ints through valid pointers.

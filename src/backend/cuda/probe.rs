@@ -182,6 +182,21 @@ fn probe_uncached() -> Result<DriverInfo, ProbeError> {
     })
 }
 
+/// NVRTC (kernels are compiled at create) and cuBLAS (the linear layers): the CUDA
+/// libraries a GPU engine opens besides the driver, by the sonames of CUDA 13.
+pub const NVRTC: (&str, &str, &str) = ("NVRTC library", "nvrtc", "libnvrtc.so.13");
+pub const CUBLAS: (&str, &str, &str) = ("cuBLAS library", "cublas", "libcublas.so.13");
+
+/// Whether the CUDA libraries a GPU engine needs besides the driver ([`NVRTC`], [`CUBLAS`])
+/// can be opened; the error names the first that cannot (a machine with a driver but no
+/// CUDA libraries: `"auto"` then runs on the CPU, `"cuda"` fails at create).
+pub fn runtime_libraries() -> Result<(), ProbeError> {
+    for (what, stem, main) in [NVRTC, CUBLAS] {
+        find_library(what, stem, main)?;
+    }
+    Ok(())
+}
+
 fn call_error(call: &'static str, e: result::DriverError) -> ProbeError {
     ProbeError::Call {
         call,
