@@ -13,7 +13,9 @@
 #
 # and fails when .gpu/ is over RILL_GPU_PACK_LIMIT_MIB (default 60), listing the sizes.
 # A test binary whose tests/<name>.rs is missing is reported and left out (run_all.sh
-# then records it as MISSING). Then, on the GPU machine:
+# then records it as MISSING). Then, here, `bash scripts/gpu/rehearse.sh` runs the packed
+# binaries on the emulated driver (a check of the pack, not of the GPU), and on the GPU
+# machine:
 #   bash scripts/gpu/run_all.sh check     (carry: [".gpu"])
 #   bash scripts/gpu/run_all.sh bench qwen3-0.6b   (then bench llama3-8b; carry: [".gpu"])
 set -euo pipefail
