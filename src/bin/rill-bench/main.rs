@@ -22,10 +22,11 @@
 //! ones rill-bench sets; `--level-prompt-tokens N` gives the concurrency levels prompts of
 //! about N tokens instead of the short ones; `--baseline-json` adds the transformers
 //! baseline (`scripts/gpu/hf_baseline.py`) as a column. With `--json`, the file is
-//! rewritten after every workload, so a run cut short still leaves what it measured. A
-//! workload that fails (a prompt that does not fit, a level that times out: its requests
-//! are cancelled) is reported, in `errors` and in its level's `error`, and the next one
-//! runs; the exit status is then 1.
+//! rewritten after every workload (with the failures so far), so a run cut short still
+//! leaves what it measured. A workload that fails (a prompt that does not fit, say) is
+//! reported, in `errors` and in its level's `error`, and the next one runs; one that
+//! times out (its requests are cancelled) stops the run, the rest reported as not run;
+//! the exit status is then 1.
 
 mod gpu;
 mod http;
@@ -36,7 +37,7 @@ mod workloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
@@ -209,75 +210,100 @@ fn parse_cpu_model(cpuinfo: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_owned())
 }
 
-/// Runs every workload on one backend; `progress` sees the report after each workload.
-/// A workload that fails is recorded (a level also in its row) and the next one runs, so
-/// one failure (a prefix run that does not fit, a level that times out: its requests are
-/// cancelled) does not cost the others' numbers; only a backend that cannot start stops
-/// it. Returns the failures, each naming its workload.
+/// The failures of a backend's run so far, and the workload that timed out, if one did.
+#[derive(Default)]
+struct Failures {
+    errors: Vec<String>,
+    timed_out: Option<String>,
+}
+
+impl Failures {
+    /// Runs workload `what` of backend `name` and records its failure, each naming the
+    /// workload. After a workload that failed by timing out (it took the backend's
+    /// `timeout`) the backend is taken to be stuck: later workloads are not run (each would
+    /// wait out the timeout again) and are recorded as such.
+    fn attempt<T>(
+        &mut self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        f: impl FnOnce() -> Result<T, String>,
+    ) -> Option<T> {
+        if let Some(first) = &self.timed_out {
+            self.errors
+                .push(format!("{what}: not run ({first} timed out)"));
+            return None;
+        }
+        eprintln!("rill-bench: {name}: {what}");
+        let t0 = Instant::now();
+        let e = match f() {
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        eprintln!("rill-bench: {name}: {what} failed: {e}");
+        if t0.elapsed() >= timeout {
+            self.timed_out = Some(what.to_owned());
+        }
+        self.errors.push(format!("{what}: {e}"));
+        None
+    }
+}
+
+/// Runs every workload on one backend; `progress` sees the report and the failures so far
+/// after each workload. A workload that fails is recorded (a level also in its row) and
+/// the next one runs, so one failure (a prefix run that does not fit, say) does not cost
+/// the others' numbers; a backend that cannot start, or that timed out, stops the run
+/// ([`Failures::attempt`]). Returns the failures, each naming its workload.
 fn bench(
     b: &mut dyn Backend,
     o: &Opts,
     report: &mut Report,
-    progress: &mut dyn FnMut(&Report),
+    progress: &mut dyn FnMut(&Report, &[String]),
 ) -> Vec<String> {
     let name = b.name();
-    let step = |what: &str| eprintln!("rill-bench: {name}: {what}");
-    let mut errors = Vec::new();
-    let mut failed = |what: &str, e: String| {
-        eprintln!("rill-bench: {name}: {what} failed: {e}");
-        errors.push(format!("{what}: {e}"));
-    };
-    step("starting");
+    let mut f = Failures::default();
     report.info = b.info();
-    if let Err(e) = b.prepare(1).and_then(|()| workloads::warm_up(b)) {
-        failed("warm-up", e);
-        return errors;
+    let warm = f.attempt(name, "warm-up", o.timeout, || {
+        b.prepare(1)?;
+        workloads::warm_up(b)
+    });
+    if warm.is_none() {
+        return f.errors;
     }
-    step("prefill");
-    match workloads::prefill(b, o.prompt_tokens, o.runs) {
-        Ok(p) => report.prefill = Some(p),
-        Err(e) => failed("prefill", e),
-    }
-    progress(report);
-    step("decode");
-    match workloads::decode(b, o.gen_tokens, o.runs) {
-        Ok(d) => report.decode = Some(d),
-        Err(e) => failed("decode", e),
-    }
-    progress(report);
+    report.prefill = f.attempt(name, "prefill", o.timeout, || {
+        workloads::prefill(b, o.prompt_tokens, o.runs)
+    });
+    progress(report, &f.errors);
+    report.decode = f.attempt(name, "decode", o.timeout, || {
+        workloads::decode(b, o.gen_tokens, o.runs)
+    });
+    progress(report, &f.errors);
     if o.prefix_requests > 0 {
-        step("prefix cache");
-        let prefix =
-            workloads::prefix_cache(b, o.prefix_requests, o.prefix_tokens, o.prefix_gen_tokens);
-        match prefix {
-            Ok(p) => report.prefix = Some(p),
-            Err(e) => failed("prefix cache", e),
-        }
-        progress(report);
+        report.prefix = f.attempt(name, "prefix cache", o.timeout, || {
+            let (n, tokens, gen) = (o.prefix_requests, o.prefix_tokens, o.prefix_gen_tokens);
+            workloads::prefix_cache(b, n, tokens, gen)
+        });
+        progress(report, &f.errors);
     }
     for &n in &o.levels {
-        step(&format!("concurrency {n}"));
-        let level = b
-            .prepare(n)
-            .and_then(|()| workloads::warm_up(b))
-            .and_then(|()| workloads::concurrency(b, n, o.gen_tokens, o.level_prompt_tokens));
-        match level {
-            Ok(l) => report.levels.push(l),
-            Err(e) => {
-                report.levels.push(workloads::failed_level(n, e.clone()));
-                failed(&format!("concurrency {n}"), e);
-            }
-        }
-        progress(report);
+        let level = f.attempt(name, &format!("concurrency {n}"), o.timeout, || {
+            b.prepare(n)?;
+            workloads::warm_up(b)?;
+            workloads::concurrency(b, n, o.gen_tokens, o.level_prompt_tokens)
+        });
+        report.levels.push(level.unwrap_or_else(|| {
+            workloads::failed_level(n, f.errors.last().cloned().unwrap_or_default())
+        }));
+        progress(report, &f.errors);
     }
-    errors
+    f.errors
 }
 
 /// Runs one backend; a failure is recorded in the report and returned.
 fn run_backend(
     make: impl FnOnce() -> Result<Box<dyn Backend>, String>,
     o: &Opts,
-    progress: &mut dyn FnMut(&Report),
+    progress: &mut dyn FnMut(&Report, &[String]),
 ) -> (Report, Option<String>) {
     let mut report = Report::default();
     let mut b = match make() {
@@ -535,9 +561,10 @@ fn run() -> Result<bool, String> {
     let mut errors = Vec::new();
     if o.rill {
         let max_seqs = o.levels.iter().copied().max().unwrap_or(1);
-        let mut progress = |r: &Report| {
+        let mut progress = |r: &Report, errs: &[String]| {
             // A partial report after each step; the final write reports its own error.
-            if let Err(e) = doc.write(&[("rill", r.clone())], &[], true) {
+            let errs: Vec<String> = errs.iter().map(|e| format!("rill: {e}")).collect();
+            if let Err(e) = doc.write(&[("rill", r.clone())], &errs, true) {
                 eprintln!("rill-bench: partial report not written: {e}");
             }
         };
@@ -571,7 +598,7 @@ fn run() -> Result<bool, String> {
         let (r, err) = run_backend(
             || LlamaServer::new(cfg).map(|b| Box::new(b) as Box<dyn Backend>),
             &o,
-            &mut |_| {},
+            &mut |_, _| {},
         );
         errors.extend(err.map(|e| format!("llama-server: {e}")));
         reports.push(("llama-server", r));
@@ -668,9 +695,11 @@ mod tests {
     }
 
     /// A backend that answers instantly, except that requests with a long system prompt
-    /// (the prefix-cache workload's) and batches of `fail_streams` requests fail.
+    /// (the prefix-cache workload's) fail, and batches of `fail_streams` requests fail
+    /// after `fail_after`.
     struct Scripted {
         fail_streams: usize,
+        fail_after: Duration,
     }
 
     impl Backend for Scripted {
@@ -688,6 +717,7 @@ mod tests {
                 return Err("the prompt does not fit".into());
             }
             if reqs.len() == self.fail_streams {
+                std::thread::sleep(self.fail_after);
                 return Err("no event for 1s; requests cancelled".into());
             }
             let t = std::time::Instant::now();
@@ -713,18 +743,37 @@ mod tests {
         }
     }
 
-    /// A failed workload costs only its own numbers: the prefix run and the level of 4
-    /// fail, prefill, decode and the levels of 1 and 16 are still measured.
-    #[test]
-    fn a_failed_workload_does_not_stop_the_others() {
+    /// Runs the workloads on `b` with levels 1, 4 and 16 and returns the failures and
+    /// (streams, failed, output tokens) of each level.
+    fn run_scripted(b: &mut Scripted) -> (Vec<String>, Vec<(usize, bool, u64)>) {
         let o = parse_args(&args(
             "--model m.gguf --levels 1,4,16 --gen-tokens 8 --prompt-tokens 16 --runs 1 \
-             --prefix-requests 2 --level-prompt-tokens 16",
+             --prefix-requests 2 --level-prompt-tokens 16 --timeout-s 1",
         ))
         .expect("options");
-        let mut b = Scripted { fail_streams: 4 };
         let mut report = Report::default();
-        let errors = bench(&mut b, &o, &mut report, &mut |_| {});
+        let mut seen = 0;
+        let errors = bench(b, &o, &mut report, &mut |_, errs| seen = errs.len());
+        assert_eq!(seen, errors.len(), "progress saw the failures");
+        assert!(report.prefill.is_some() && report.decode.is_some());
+        assert!(report.prefix.is_none());
+        let levels = report
+            .levels
+            .iter()
+            .map(|l| (l.streams, l.error.is_some(), l.output_tokens))
+            .collect();
+        (errors, levels)
+    }
+
+    /// A failed workload costs only its own numbers: the prefix run and the level of 4
+    /// fail at once, prefill, decode and the levels of 1 and 16 are still measured.
+    #[test]
+    fn a_failed_workload_does_not_stop_the_others() {
+        let mut b = Scripted {
+            fail_streams: 4,
+            fail_after: Duration::ZERO,
+        };
+        let (errors, levels) = run_scripted(&mut b);
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(
             errors[0].starts_with("prefix cache: the prompt"),
@@ -734,14 +783,24 @@ mod tests {
             errors[1].starts_with("concurrency 4: no event"),
             "{errors:?}"
         );
-        assert!(report.prefill.is_some() && report.decode.is_some());
-        assert!(report.prefix.is_none());
-        let levels: Vec<_> = report
-            .levels
-            .iter()
-            .map(|l| (l.streams, l.error.is_some(), l.output_tokens))
-            .collect();
         assert_eq!(levels, vec![(1, false, 8), (4, true, 0), (16, false, 128)]);
+    }
+
+    /// A workload that fails after the backend's timeout (1 s here) stops the run: the
+    /// level of 16 is recorded as not run.
+    #[test]
+    fn a_timed_out_workload_stops_the_rest() {
+        let mut b = Scripted {
+            fail_streams: 4,
+            fail_after: Duration::from_millis(1050),
+        };
+        let (errors, levels) = run_scripted(&mut b);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(
+            errors[2],
+            "concurrency 16: not run (concurrency 4 timed out)"
+        );
+        assert_eq!(levels, vec![(1, false, 8), (4, true, 0), (16, true, 0)]);
     }
 
     #[test]
