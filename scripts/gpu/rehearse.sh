@@ -11,11 +11,13 @@
 #   - .gpu/bin/rill-bench --device cuda with run_all.sh bench's options at tiny sizes,
 #     then .gpu/scripts/summarize.py on its JSON (the tables and the targets' lines).
 #
-# Each runs from an empty folder, with a fresh PTX cache and only the shared libraries the
-# device machine has by those names, so it shows that the packed binaries run without
-# cargo or the checkout, find the driver, NVRTC and cuBLAS, and that the bench's JSON and
-# tables come out. It shows nothing about speed (the emulator is the CPU). About 5 min on
-# 2 cores after the builds.
+# They run from a folder outside the checkout, with a fresh PTX cache and, on the library
+# path, only the emulated libcuda.so.1 and libcublas.so.13 and the NVRTC wheels, so it
+# shows that the packed binaries run without cargo or the checkout, find the driver,
+# NVRTC and cuBLAS by the names the device machine has, and that the bench's JSON and
+# tables come out. (A machine with CUDA installed could lend its own libraries; the script
+# says so when the loader knows one.) It shows nothing about speed: the emulator is the
+# CPU. About 2 min on 2 cores after the builds (6 with --full).
 #
 #   bash scripts/gpu/pack.sh && bash scripts/gpu/rehearse.sh [--full]
 #
@@ -26,24 +28,40 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 full=0
-[ "${1:-}" = "--full" ] && full=1
+case "${1:-}" in
+  "") ;;
+  --full) full=1 ;;
+  *)
+    echo "usage: bash scripts/gpu/rehearse.sh [--full]" >&2
+    exit 2
+    ;;
+esac
 if [ ! -x .gpu/bin/cuda_kernels ] || [ ! -x .gpu/bin/cuda_engine ] || [ ! -x .gpu/bin/rill-bench ]; then
   echo "rehearse.sh: .gpu/bin is incomplete: run scripts/gpu/pack.sh first" >&2
   exit 2
 fi
 
 echo "rehearse.sh: building the emulated driver (cargo build --features kernel-emu) ..." >&2
-fake=$(cargo build --features kernel-emu --message-format=json |
-  python3 -c '
+# rill's package id (its form depends on the folder's name), then its build script's
+# OUT_DIR, which holds fake_cuda/.
+pkg=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(next(p["id"] for p in json.load(sys.stdin)["packages"] if p["name"] == "rill"))')
+build_json=$(mktemp)
+cargo build --locked --features kernel-emu --message-format=json-render-diagnostics >"$build_json"
+fake=$(python3 - "$build_json" "$pkg" <<'EOF2'
 import json, sys
-for line in sys.stdin:
+path, pkg = sys.argv[1], sys.argv[2]
+for line in open(path):
     try:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "build-script-executed" and "#rill@" in m.get("package_id", ""):
+    if m.get("reason") == "build-script-executed" and m.get("package_id") == pkg:
         print(m["out_dir"] + "/fake_cuda")
-' | tail -n 1)
+EOF2
+)
+rm -f "$build_json"
+fake=$(printf '%s\n' "$fake" | tail -n 1)
 if [ -z "$fake" ] || [ ! -f "$fake/libcuda.so.1" ]; then
   echo "rehearse.sh: the emulated driver was not built (no fake_cuda/ in rill's OUT_DIR)" >&2
   exit 2
@@ -52,6 +70,12 @@ cuda_wheels=$(./scripts/cuda_wheels.sh)/nvidia/cu13
 models=${RILL_CACHE:-$HOME/.cache/rill}/gpu-tiny-models
 python3 scripts/gpu/make_models.py --out "$models" --tokenizers "$(./scripts/fetch_tokenizers.sh)" \
   --models qwen3-tiny --backend numpy >/dev/null
+
+for lib in libcuda.so libcuda.so.1 libcublas.so libcublas.so.13; do
+  if ldconfig -p 2>/dev/null | awk '{print $1}' | grep -qx "$lib"; then
+    echo "rehearse.sh: NOTE: the loader knows a system $lib; cudarc may open it instead of the emulated one" >&2
+  fi
+done
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -87,12 +111,14 @@ filters=(out_of_range kv_cache greedy_qwen3)
 ((full)) && filters+=(concurrent_256)
 run cuda_engine "$gpu/bin/cuda_engine" "${filters[@]}"
 # run_all.sh bench's options, at the tiny model's sizes.
+bench_status=ok
 run rill-bench "$gpu/bin/rill-bench" --model "$models/qwen3-tiny" --device cuda --threads 2 \
-  --engine-config '{"reasoning_parser": "none", "tool_call_parser": "none"}' --levels 1,4 \
+  --engine-config '{"reasoning_parser": "none", "tool_call_parser": "none"}' --levels 1,16 \
   --level-prompt-tokens 64 --gen-tokens 16 --prompt-tokens 64 --runs 1 --prefix-requests 2 \
   --ctx-per-slot 1280 --timeout-s 300 --bandwidth-mib 64 \
   --json "$work/out/rill-bench-qwen3-0.6b.json"
-printf 'rill-bench-qwen3-0.6b\tok\t0\trehearsal\n' >"$work/steps.tsv"
+[[ " ${failed[*]} " == *" rill-bench "* ]] && bench_status=FAILED
+printf 'rill-bench-qwen3-0.6b\t%s\t0\trehearsal\n' "$bench_status" >"$work/steps.tsv"
 run summarize python3 "$gpu/scripts/summarize.py" bench "$work/steps.tsv" "$work/out/results.json" \
   "$work/out"
 run results-json python3 -c '
@@ -101,6 +127,7 @@ d = json.load(open(sys.argv[1]))
 b = d["bench"]["qwen3-0.6b"]
 assert b["decode"]["rill"], "no decode rate"
 assert b["levels"]["1"]["rill"]["tokens_per_s"], "no level 1"
+assert b["levels"]["16"]["rill"]["tokens_per_s"], "no level 16"
 assert b["fraction_of_limit"], "no roofline"
 print("results JSON: decode", b["decode"]["rill"], "tok/s; roofline", b["fraction_of_limit"])
 ' "$work/out/results.json"

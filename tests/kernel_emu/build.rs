@@ -31,6 +31,7 @@ pub fn build(crate_dir: &str, out_dir: &str) {
         .collect();
     files.sort();
     files.push(emu.join("selftest.cu"));
+    refuse_shared_in_headers(&kernels);
     let mut build = cc::Build::new();
     build
         .cpp(true)
@@ -90,16 +91,16 @@ pub fn build(crate_dir: &str, out_dir: &str) {
     fake_libraries(&build, &emu, out_dir);
 }
 
-/// `source` with `::rill_emu::first_touch(&NAME, sizeof(NAME));` appended to each line
-/// that declares a `__shared__` variable NAME (one declarator, on one line, ending in `;`:
-/// anything else is refused, so a new form is never left unpoisoned). Line numbers are
-/// kept.
+/// `source` with `::rill_emu::first_touch((void*)&NAME, sizeof(NAME));` appended to each
+/// line that declares a `__shared__` variable NAME (one declarator, on one line, ending in
+/// `;`: anything else, a `#define` included, is refused, so a new form is never left
+/// unfilled). Line numbers are kept.
 fn poison_shared(source: &str) -> Result<String, String> {
     let mut out = String::with_capacity(source.len() + 1024);
     for (i, line) in source.lines().enumerate() {
         out.push_str(line);
         let code = line.split("//").next().unwrap_or("").trim();
-        if code.contains("__shared__") && !code.starts_with("#define") {
+        if code.contains("__shared__") {
             let name = shared_name(code).ok_or_else(|| {
                 format!(
                     "line {}: cannot read the __shared__ declaration `{code}` (the emulator \
@@ -108,13 +109,39 @@ fn poison_shared(source: &str) -> Result<String, String> {
                     i + 1
                 )
             })?;
+            // The cast drops a `volatile` qualifier (first_touch takes void*).
             out.push_str(&format!(
-                " ::rill_emu::first_touch(&{name}, sizeof({name}));"
+                " ::rill_emu::first_touch((void*)&{name}, sizeof({name}));"
             ));
         }
         out.push('\n');
     }
     Ok(out)
+}
+
+/// Stops the build when a header of `kernels/` declares `__shared__` memory: headers are
+/// included as they are (not rewritten by [`poison_shared`]), so such a variable would
+/// escape the fill; declare it in the kernel file instead.
+fn refuse_shared_in_headers(kernels: &Path) {
+    let headers = std::fs::read_dir(kernels)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", kernels.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cuh" || x == "h"));
+    for path in headers {
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            assert!(
+                !code.contains("__shared__"),
+                "{}:{}: __shared__ in a header: the kernel emulator fills shared memory \
+                 only where kernel files declare it (tests/kernel_emu/build.rs); declare it \
+                 in the .cu file",
+                path.display(),
+                i + 1
+            );
+        }
+    }
 }
 
 /// NAME of `__shared__ [__align__(n)] TYPE NAME[dims]...;`, or `None` for any other form

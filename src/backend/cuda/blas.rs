@@ -42,7 +42,7 @@ impl Blas {
         // cudarc panics when libcublas cannot be loaded: look for it first (an error that
         // names the library), and guard the call anyway.
         let (what, stem, main) = probe::CUBLAS;
-        probe::find_library(what, stem, main).map_err(|e| Error::Device {
+        probe::load_library(what, stem, main).map_err(|e| Error::Device {
             op: "cublasCreate".into(),
             message: e.to_string(),
         })?;

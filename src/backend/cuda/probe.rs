@@ -190,9 +190,12 @@ pub const CUBLAS: (&str, &str, &str) = ("cuBLAS library", "cublas", "libcublas.s
 /// Whether the CUDA libraries a GPU engine needs besides the driver ([`NVRTC`], [`CUBLAS`])
 /// can be opened; the error names the first that cannot (a machine with a driver but no
 /// CUDA libraries: `"auto"` then runs on the CPU, `"cuda"` fails at create).
+///
+/// Each library found stays loaded (cudarc opens it again when the engine starts; its
+/// initializers then do not run twice).
 pub fn runtime_libraries() -> Result<(), ProbeError> {
     for (what, stem, main) in [NVRTC, CUBLAS] {
-        find_library(what, stem, main)?;
+        load_library(what, stem, main)?;
     }
     Ok(())
 }
@@ -226,9 +229,28 @@ pub(crate) fn find_library(
     stem: &str,
     main: &str,
 ) -> Result<String, ProbeError> {
+    open_library(what, stem, main, false)
+}
+
+/// [`find_library`], leaving the library loaded for the process's life (cudarc is about to
+/// open it: the second open only counts a reference).
+pub(crate) fn load_library(
+    what: &'static str,
+    stem: &str,
+    main: &str,
+) -> Result<String, ProbeError> {
+    open_library(what, stem, main, true)
+}
+
+fn open_library(
+    what: &'static str,
+    stem: &str,
+    main: &str,
+    keep: bool,
+) -> Result<String, ProbeError> {
     let mut main_error = None;
     for name in cudarc::get_lib_name_candidates(stem) {
-        match try_dlopen(&name) {
+        match try_dlopen(&name, keep) {
             Ok(()) => return Ok(name),
             Err(e) if name == main => main_error = Some(e),
             Err(_) => {}
@@ -237,7 +259,7 @@ pub(crate) fn find_library(
     let dlerror = match main_error {
         Some(e) => e,
         // `main` is not among cudarc's names: ask the loader about it anyway.
-        None => match try_dlopen(main) {
+        None => match try_dlopen(main, false) {
             Ok(()) => format!("{main} opens but is not among the names cudarc loads"),
             Err(e) => e,
         },
@@ -249,8 +271,8 @@ pub(crate) fn find_library(
     })
 }
 
-/// `dlopen(name)`, then `dlclose`; the loader's message on failure.
-fn try_dlopen(name: &str) -> Result<(), String> {
+/// `dlopen(name)`, then `dlclose` unless `keep`; the loader's message on failure.
+fn try_dlopen(name: &str, keep: bool) -> Result<(), String> {
     let c = CString::new(name).map_err(|_| format!("{name:?} contains a NUL byte"))?;
     // SAFETY: `c` is a valid NUL-terminated string. Opening a library runs its
     // initializers; the names are CUDA's own libraries, which cudarc opens the same way.
@@ -268,9 +290,11 @@ fn try_dlopen(name: &str) -> Result<(), String> {
                 .into_owned()
         });
     }
-    // SAFETY: `handle` came from a successful dlopen and is closed once. cudarc opens the
-    // library again itself, so nothing of ours refers to it after this.
-    unsafe { libc::dlclose(handle) };
+    if !keep {
+        // SAFETY: `handle` came from a successful dlopen and is closed once. cudarc opens
+        // the library again itself, so nothing of ours refers to it after this.
+        unsafe { libc::dlclose(handle) };
+    }
     Ok(())
 }
 
@@ -326,7 +350,7 @@ mod tests {
         // A library that exists under one of the names tried (libgcc_s.so.1, which every
         // Rust program on Linux loads) is found.
         let found = find_library("gcc", "gcc_s", "libgcc_s.so.1").expect("libgcc_s");
-        assert!(try_dlopen(&found).is_ok(), "{found}");
+        assert!(try_dlopen(&found, false).is_ok(), "{found}");
         // One that opens, but not under the names cudarc tries, is not found (cudarc
         // would not load it either), and the message says so.
         let m = find_library("C library", "c", "libc.so.6")
