@@ -41,8 +41,7 @@ impl Blas {
             .map_err(|e| device_error("binding the CUDA context for cuBLAS", e))?;
         // cudarc panics when libcublas cannot be loaded: look for it first (an error that
         // names the library), and guard the call anyway.
-        let (what, stem, main) = probe::CUBLAS;
-        probe::load_library(what, stem, main).map_err(|e| Error::Device {
+        probe::CUBLAS.load().map_err(|e| Error::Device {
             op: "cublasCreate".into(),
             message: e.to_string(),
         })?;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use cudarc::nvrtc;
 
 use super::nvrtc_program;
-use super::probe::{find_library, guarded, ProbeError};
+use super::probe::{guarded, ProbeError};
 use crate::error::{Error, Result};
 
 include!(concat!(env!("OUT_DIR"), "/cuda_kernels.rs"));
@@ -165,8 +165,7 @@ pub fn cuda_include_dirs(env: impl Fn(&str) -> Option<OsString>) -> Vec<PathBuf>
 /// The NVRTC library's version (major, minor). Errors (no `libnvrtc`) name the library.
 pub fn nvrtc_version() -> std::result::Result<(i32, i32), ProbeError> {
     // cudarc's names for NVRTC include `libnvrtc.so.13`, the soname of CUDA 13's NVRTC.
-    let (what, stem, main) = super::probe::NVRTC;
-    find_library(what, stem, main)?;
+    super::probe::NVRTC.find()?;
     guarded(|| {
         let (mut major, mut minor) = (0, 0);
         // SAFETY: nvrtcVersion writes two ints through valid pointers.

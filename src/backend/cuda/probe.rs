@@ -182,20 +182,51 @@ fn probe_uncached() -> Result<DriverInfo, ProbeError> {
     })
 }
 
-/// NVRTC (kernels are compiled at create) and cuBLAS (the linear layers): the CUDA
-/// libraries a GPU engine opens besides the driver, by the sonames of CUDA 13.
-pub const NVRTC: (&str, &str, &str) = ("NVRTC library", "nvrtc", "libnvrtc.so.13");
-pub const CUBLAS: (&str, &str, &str) = ("cuBLAS library", "cublas", "libcublas.so.13");
+/// A CUDA library the GPU backend opens at run time besides the driver.
+pub struct CudaLibrary {
+    /// What it is, for messages ("cuBLAS library").
+    pub what: &'static str,
+    /// cudarc's name stem ([`cudarc::get_lib_name_candidates`]).
+    pub stem: &'static str,
+    /// The soname that matters (CUDA 13's), whose loader message an error carries.
+    pub soname: &'static str,
+}
+
+/// NVRTC: the kernels are compiled at create.
+pub const NVRTC: CudaLibrary = CudaLibrary {
+    what: "NVRTC library",
+    stem: "nvrtc",
+    soname: "libnvrtc.so.13",
+};
+
+/// cuBLAS: the linear layers.
+pub const CUBLAS: CudaLibrary = CudaLibrary {
+    what: "cuBLAS library",
+    stem: "cublas",
+    soname: "libcublas.so.13",
+};
+
+impl CudaLibrary {
+    /// Whether it opens ([`find_library`]); the name that did.
+    pub fn find(&self) -> Result<String, ProbeError> {
+        open_library(self.what, self.stem, self.soname, false)
+    }
+
+    /// [`CudaLibrary::find`], leaving the library loaded for the process's life: cudarc is
+    /// about to open it, and the second open only counts a reference (its initializers do
+    /// not run twice).
+    pub fn load(&self) -> Result<String, ProbeError> {
+        open_library(self.what, self.stem, self.soname, true)
+    }
+}
 
 /// Whether the CUDA libraries a GPU engine needs besides the driver ([`NVRTC`], [`CUBLAS`])
 /// can be opened; the error names the first that cannot (a machine with a driver but no
-/// CUDA libraries: `"auto"` then runs on the CPU, `"cuda"` fails at create).
-///
-/// Each library found stays loaded (cudarc opens it again when the engine starts; its
-/// initializers then do not run twice).
+/// CUDA libraries: `"auto"` then runs on the CPU, `"cuda"` fails at create). Each one
+/// found stays loaded ([`CudaLibrary::load`]).
 pub fn runtime_libraries() -> Result<(), ProbeError> {
-    for (what, stem, main) in [NVRTC, CUBLAS] {
-        load_library(what, stem, main)?;
+    for lib in [&NVRTC, &CUBLAS] {
+        lib.load()?;
     }
     Ok(())
 }
@@ -230,16 +261,6 @@ pub(crate) fn find_library(
     main: &str,
 ) -> Result<String, ProbeError> {
     open_library(what, stem, main, false)
-}
-
-/// [`find_library`], leaving the library loaded for the process's life (cudarc is about to
-/// open it: the second open only counts a reference).
-pub(crate) fn load_library(
-    what: &'static str,
-    stem: &str,
-    main: &str,
-) -> Result<String, ProbeError> {
-    open_library(what, stem, main, true)
 }
 
 fn open_library(
