@@ -986,39 +986,40 @@ fn main() -> ExitCode {
     // These need a driver the test controls; all but one run in a child process each
     // (gpu_harness/child.rs).
     #[allow(unused_mut)]
-    let mut children: Vec<gpu_harness::Test> = Vec::new();
+    let mut children: Vec<gpu_harness::Child> = Vec::new();
     #[cfg(feature = "kernel-emu")]
     if gpu_harness::emulated() {
+        use gpu_harness::Child;
         tests.push((
             "weights_beyond_device_memory_fail_at_create",
             create_errors::weights_beyond_device_memory_fail_at_create,
         ));
         children = vec![
-            (
+            Child::new(
                 "too_old_driver_is_refused_at_create",
                 create_errors::too_old_driver_is_refused_at_create,
             ),
-            (
+            Child::without_cublas(
                 "auto_without_cublas_runs_on_the_cpu",
                 create_errors::auto_without_cublas_runs_on_the_cpu,
             ),
-            (
+            Child::new(
                 "a_device_fault_fails_every_stream_and_poisons_the_engine",
                 device_fault::a_device_fault_fails_every_stream_and_poisons_the_engine,
             ),
-            (
+            Child::new(
                 "greedy_chunked_with_pageable_inputs_equals_cpu",
                 pageable_inputs::greedy_chunked_with_pageable_inputs_equals_cpu,
             ),
-            (
+            Child::new(
                 "greedy_after_a_failed_capture_equals_cpu",
                 failed_capture::greedy_after_a_failed_capture_equals_cpu,
             ),
-            (
+            Child::new(
                 "greedy_with_preemption_equals_cpu",
                 preemption::greedy_with_preemption_equals_cpu,
             ),
-            (
+            Child::new(
                 "greedy_on_two_engines_at_once_equals_cpu",
                 two_engines::greedy_on_two_engines_at_once_equals_cpu,
             ),

@@ -46,7 +46,9 @@ echo "rehearse.sh: building the emulated driver (cargo build --features kernel-e
 # OUT_DIR, which holds fake_cuda/.
 pkg=$(cargo metadata --format-version 1 --no-deps --locked |
   python3 -c 'import json, sys; print(next(p["id"] for p in json.load(sys.stdin)["packages"] if p["name"] == "rill"))')
-build_json=$(mktemp)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+build_json=$work/build.json
 cargo build --locked --features kernel-emu --message-format=json-render-diagnostics >"$build_json"
 fake=$(python3 - "$build_json" "$pkg" <<'EOF2'
 import json, sys
@@ -60,7 +62,6 @@ for line in open(path):
         print(m["out_dir"] + "/fake_cuda")
 EOF2
 )
-rm -f "$build_json"
 fake=$(printf '%s\n' "$fake" | tail -n 1)
 if [ -z "$fake" ] || [ ! -f "$fake/libcuda.so.1" ]; then
   echo "rehearse.sh: the emulated driver was not built (no fake_cuda/ in rill's OUT_DIR)" >&2
@@ -77,8 +78,6 @@ for lib in libcuda.so libcuda.so.1 libcublas.so libcublas.so.13; do
   fi
 done
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 # The names the device machine's libraries go by (cudarc tries libcuda.so.1 and
 # libcublas.so.13 among its candidates), nothing else.
 mkdir -p "$work/lib" "$work/run" "$work/out"

@@ -155,20 +155,7 @@ pub fn too_old_driver_is_refused_at_create() -> TestResult {
 pub fn auto_without_cublas_runs_on_the_cpu() -> TestResult {
     // The point is a machine without cuBLAS: where the loader finds a real one (a CUDA
     // toolkit installed), the test cannot show it, and says so rather than pass.
-    let installed = cudarc::get_lib_name_candidates("cublas")
-        .into_iter()
-        .find(|name| {
-            let Ok(c) = std::ffi::CString::new(name.as_str()) else {
-                return false;
-            };
-            // SAFETY: dlopen of a NUL-terminated name; a handle it returns is closed once.
-            let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
-            if !h.is_null() {
-                // SAFETY: `h` came from the successful dlopen above.
-                unsafe { libc::dlclose(h) };
-            }
-            !h.is_null()
-        });
+    let installed = rill::backend::cuda::probe::CUBLAS.find().ok();
     if let Some(name) = installed {
         return Err(format!(
             "this machine has a cuBLAS library ({name}); the test needs one without (as CI's)"

@@ -1,8 +1,8 @@
 //! Tests run in a child process (the test binary again, with `--child=NAME`): those that
 //! change what a process keeps for its whole life, such as the driver probe (cached) or a
-//! device fault (sticky), or that want an environment of their own. The child loads the
-//! emulated driver (and cuBLAS, unless its name says `without_cublas`) when the parent
-//! runs on it (`RILL_GPU_TESTS=emulated` is inherited) and runs with `RILL_CUDA_GEMV=off`:
+//! device fault (sticky), or that want an environment of their own. The child loads its
+//! emulated libraries ([`super::Child`]) when the parent runs on the emulated driver
+//! (`RILL_GPU_TESTS=emulated` is inherited) and runs with `RILL_CUDA_GEMV=off`:
 //! cuBLAS for every product, since the GEMV timing at engine create takes minutes on the
 //! emulator.
 
@@ -18,14 +18,14 @@ const ARG: &str = "--child=";
 
 /// When this process is the child of one of `children`: runs it, prints `NAME: ok` or
 /// `NAME: FAILED: ...`, and returns its exit code.
-pub fn run_if_child(children: &[super::Test]) -> Option<ExitCode> {
+pub fn run_if_child(children: &[super::Child]) -> Option<ExitCode> {
     let name = std::env::args().find_map(|a| a.strip_prefix(ARG).map(str::to_owned))?;
-    let outcome = match children.iter().find(|(n, _)| *n == name) {
+    let outcome = match children.iter().find(|c| c.name == name) {
         None => Err(format!("no child test {name:?}")),
-        Some(&(_, body)) if super::emulated() => {
-            super::load_emulated(emulated_libraries(&name)).and_then(|()| super::run_caught(body))
+        Some(c) if super::emulated() => {
+            super::load_emulated(c.libraries).and_then(|()| super::run_caught(c.body))
         }
-        Some(&(_, body)) => super::run_caught(body),
+        Some(c) => super::run_caught(c.body),
     };
     Some(match outcome {
         Ok(()) => {
@@ -37,17 +37,6 @@ pub fn run_if_child(children: &[super::Test]) -> Option<ExitCode> {
             ExitCode::FAILURE
         }
     })
-}
-
-/// The emulated libraries child `name` loads: the driver and cuBLAS, or the driver alone
-/// for a child named `..._without_cublas_...` (a machine with a driver and no CUDA
-/// libraries).
-fn emulated_libraries(name: &str) -> &'static [&'static str] {
-    if name.contains("without_cublas") {
-        &["libcuda.so.1"]
-    } else {
-        &["libcuda.so.1", "libcublas.so.1"]
-    }
 }
 
 /// Runs the child test `name`: fails when the child fails, does not report `NAME: ok`,

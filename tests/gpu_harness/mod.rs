@@ -22,6 +22,39 @@ pub type Body = fn() -> Result<(), String>;
 /// One test: its name and body.
 pub type Test = (&'static str, Body);
 
+/// The emulated libraries a process loads by default: the driver and cuBLAS.
+const EMULATED: &[&str] = &["libcuda.so.1", "libcublas.so.1"];
+
+/// A test that runs in a child process of its own ([`child`]), and the emulated libraries
+/// the child loads when the run is emulated.
+#[derive(Clone, Copy)]
+pub struct Child {
+    pub name: &'static str,
+    pub body: Body,
+    pub libraries: &'static [&'static str],
+}
+
+impl Child {
+    /// A child with the emulated driver and cuBLAS.
+    pub fn new(name: &'static str, body: Body) -> Child {
+        Child {
+            name,
+            body,
+            libraries: EMULATED,
+        }
+    }
+
+    /// A child with the emulated driver alone: a machine with a driver and no CUDA
+    /// libraries.
+    pub fn without_cublas(name: &'static str, body: Body) -> Child {
+        Child {
+            name,
+            body,
+            libraries: &["libcuda.so.1"],
+        }
+    }
+}
+
 /// Why GPU tests cannot run here, or `None` when a CUDA device is present.
 pub fn unavailable() -> Option<String> {
     #[cfg(not(feature = "cuda"))]
@@ -48,7 +81,7 @@ pub fn main(suite: &str, tests: &[Test]) -> ExitCode {
 
 /// [`main`] with `children` too: tests that each run in a child process of their own
 /// (see [`child`]), listed and filtered with the others.
-pub fn main_with_children(suite: &str, tests: &[Test], children: &[Test]) -> ExitCode {
+pub fn main_with_children(suite: &str, tests: &[Test], children: &[Child]) -> ExitCode {
     if let Some(code) = child::run_if_child(children) {
         return code;
     }
@@ -59,7 +92,7 @@ pub fn main_with_children(suite: &str, tests: &[Test], children: &[Test]) -> Exi
     let all: Vec<(&'static str, Option<Body>)> = tests
         .iter()
         .map(|&(name, body)| (name, Some(body)))
-        .chain(children.iter().map(|&(name, _)| (name, None)))
+        .chain(children.iter().map(|c| (c.name, None)))
         .collect();
     if args.iter().any(|a| a == "--list") {
         for (name, _) in &all {
@@ -154,13 +187,12 @@ fn run_caught(body: Body) -> Result<(), String> {
 /// `libcublas.so.1`), so the GPU tests run unchanged on the CPU kernel emulator. They stay
 /// loaded for the process's life.
 pub fn load_emulated_driver() -> Result<(), String> {
-    load_emulated(&["libcuda.so.1", "libcublas.so.1"])
+    load_emulated(EMULATED)
 }
 
 /// Loads the emulated libraries `libs` (of `libcuda.so.1` and `libcublas.so.1`) from the
-/// build's `RILL_FAKE_CUDA_DIR`: the driver alone stands for a machine with a driver and
-/// no CUDA libraries.
-pub fn load_emulated(libs: &[&str]) -> Result<(), String> {
+/// build's `RILL_FAKE_CUDA_DIR` ([`Child::without_cublas`] loads the driver alone).
+fn load_emulated(libs: &[&str]) -> Result<(), String> {
     #[cfg(not(feature = "kernel-emu"))]
     {
         let _ = libs;

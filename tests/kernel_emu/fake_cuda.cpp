@@ -7,8 +7,9 @@
 // host memory (a CUdeviceptr is a host address), each allocation its own mapping between
 // two inaccessible guard pages, ending less than 256 bytes before the trailing one, and
 // unmapped when freed: a kernel, copy or GEMM that runs past a buffer's end, or uses a
-// buffer after its free (a graph replayed over freed buffers, say), faults at once. Streams defer their work until the host
-// waits for it, events and graphs follow the driver's rules (fake_streams.h). A module's
+// buffer after its free (a graph replayed over freed buffers, say), faults at once.
+// Streams defer their work until the host waits for it, events and graphs follow the
+// driver's rules (fake_streams.h). A module's
 // PTX is not read: its functions are looked up by name among the emulated kernels.
 // Events hold the wall-clock time at which their record ran. cuBLAS (fake_cublas.cpp)
 // queues its GEMMs through rill_fake_enqueue, so they are deferred and captured too.

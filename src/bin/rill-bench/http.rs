@@ -10,6 +10,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::workloads::TIMED_OUT;
+
 /// A response whose body has not been read yet.
 pub struct Response {
     pub status: u16,
@@ -27,7 +29,7 @@ impl Response {
                 line.truncate(trimmed);
                 Ok(Some(line))
             }
-            Err(e) => Err(format!("reading response body: {e}")),
+            Err(e) => Err(io_error("reading response body", &e)),
         }
     }
 
@@ -36,8 +38,17 @@ impl Response {
         let mut s = String::new();
         self.body
             .read_to_string(&mut s)
-            .map_err(|e| format!("reading response body: {e}"))?;
+            .map_err(|e| io_error("reading response body", &e))?;
         Ok(s)
+    }
+}
+
+/// An I/O error as text after `context`; the socket's timeout is marked [`TIMED_OUT`].
+fn io_error(context: &str, e: &std::io::Error) -> String {
+    use std::io::ErrorKind::{TimedOut, WouldBlock};
+    match e.kind() {
+        TimedOut | WouldBlock => format!("{TIMED_OUT} {context}: {e}"),
+        _ => format!("{context}: {e}"),
     }
 }
 
@@ -66,7 +77,7 @@ fn request(
     timeout: Duration,
 ) -> Result<Response, String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        .map_err(|e| io_error(&format!("connecting to {addr}"), &e))?;
     s.set_read_timeout(Some(timeout))
         .and_then(|()| s.set_write_timeout(Some(timeout)))
         .and_then(|()| s.set_nodelay(true))
@@ -107,7 +118,7 @@ pub fn read_head(r: &mut impl BufRead) -> Result<(u16, Framing), String> {
         match r.read_line(line) {
             Ok(0) => Err("connection closed inside the response head".into()),
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("reading the response head: {e}")),
+            Err(e) => Err(io_error("reading the response head", &e)),
         }
     };
     read(r, &mut line)?;
@@ -298,6 +309,15 @@ mod tests {
             .read_to_string(&mut s)
             .map_err(|e| e.to_string())?;
         Ok((status, s))
+    }
+
+    #[test]
+    fn socket_timeouts_are_marked() {
+        use std::io::{Error, ErrorKind};
+        let t = io_error("reading", &Error::from(ErrorKind::WouldBlock));
+        assert!(t.starts_with(TIMED_OUT) && t.contains("reading: "), "{t}");
+        let t = io_error("reading", &Error::from(ErrorKind::ConnectionReset));
+        assert!(!t.contains(TIMED_OUT) && t.starts_with("reading: "), "{t}");
     }
 
     #[test]

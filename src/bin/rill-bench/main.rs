@@ -37,7 +37,7 @@ mod workloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
@@ -218,34 +218,31 @@ struct Failures {
 }
 
 impl Failures {
-    /// Runs workload `what` of backend `name` and records its failure, each naming the
-    /// workload. After a workload that failed by timing out (it took the backend's
-    /// `timeout`) the backend is taken to be stuck: later workloads are not run (each would
-    /// wait out the timeout again) and are recorded as such.
+    /// Runs workload `what` of backend `name`; a failure is recorded, naming the workload,
+    /// and returned. After a workload that timed out (its error contains
+    /// [`workloads::TIMED_OUT`]) the backend is taken to be stuck: later workloads are not
+    /// run (each would wait out the timeout again) and are recorded as such.
     fn attempt<T>(
         &mut self,
         name: &str,
         what: &str,
-        timeout: Duration,
         f: impl FnOnce() -> Result<T, String>,
-    ) -> Option<T> {
-        if let Some(first) = &self.timed_out {
-            self.errors
-                .push(format!("{what}: not run ({first} timed out)"));
-            return None;
-        }
-        eprintln!("rill-bench: {name}: {what}");
-        let t0 = Instant::now();
-        let e = match f() {
-            Ok(v) => return Some(v),
-            Err(e) => e,
+    ) -> Result<T, String> {
+        let result = match &self.timed_out {
+            Some(first) => Err(format!("not run ({first} timed out)")),
+            None => {
+                eprintln!("rill-bench: {name}: {what}");
+                f()
+            }
         };
-        eprintln!("rill-bench: {name}: {what} failed: {e}");
-        if t0.elapsed() >= timeout {
-            self.timed_out = Some(what.to_owned());
+        if let Err(e) = &result {
+            eprintln!("rill-bench: {name}: {what}: {e}");
+            if e.contains(workloads::TIMED_OUT) {
+                self.timed_out = Some(what.to_owned());
+            }
+            self.errors.push(format!("{what}: {e}"));
         }
-        self.errors.push(format!("{what}: {e}"));
-        None
+        result
     }
 }
 
@@ -263,37 +260,43 @@ fn bench(
     let name = b.name();
     let mut f = Failures::default();
     report.info = b.info();
-    let warm = f.attempt(name, "warm-up", o.timeout, || {
+    let warm = f.attempt(name, "warm-up", || {
         b.prepare(1)?;
         workloads::warm_up(b)
     });
-    if warm.is_none() {
+    if warm.is_err() {
         return f.errors;
     }
-    report.prefill = f.attempt(name, "prefill", o.timeout, || {
-        workloads::prefill(b, o.prompt_tokens, o.runs)
-    });
+    report.prefill = f
+        .attempt(name, "prefill", || {
+            workloads::prefill(b, o.prompt_tokens, o.runs)
+        })
+        .ok();
     progress(report, &f.errors);
-    report.decode = f.attempt(name, "decode", o.timeout, || {
-        workloads::decode(b, o.gen_tokens, o.runs)
-    });
+    report.decode = f
+        .attempt(name, "decode", || {
+            workloads::decode(b, o.gen_tokens, o.runs)
+        })
+        .ok();
     progress(report, &f.errors);
     if o.prefix_requests > 0 {
-        report.prefix = f.attempt(name, "prefix cache", o.timeout, || {
-            let (n, tokens, gen) = (o.prefix_requests, o.prefix_tokens, o.prefix_gen_tokens);
-            workloads::prefix_cache(b, n, tokens, gen)
-        });
+        report.prefix = f
+            .attempt(name, "prefix cache", || {
+                let (n, tokens, gen) = (o.prefix_requests, o.prefix_tokens, o.prefix_gen_tokens);
+                workloads::prefix_cache(b, n, tokens, gen)
+            })
+            .ok();
         progress(report, &f.errors);
     }
     for &n in &o.levels {
-        let level = f.attempt(name, &format!("concurrency {n}"), o.timeout, || {
+        let level = f.attempt(name, &format!("concurrency {n}"), || {
             b.prepare(n)?;
             workloads::warm_up(b)?;
             workloads::concurrency(b, n, o.gen_tokens, o.level_prompt_tokens)
         });
-        report.levels.push(level.unwrap_or_else(|| {
-            workloads::failed_level(n, f.errors.last().cloned().unwrap_or_default())
-        }));
+        report
+            .levels
+            .push(level.unwrap_or_else(|e| workloads::failed_level(n, e)));
         progress(report, &f.errors);
     }
     f.errors
@@ -696,10 +699,10 @@ mod tests {
 
     /// A backend that answers instantly, except that requests with a long system prompt
     /// (the prefix-cache workload's) fail, and batches of `fail_streams` requests fail
-    /// after `fail_after`.
+    /// with `fail_with`.
     struct Scripted {
         fail_streams: usize,
-        fail_after: Duration,
+        fail_with: &'static str,
     }
 
     impl Backend for Scripted {
@@ -717,8 +720,7 @@ mod tests {
                 return Err("the prompt does not fit".into());
             }
             if reqs.len() == self.fail_streams {
-                std::thread::sleep(self.fail_after);
-                return Err("no event for 1s; requests cancelled".into());
+                return Err(self.fail_with.into());
             }
             let t = std::time::Instant::now();
             Ok(reqs
@@ -748,7 +750,7 @@ mod tests {
     fn run_scripted(b: &mut Scripted) -> (Vec<String>, Vec<(usize, bool, u64)>) {
         let o = parse_args(&args(
             "--model m.gguf --levels 1,4,16 --gen-tokens 8 --prompt-tokens 16 --runs 1 \
-             --prefix-requests 2 --level-prompt-tokens 16 --timeout-s 1",
+             --prefix-requests 2 --level-prompt-tokens 16",
         ))
         .expect("options");
         let mut report = Report::default();
@@ -771,7 +773,7 @@ mod tests {
     fn a_failed_workload_does_not_stop_the_others() {
         let mut b = Scripted {
             fail_streams: 4,
-            fail_after: Duration::ZERO,
+            fail_with: "llama-server answered 500",
         };
         let (errors, levels) = run_scripted(&mut b);
         assert_eq!(errors.len(), 2, "{errors:?}");
@@ -779,21 +781,18 @@ mod tests {
             errors[0].starts_with("prefix cache: the prompt"),
             "{errors:?}"
         );
-        assert!(
-            errors[1].starts_with("concurrency 4: no event"),
-            "{errors:?}"
-        );
+        assert_eq!(errors[1], "concurrency 4: llama-server answered 500");
         assert_eq!(levels, vec![(1, false, 8), (4, true, 0), (16, false, 128)]);
     }
 
-    /// A workload that fails after the backend's timeout (1 s here) stops the run: the
-    /// level of 16 is recorded as not run.
+    /// A workload that timed out stops the run: the level of 16 is recorded as not run.
     #[test]
     fn a_timed_out_workload_stops_the_rest() {
         let mut b = Scripted {
             fail_streams: 4,
-            fail_after: Duration::from_millis(1050),
+            fail_with: "[timed out] no event for 1s; requests cancelled",
         };
+        assert!(b.fail_with.starts_with(workloads::TIMED_OUT));
         let (errors, levels) = run_scripted(&mut b);
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert_eq!(

@@ -18,7 +18,7 @@ use rill::ffi::{
 use serde_json::{json, Map, Value};
 
 use crate::stats::Stream;
-use crate::workloads::{Backend, Req};
+use crate::workloads::{Backend, Req, TIMED_OUT};
 
 /// One event as the callback saw it.
 struct Event {
@@ -306,7 +306,7 @@ impl Backend for RillCapi {
                 Err(RecvTimeoutError::Timeout) => {
                     self.abort(&ids, &mut done);
                     return Err(format!(
-                        "no event for {:?}; requests cancelled",
+                        "{TIMED_OUT} no event for {:?}; requests cancelled",
                         self.timeout
                     ));
                 }

@@ -24,6 +24,11 @@ pub struct Req {
     pub max_tokens: usize,
 }
 
+/// Marks a backend error that waited out the backend's timeout (no event, or no byte of a
+/// response, for that long): after one the backend is taken to be stuck and the run
+/// stops (`Failures::attempt` in main.rs). Backends put it in their timeout errors.
+pub const TIMED_OUT: &str = "[timed out]";
+
 /// An engine under test.
 pub trait Backend {
     /// The column name in the report.
@@ -32,7 +37,8 @@ pub trait Backend {
     /// many slots; rill's engine was created for the largest level and does nothing).
     fn prepare(&mut self, streams: usize) -> Result<(), String>;
     /// Submits every request at once (greedy, `ignore_eos`) and waits until all have
-    /// ended; the streams come back in the order of `reqs`.
+    /// ended; the streams come back in the order of `reqs`. An error from waiting out the
+    /// timeout contains [`TIMED_OUT`].
     fn run(&mut self, reqs: &[Req]) -> Result<Vec<Stream>, String>;
     /// Peak resident memory of the process that runs the model, KiB.
     fn peak_rss_kib(&mut self) -> Option<u64>;
